@@ -1,0 +1,55 @@
+"""Cut the small real datasets committed to the repo from ../shared/data (run once; documents provenance).
+
+    python benchmarks/make_fixtures.py --shared ../shared/data
+
+Writes src/butterfly/data/snare_mcc_2k_{rna,atac}.h5ad (the demo data shipped in the package) and
+tests/data/{multiome,cite}_{...}.h5ad (test fixtures).
+"""
+
+import argparse
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(adata: ad.AnnData, path: Path) -> None:
+    adata = adata.copy()
+    adata.uns = {k: v for k, v in adata.uns.items() if isinstance(v, str)}
+    for frame in (adata.obs, adata.var):
+        for col in frame.columns:
+            if frame[col].dtype == object:
+                frame[col] = frame[col].astype(str).astype("category")
+    adata.write_h5ad(path, compression="gzip")
+    print(f"{path.relative_to(ROOT)}: {adata.n_obs} x {adata.n_vars}, {path.stat().st_size / 1e6:.2f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    args = parser.parse_args()
+
+    rna = ad.read_h5ad(args.shared / "snare_mcc" / "rna.h5ad")
+    atac = ad.read_h5ad(args.shared / "snare_mcc" / "atac.h5ad")
+    cells = np.sort(np.random.RandomState(0).choice(rna.n_obs, 2000, replace=False))
+    for name, data in (("rna", rna), ("atac", atac)):
+        sub = data[cells].copy()
+        sub.uns["source"] = "SNARE-seq adult mouse cortex (Chen et al. 2019, GSE126074), 2,000 random cells"
+        _write(sub, ROOT / "src" / "butterfly" / "data" / f"snare_mcc_2k_{name}.h5ad")
+
+    for folder, names, prefix in (
+        ("multiome_bmmc_starter", ("rna", "atac"), "multiome"),
+        ("cite_bmmc_neurips_starter", ("rna", "adt"), "cite"),
+    ):
+        for name in names:
+            data = ad.read_h5ad(args.shared / folder / f"{name}.h5ad")
+            data.layers = {}
+            _write(data, ROOT / "tests" / "data" / f"{prefix}_{name}.h5ad")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One command for set-up and use on a fresh machine:
+#   bash scripts/run.sh test    install what is needed into .venv, then run the test suite
+#   bash scripts/run.sh demo    install, then train and translate on the shipped SNARE-seq cells (report in butterfly_demo/)
+# Extra arguments are passed on (to pytest, or to `butterfly demo`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+VENV_PY=.venv/bin/python
+"$VENV_PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+# Install the CPU build of torch first when none is present: a bare `torch` requirement would pull a multi-GB
+# CUDA build. GPU users install their CUDA build of torch into the venv beforehand (see README).
+if ! "$VENV_PY" -c "import torch" >/dev/null 2>&1; then
+  "$VENV_PY" -m pip install -q "torch==2.13.0" || "$VENV_PY" -m pip install -q "torch>=2.1" --index-url https://download.pytorch.org/whl/cpu
+fi
+"$VENV_PY" -m pip install -q -e ".[test]" 2>&1 | grep -vE "pyyaml|^\s*$" || true
+
+cmd=${1:-test}
+shift || true
+case "$cmd" in
+  test) exec "$VENV_PY" -m pytest "$@" ;;
+  demo) exec .venv/bin/butterfly demo "$@" ;;
+  *) echo "usage: bash scripts/run.sh test|demo [args...]" >&2; exit 2 ;;
+esac

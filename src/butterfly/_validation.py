@@ -1,0 +1,158 @@
+"""Input checks shared by preprocessing and the model.
+
+Every check raises :class:`ButterflyInputError` with a message that names the problem and the fix.
+Nothing here modifies its input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+
+class ButterflyInputError(ValueError):
+    """The data given to butterfly cannot be used as it is; the message says why and how to fix it."""
+
+
+def _preview(names: Sequence, limit: int = 5) -> str:
+    names = [str(n) for n in list(names)[:limit]]
+    return ", ".join(repr(n) for n in names)
+
+
+def as_csr(X, *, dtype=np.float32) -> sp.csr_matrix:
+    """Return ``X`` as a CSR matrix of ``dtype`` without changing the caller's object.
+
+    Dense input is converted to CSR; CSR input of the right dtype is returned as is (callers must treat it
+    as read-only).
+    """
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        if X.dtype != dtype:
+            X = X.astype(dtype)
+        return X
+    if hasattr(X, "to_memory"):  # backed dataset
+        X = X.to_memory()
+        return as_csr(X, dtype=dtype)
+    return sp.csr_matrix(np.asarray(X, dtype=dtype))
+
+
+def check_values(X, *, what: str, require_integer: bool) -> None:
+    """Refuse negative, NaN or infinite values, and non-integers where raw counts are expected."""
+    data = X.data if sp.issparse(X) else np.asarray(X)
+    if data.size == 0:
+        return
+    if not np.all(np.isfinite(data)):
+        n_bad = int(np.size(data) - np.isfinite(data).sum())
+        raise ButterflyInputError(
+            f"{what} contains {n_bad} NaN or infinite value(s). Remove or impute them before using butterfly "
+            "(for example: adata = adata[:, np.isfinite(adata.X.sum(0)).A1])."
+        )
+    min_value = data.min()
+    if min_value < 0:
+        raise ButterflyInputError(
+            f"{what} contains negative values (minimum {min_value:g}). butterfly expects raw, non-negative "
+            "counts; pass the count matrix (often adata.layers['counts']) instead of scaled or centred data."
+        )
+    if require_integer:
+        sample = data if data.size <= 5_000_000 else data[:: data.size // 5_000_000 + 1]
+        if not np.all(sample == np.round(sample)):
+            raise ButterflyInputError(
+                f"{what} contains non-integer values, but raw counts are expected. Pass the raw count matrix "
+                "(often adata.layers['counts'] or adata.raw), or, if the data are already normalised on "
+                "purpose, use the 'expression' modality, which takes normalised values as given."
+            )
+
+
+def row_sums(X) -> np.ndarray:
+    return np.asarray(X.sum(axis=1)).ravel()
+
+
+def check_nonempty_cells(X, obs_names: Sequence, *, what: str) -> None:
+    """Refuse cells whose counts are all zero."""
+    empty = np.flatnonzero(row_sums(X) == 0)
+    if empty.size:
+        raise ButterflyInputError(
+            f"{what} has {empty.size} cell(s) with zero counts (for example {_preview(np.asarray(obs_names)[empty])}). "
+            "Remove them first, e.g. sc.pp.filter_cells(adata, min_counts=1), and drop the same cells from "
+            "the other modality."
+        )
+
+
+def check_unique_names(adata: ad.AnnData, *, what: str) -> None:
+    """Refuse duplicated cell or feature names, which would make alignment by name ambiguous."""
+    for axis, names, fix in (
+        ("cell", adata.obs_names, "adata.obs_names_make_unique()"),
+        ("feature", adata.var_names, "adata.var_names_make_unique()"),
+    ):
+        duplicated = names[names.duplicated()]
+        if len(duplicated):
+            raise ButterflyInputError(
+                f"{what} has {len(duplicated)} duplicated {axis} name(s) (for example {_preview(duplicated.unique())}). "
+                f"Names must be unique so butterfly can align data by name; call {fix} or remove the duplicates."
+            )
+
+
+def check_label_key(adata: ad.AnnData, key: str, *, what: str) -> pd.Series:
+    """Return ``adata.obs[key]``, refusing a missing column or missing labels."""
+    if key not in adata.obs.columns:
+        raise ButterflyInputError(
+            f"{what} has no column {key!r} in .obs. Available columns: {_preview(adata.obs.columns, 20)}. "
+            "Pass label_key= one of them, or add the labels to adata.obs first."
+        )
+    labels = adata.obs[key]
+    if labels.isna().any():
+        raise ButterflyInputError(
+            f"{what}.obs[{key!r}] has {int(labels.isna().sum())} missing label(s). Fill or drop those cells first."
+        )
+    return labels
+
+
+def check_paired(first: ad.AnnData, second: ad.AnnData, names: tuple[str, str]) -> None:
+    """Refuse two modalities that do not list the same cells in the same order."""
+    a, b = names
+    if first.n_obs == second.n_obs and np.array_equal(first.obs_names.values, second.obs_names.values):
+        return
+    shared = first.obs_names.intersection(second.obs_names)
+    if len(shared) == first.n_obs == second.n_obs:
+        raise ButterflyInputError(
+            f"The {a} and {b} data list the same cells in a different order. Align them by name first: "
+            f"{a}, {b} = butterfly.align_cells({a}, {b})."
+        )
+    only_first = first.obs_names.difference(second.obs_names)
+    only_second = second.obs_names.difference(first.obs_names)
+    hint = (
+        f"Keep the {len(shared)} shared cells with {a}, {b} = butterfly.align_cells({a}, {b})."
+        if len(shared)
+        else "No cell name is shared: if the two datasets come from different cells, train with "
+        "Butterfly.unpaired(...); if they are the same cells, give them the same obs_names."
+    )
+    raise ButterflyInputError(
+        f"The {a} data ({first.n_obs} cells) and the {b} data ({second.n_obs} cells) are not the same cells: "
+        f"{len(only_first)} cell(s) only in {a} (e.g. {_preview(only_first)}), {len(only_second)} only in {b} "
+        f"(e.g. {_preview(only_second)}). {hint}"
+    )
+
+
+def align_cells(first: ad.AnnData, second: ad.AnnData) -> tuple[ad.AnnData, ad.AnnData]:
+    """Return copies of two modalities restricted to their shared cells, in the order of ``first``.
+
+    Examples
+    --------
+    >>> rna, atac = align_cells(rna, atac)  # doctest: +SKIP
+    """
+    for data, what in ((first, "first"), (second, "second")):
+        if data.obs_names.duplicated().any():
+            raise ButterflyInputError(
+                f"The {what} dataset has duplicated cell names; call obs_names_make_unique() before aligning."
+            )
+    shared = first.obs_names[first.obs_names.isin(second.obs_names)]
+    if len(shared) == 0:
+        raise ButterflyInputError(
+            "The two datasets share no cell names, so they cannot be aligned as paired cells. "
+            "Use Butterfly.unpaired(...) for data measured on different cells."
+        )
+    return first[shared].copy(), second[shared].copy()
