@@ -1,8 +1,9 @@
 """butterfly: single-cell cross-modality translation with dual-aligned variational autoencoders (scButterfly)."""
 
-from . import datasets, preprocessing
+from . import datasets, metrics, modalities, preprocessing, report
 from ._validation import ButterflyInputError, align_cells
 from .genome import parse_peaks
+from .model import Butterfly
 from .preprocessing import (
     ADTPreprocessor,
     ATACPreprocessor,
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ADTPreprocessor",
+    "Butterfly",
     "ATACPreprocessor",
     "ButterflyInputError",
     "ExpressionPreprocessor",
@@ -22,6 +24,9 @@ __all__ = [
     "align_cells",
     "binarize_accessibility",
     "datasets",
+    "metrics",
+    "modalities",
     "parse_peaks",
     "preprocessing",
+    "report",
 ]

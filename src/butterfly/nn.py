@@ -191,7 +191,7 @@ class Translator(nn.Module):
         super().__init__()
         self.mean = nn.ModuleDict({n: block(embedding, latent, batch_norm=batch_norm) for n in names})
         self.logvar = nn.ModuleDict({n: block(embedding, latent, batch_norm=batch_norm) for n in names})
-        self.to = nn.ModuleDict({n: block(latent, embedding, batch_norm=batch_norm) for n in names})
+        self.heads = nn.ModuleDict({n: block(latent, embedding, batch_norm=batch_norm) for n in names})
 
     def encode(self, h: torch.Tensor, source: str) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mean[source](h), self.logvar[source](h)
@@ -204,7 +204,7 @@ class Translator(nn.Module):
         return mean + torch.exp(logvar / 2) * eps
 
     def forward(self, z: torch.Tensor, target: str) -> torch.Tensor:
-        return self.to[target](z)
+        return self.heads[target](z)
 
 
 class Discriminator(nn.Module):

@@ -307,8 +307,9 @@ class ATACPreprocessor(Preprocessor):
                 f"of the {n_cells} training cells. Use more cells, or lower min_cell_fraction."
             )
         kept = np.flatnonzero(keep)
+        # Aligned by coordinates; reported under the user's own peak names.
         self.input_features_ = coords.names[kept].astype(object)
-        self.features_ = self.input_features_
+        self.features_ = adata.var_names.to_numpy()[kept].astype(object)
         self.chrom_ = np.asarray(coords.chrom)[kept].astype(object)
         self.start_, self.end_ = coords.start[kept], coords.end[kept]
         B = B[:, kept]

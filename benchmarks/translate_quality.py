@@ -1,0 +1,180 @@
+"""Translation quality, training time and memory of butterfly vs a kNN translator on a fixed split.
+
+    python benchmarks/translate_quality.py --data ../shared/data/snare_mcc --modalities rna atac
+    python benchmarks/translate_quality.py --data ../shared/data/cite_bmmc_neurips_starter --modalities rna adt
+
+The data folder holds one h5ad per modality (named after it). Split: test = the first 20% of
+numpy.random.RandomState(0).permutation(n_cells); the rest train (of which the model holds out a random 20%
+for early stopping). Test cells are scored as the paper does (PCA 50, neighbours, Leiden resolution 1 with
+leidenalg; AMI/ARI/NMI/HOM vs --label-key), plus per-gene Pearson (RNA/ADT targets, against the
+log-normalised / CLR truth) and AUROC (ATAC targets, against the binarised truth). Writes
+<name>.json and <name>.md into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import butterfly as bf  # noqa: E402
+from _common import PeakMemory, machine, write_results  # noqa: E402
+from butterfly import metrics  # noqa: E402
+from butterfly.baselines import KNNTranslator  # noqa: E402
+from butterfly.evaluate import evaluate_translation  # noqa: E402
+
+SETTINGS = {
+    # the paper's defaults
+    "paper": {},
+    # larger batches for fewer, cheaper steps; learning rate scaled with the batch
+    "fast": {"batch_size": 256, "lr": 2e-3, "discriminator_lr": 1e-2, "patience": 20},
+}
+
+
+def step_gflop(model: bf.Butterfly, batch_size: int) -> float:
+    """Floating-point operations of one integrative training step (forward + backward), counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from butterfly.data import PairedRows
+    from butterfly.training import Trainer, TrainingConfig
+
+    rows = np.arange(batch_size)
+    pairs = PairedRows({n: rows for n in model.names})
+    trainer = Trainer(model.network, model._matrices, pairs, pairs, TrainingConfig(batch_size=batch_size),
+                      device=model.device, seed=0, progress=False)  # fmt: skip
+    batch, masked = next(trainer._batches(model._matrices, pairs))
+    with FlopCounterMode(display=False) as counter:
+        h, stats, emb = trainer._forward_all(masked, sample=True)
+        recon, kl, _ = trainer._generator_terms(batch, stats, emb, 0)
+        loss = (
+            recon
+            + kl
+            - trainer._discriminator_loss(h, emb, (torch.ones(batch_size), torch.zeros(batch_size)))
+        )
+        loss.backward()
+    model.network.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--modalities", nargs=2, default=["rna", "atac"])
+    parser.add_argument("--label-key", default="cell_type")
+    parser.add_argument("--settings", nargs="+", default=["paper"], choices=sorted(SETTINGS))
+    parser.add_argument("--pretrain-epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--name", default=None, help="result file name (default translate_quality_<data folder>)"
+    )
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+
+    first, second = (ad.read_h5ad(args.data / f"{m}.h5ad") for m in args.modalities)
+    order = np.random.RandomState(0).permutation(first.n_obs)
+    n_test = int(round(0.2 * first.n_obs))
+    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    a, b = args.modalities
+    print(
+        f"{args.data.name}: {len(train)} train, {len(test)} test cells; {a} {first.n_vars}, {b} {second.n_vars} features"
+    )
+
+    runs = {}
+    t = time.perf_counter()
+    knn = KNNTranslator(first[train], second[train], modalities=tuple(args.modalities))
+    knn_scores = {}
+    for source, target, d in ((a, b, first), (b, a, second)):
+        pred = knn.translate(d[test], source, target).X
+        truth = knn._model.preprocessors[target].transform((second if target == b else first)[test]).X
+        scores = metrics.cell_heterogeneity(pred, first.obs[args.label_key].to_numpy()[test], seed=args.seed)
+        if target == "atac":
+            scores["AUROC"] = metrics.auroc(pred, truth)
+        else:
+            scores["pearson_per_feature"] = metrics.pearson_per_feature(pred, truth)
+            scores["pearson_per_cell"] = metrics.pearson_per_cell(pred, truth)
+        knn_scores[f"{source}->{target}"] = scores
+    runs["kNN (k=20, SVD 50)"] = {"scores": knn_scores, "train_seconds": time.perf_counter() - t}
+
+    for setting in args.settings:
+        options = dict(SETTINGS[setting])
+        batch_size = options.pop("batch_size", 64)
+        patience = options.pop("patience", 50)
+        with PeakMemory() as mem:
+            t = time.perf_counter()
+            model = bf.Butterfly(first[train], second[train], modalities=tuple(args.modalities), seed=args.seed,
+                                 device=args.device)  # fmt: skip
+            history = model.fit(
+                args.pretrain_epochs, args.epochs, patience, batch_size, progress=False, **options
+            )
+            train_seconds = time.perf_counter() - t
+        scores = evaluate_translation(
+            model, first[test], second[test], label_key=args.label_key, seed=args.seed
+        )
+        phases = {}
+        gflop = step_gflop(model, batch_size)
+        for phase, part in history.groupby("phase", sort=False):
+            steps = int(np.ceil(len(train) * (1 - model.validation_fraction) / batch_size))
+            seconds = float(part["seconds"].median())
+            phases[phase] = {"epochs_run": int(len(part)), "best_epoch": int(part["best_epoch"].iloc[0]),
+                             "seconds_per_epoch": round(seconds, 3)}  # fmt: skip
+            if phase == "integrative":
+                phases[phase]["gflop_per_epoch"] = round(gflop * steps, 1)
+                phases[phase]["gflops_per_second"] = round(gflop * steps / seconds, 1)
+        runs[f"butterfly ({setting})"] = {
+            "settings": {"batch_size": batch_size, "patience": patience, **options},
+            "scores": scores,
+            "train_seconds": round(train_seconds, 1),
+            "peak_rss_gb": round(mem.peak / 1e9, 2),
+            "phases": phases,
+        }
+        print(runs[f"butterfly ({setting})"])
+
+    results = {"data": str(args.data.name), "modalities": args.modalities, "n_train": int(len(train)),
+               "n_test": int(len(test)), "label_key": args.label_key, "machine": machine(), "runs": runs}  # fmt: skip
+    directions = [f"{a}->{b}", f"{b}->{a}"]
+    lines = [f"# Translation quality on {args.data.name} ({len(train)} train / {len(test)} test cells)", "",
+             f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch {results['machine']['torch']}.", ""]  # fmt: skip
+    for direction in directions:
+        target = direction.split("->")[1]
+        extra = "AUROC" if target == "atac" else "pearson_per_feature"
+        lines += [
+            f"## {direction}",
+            "",
+            f"| method | AMI | ARI | NMI | HOM | {extra} | train s | peak GB |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, run in runs.items():
+            s = run["scores"][direction]
+            lines.append(f"| {name} | {s['AMI']:.3f} | {s['ARI']:.3f} | {s['NMI']:.3f} | {s['HOM']:.3f} | "
+                         f"{s[extra]:.3f} | {run['train_seconds']:.0f} | {run.get('peak_rss_gb', '')} |")  # fmt: skip
+        lines.append("")
+    for name, run in runs.items():
+        if "phases" in run:
+            lines.append(f"{name}: " + "; ".join(
+                f"{p}: {v['epochs_run']} epochs (best {v['best_epoch']}), {v['seconds_per_epoch']} s/epoch"
+                + (f", {v['gflops_per_second']} GFLOP/s" if "gflops_per_second" in v else "")
+                for p, v in run["phases"].items()))  # fmt: skip
+            lines.append("")
+    measured = runs[next(k for k in runs if k.startswith("butterfly"))]["scores"] if len(runs) > 1 else {}
+    for key in (f"measured {a}", f"measured {b}"):
+        if key in measured:
+            lines.append(
+                f"Clustering the {key}: AMI {measured[key]['AMI']:.3f}, ARI {measured[key]['ARI']:.3f}."
+            )
+    write_results(
+        args.out, args.name or f"translate_quality_{args.data.name}", results, "\n".join(lines) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The demo: train on the shipped SNARE-seq cells, translate held-out cells both ways, write a report."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import datasets, report
+from .evaluate import evaluate_translation, scores_table
+from .model import Butterfly
+
+
+def run_demo(
+    out: str | os.PathLike = "butterfly_demo",
+    *,
+    pretrain_epochs: int = 100,
+    epochs: int = 200,
+    patience: int = 50,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Train RNA<->ATAC on 80% of the 2,000 shipped SNARE-seq cells and report on the other 20%.
+
+    Writes into ``out``: ``metrics.json`` and ``metrics.md`` (clustering of measured and translated test
+    cells against the author cell types; per-gene Pearson for ATAC->RNA; AUROC for RNA->ATAC),
+    ``tsne_rna.png`` and ``tsne_atac.png`` (measured vs translated, coloured by cell type),
+    ``loss_curves.png``, the translated test cells (``translated_*.h5ad``) and the trained model (``model/``).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rna, atac = datasets.snare_mcc_demo()
+    order = np.random.RandomState(seed).permutation(rna.n_obs)
+    n_test = rna.n_obs // 5
+    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+
+    model = Butterfly(rna[train], atac[train], modalities=("rna", "atac"), seed=seed, device=device)
+    history = model.fit(pretrain_epochs=pretrain_epochs, epochs=epochs, patience=patience, progress=progress)
+    train_seconds = time.perf_counter() - started
+
+    results = evaluate_translation(model, rna[test], atac[test], label_key="cell_type", seed=seed)
+    rna_pred = model.translate(atac[test], source="atac", target="rna")
+    atac_pred = model.translate(rna[test], source="rna", target="atac")
+    labels = rna[test].obs["cell_type"].to_numpy()
+    measured = {
+        name: model.preprocessors[name].transform(d[test]).X for name, d in (("rna", rna), ("atac", atac))
+    }
+    report.plot_tsne_panels(
+        {"measured RNA": measured["rna"], "RNA translated from ATAC": rna_pred.X},
+        labels,
+        out / "tsne_rna.png",
+    )
+    report.plot_tsne_panels(
+        {"measured ATAC": measured["atac"], "ATAC translated from RNA": atac_pred.X},
+        labels,
+        out / "tsne_atac.png",
+    )
+    report.plot_history(history, out / "loss_curves.png")
+    rna_pred.write_h5ad(out / "translated_rna_from_atac.h5ad")
+    atac_pred.write_h5ad(out / "translated_atac_from_rna.h5ad")
+    model.save(out / "model", overwrite=True)
+
+    summary = {
+        "data": "SNARE-seq mouse cortex, 2,000 cells shipped with butterfly",
+        "train_cells": int(len(train)),
+        "test_cells": int(len(test)),
+        "epochs_run": {
+            phase: int(part["epoch"].max() + 1) for phase, part in history.groupby("phase", sort=False)
+        },
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "scores": results,
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    table = scores_table(results)
+    (out / "metrics.md").write_text(
+        f"# butterfly demo: RNA <-> ATAC on {len(test)} held-out SNARE-seq cells\n\n"
+        f"Trained on {len(train)} cells in {train_seconds:.0f} s.\n\n{table}"
+    )
+    return summary

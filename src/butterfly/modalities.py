@@ -1,0 +1,132 @@
+"""Modality specs: everything that differs between RNA, ATAC, protein and normalised expression.
+
+A model is configured by two specs; the networks, loops and API are the same for every pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .preprocessing import (
+    ADTPreprocessor,
+    ATACPreprocessor,
+    ExpressionPreprocessor,
+    Preprocessor,
+    RNAPreprocessor,
+)
+
+_PREPROCESSORS = {
+    "rna": RNAPreprocessor,
+    "atac": ATACPreprocessor,
+    "adt": ADTPreprocessor,
+    "expression": ExpressionPreprocessor,
+}
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """How one modality is preprocessed, encoded, decoded and scored.
+
+    Parameters
+    ----------
+    name
+        Key of the modality in the model (``"rna"``, ``"atac"``, ``"adt"``, or e.g. ``"control"``).
+    preprocessing
+        Preprocessor kind: ``"rna"``, ``"atac"``, ``"adt"`` or ``"expression"`` (used as given).
+    preprocessing_params
+        Keyword arguments of the preprocessor (e.g. ``{"n_top_genes": 3000}``).
+    loss
+        Reconstruction loss: ``"mse"`` or ``"bce"``.
+    output
+        Decoder output activation: ``"leaky_relu"``, ``"sigmoid"`` or ``"linear"``.
+    hidden
+        Hidden widths of the dense encoder before the 128-d embedding (decoder mirrors them).
+    chromosome_blocked
+        First encoder layer and last decoder layer split by chromosome (ATAC).
+    mask_rate
+        Fraction of input entries zeroed during training.
+    kl_weight
+        Weight of this modality's KL term; ``None`` means ``20 / n_features`` (paper).
+    recon_weight
+        Weight of this modality's reconstruction and translation losses in integrative training.
+    """
+
+    name: str
+    preprocessing: str
+    loss: str
+    output: str
+    hidden: tuple[int, ...] = (256,)
+    chromosome_blocked: bool = False
+    mask_rate: float = 0.0
+    kl_weight: float | None = None
+    recon_weight: float = 1.0
+    preprocessing_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.preprocessing not in _PREPROCESSORS:
+            raise ValueError(
+                f"preprocessing must be one of {sorted(_PREPROCESSORS)}, got {self.preprocessing!r}."
+            )
+        if self.loss not in ("mse", "bce"):
+            raise ValueError(f"loss must be 'mse' or 'bce', got {self.loss!r}.")
+        if self.output not in ("leaky_relu", "sigmoid", "linear"):
+            raise ValueError(f"output must be 'leaky_relu', 'sigmoid' or 'linear', got {self.output!r}.")
+        if self.loss == "bce" and self.output != "sigmoid":
+            raise ValueError("a 'bce' loss needs a 'sigmoid' output.")
+        if not 0 <= self.mask_rate < 1:
+            raise ValueError(f"mask_rate must be in [0, 1), got {self.mask_rate}.")
+
+    def make_preprocessor(self) -> Preprocessor:
+        return _PREPROCESSORS[self.preprocessing](**self.preprocessing_params)
+
+    def kl_weight_for(self, n_features: int) -> float:
+        return self.kl_weight if self.kl_weight is not None else 20.0 / n_features
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["hidden"] = list(self.hidden)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModalitySpec:
+        return cls(**{**data, "hidden": tuple(data.get("hidden", ()))})
+
+
+RNA = ModalitySpec(
+    "rna", "rna", loss="mse", output="leaky_relu", hidden=(256,), mask_rate=0.5, recon_weight=1.0
+)
+ATAC = ModalitySpec(
+    "atac",
+    "atac",
+    loss="bce",
+    output="sigmoid",
+    hidden=(),
+    chromosome_blocked=True,
+    mask_rate=0.3,
+    recon_weight=2.0,
+)
+ADT = ModalitySpec(
+    "adt", "adt", loss="mse", output="leaky_relu", hidden=(128,), mask_rate=0.0, kl_weight=1 / 150
+)
+EXPRESSION = ModalitySpec(
+    "expression", "expression", loss="mse", output="leaky_relu", hidden=(256,), mask_rate=0.5
+)
+
+PRESETS = {spec.name: spec for spec in (RNA, ATAC, ADT, EXPRESSION)}
+
+
+def get(modality: str | ModalitySpec) -> ModalitySpec:
+    """Return the preset spec for a name (``"rna"``, ``"atac"``, ``"adt"``, ``"expression"``) or a spec as is."""
+    if isinstance(modality, ModalitySpec):
+        return modality
+    key = str(modality).lower()
+    if key in ("protein", "cite"):
+        key = "adt"
+    if key not in PRESETS:
+        raise ValueError(
+            f"Unknown modality {modality!r}. Use one of {sorted(PRESETS)}, or a ModalitySpec, e.g. "
+            "dataclasses.replace(butterfly.modalities.EXPRESSION, name='control')."
+        )
+    return PRESETS[key]

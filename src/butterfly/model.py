@@ -1,0 +1,363 @@
+"""The AnnData-facing model: ``Butterfly(first, second, modalities=...)``, ``fit``, ``translate``, ``save``, ``load``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from . import modalities as _modalities
+from ._validation import ButterflyInputError, check_paired
+from .data import PairedRows, dense_rows, split_validation
+from .genome import group_by_chromosome
+from .modalities import ModalitySpec
+from .preprocessing import ATACPreprocessor, Preprocessor, binarize_accessibility, preprocessor_from_state
+from .training import Trainer, TrainingConfig, TranslatorNetwork, resolve_device
+
+MODEL_FORMAT = "butterfly-model"
+MODEL_FORMAT_VERSION = 1
+#: Predicted RNA/ATAC values below this are set to 0 (paper post-processing).
+ZERO_THRESHOLD = 1e-4
+LATENT_KEY = "X_butterfly"
+
+
+def _split_input(first, second, names: tuple[str, str]) -> tuple[ad.AnnData, ad.AnnData]:
+    if second is None and hasattr(first, "mod"):  # MuData, without importing mudata
+        missing = [n for n in names if n not in first.mod]
+        if missing:
+            raise ButterflyInputError(
+                f"The MuData has no modality {missing[0]!r}; it has {sorted(first.mod)}. Pass modalities= "
+                "with its modality names."
+            )
+        return first.mod[names[0]], first.mod[names[1]]
+    for data, name in ((first, names[0]), (second, names[1])):
+        if not isinstance(data, ad.AnnData):
+            raise ButterflyInputError(
+                f"The {name} data must be an AnnData (or pass one MuData), got {type(data).__name__}."
+            )
+    return first, second
+
+
+class Butterfly:
+    """A cross-modality translator (scButterfly-B) between two modalities of paired cells.
+
+    Parameters
+    ----------
+    first, second
+        The two modalities of the same cells in the same order (AnnData with raw counts for RNA, ATAC and
+        ADT), or one MuData as ``first`` with ``second=None``. They are not modified.
+    modalities
+        Names or :class:`~butterfly.modalities.ModalitySpec` of the two modalities, in the order of
+        ``first`` and ``second``: ``("rna", "atac")``, ``("rna", "adt")``, ...
+    seed
+        Controls the validation split, initialisation, masking, sampling and minibatch order.
+    device
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
+    validation_fraction
+        Fraction of training cells held out for early stopping (paper: 0.2).
+    dropout, batch_norm, discriminator_layers
+        Network options; ``batch_norm=True`` and ``discriminator_layers=1`` reproduce the authors' code.
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> rna, atac = bf.datasets.snare_mcc_demo()
+    >>> model = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0)
+    >>> history = model.fit(pretrain_epochs=2, epochs=2, progress=False)
+    >>> rna_pred = model.translate(atac[:10], source="atac", target="rna")
+    >>> rna_pred.shape
+    (10, 1677)
+    """
+
+    def __init__(
+        self,
+        first,
+        second=None,
+        *,
+        modalities: Sequence[str | ModalitySpec] = ("rna", "atac"),
+        seed: int = 0,
+        device: str = "auto",
+        validation_fraction: float = 0.2,
+        dropout: float = 0.1,
+        batch_norm: bool = False,
+        discriminator_layers: int = 2,
+    ) -> None:
+        specs = [_modalities.get(m) for m in modalities]
+        if len(specs) != 2 or specs[0].name == specs[1].name:
+            raise ButterflyInputError(
+                f"modalities must name two different modalities, got {[s.name for s in specs]}. For two "
+                "conditions of the same kind use specs with different names, e.g. "
+                "dataclasses.replace(butterfly.modalities.EXPRESSION, name='control')."
+            )
+        self.specs = {s.name: s for s in specs}
+        self.names = (specs[0].name, specs[1].name)
+        self.seed = int(seed)
+        self.device = resolve_device(device)
+        self.validation_fraction = validation_fraction
+        self.network_options = {
+            "dropout": dropout,
+            "batch_norm": batch_norm,
+            "discriminator_layers": discriminator_layers,
+        }
+        self.training_config: TrainingConfig | None = None
+        self.history_: pd.DataFrame | None = None
+        self.is_trained_ = False
+
+        data = _split_input(first, second, self.names)
+        check_paired(data[0], data[1], self.names)
+        self.preprocessors: dict[str, Preprocessor] = {}
+        self._matrices: dict[str, sp.csr_matrix] = {}
+        for spec, adata in zip(specs, data, strict=True):
+            pre = spec.make_preprocessor()
+            self._matrices[spec.name] = pre.fit_transform(adata).X
+            self.preprocessors[spec.name] = pre
+        self.obs_names_ = data[0].obs_names.copy()
+        self._build_network()
+
+    # -- construction -------------------------------------------------------------------------------------
+    def _chromosome_codes(self) -> dict[str, list[int] | None]:
+        codes = {}
+        for name, spec in self.specs.items():
+            pre = self.preprocessors[name]
+            if spec.chromosome_blocked:
+                if not isinstance(pre, ATACPreprocessor):
+                    raise ValueError(f"chromosome_blocked needs ATAC preprocessing for modality {name!r}.")
+                codes[name] = group_by_chromosome(pre.chrom_)[1].tolist()
+            else:
+                codes[name] = None
+        return codes
+
+    def _build_network(self) -> None:
+        n_features = {name: pre.n_features for name, pre in self.preprocessors.items()}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            network = TranslatorNetwork(
+                list(self.specs.values()), n_features, self._chromosome_codes(), **self.network_options
+            )
+        self.network = network.to(self.device)
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{n}: {p.n_features} features" for n, p in self.preprocessors.items())
+        state = "trained" if self.is_trained_ else "not trained"
+        return f"Butterfly({self.names[0]} <-> {self.names[1]}; {dims}; {state}; device={self.device})"
+
+    # -- training -----------------------------------------------------------------------------------------
+    def fit(
+        self,
+        pretrain_epochs: int = 100,
+        epochs: int = 200,
+        patience: int = 50,
+        batch_size: int = 64,
+        *,
+        progress: bool = True,
+        **options: Any,
+    ) -> pd.DataFrame:
+        """Pretrain each modality, then train the translator adversarially (paper defaults).
+
+        Other :class:`~butterfly.training.TrainingConfig` fields (``lr``, ``kl_warmup_epochs``, ...) can be given
+        as keyword arguments. Returns the loss history (one row per epoch and phase), also kept in
+        ``history_``; plot it with :func:`butterfly.report.plot_history`.
+        """
+        if not self._matrices:
+            raise RuntimeError(
+                "This model was loaded from disk without its training data; it can translate but not fit."
+            )
+        self.training_config = TrainingConfig(
+            pretrain_epochs=pretrain_epochs,
+            epochs=epochs,
+            patience=patience,
+            batch_size=batch_size,
+            **options,
+        )
+        n_cells = len(self.obs_names_)
+        rng = np.random.default_rng(self.seed)
+        train_cells, val_cells = split_validation(n_cells, self.validation_fraction, rng)
+        if len(val_cells) == 0:
+            raise ButterflyInputError(
+                "validation_fraction=0 leaves no cells for early stopping; use e.g. 0.2."
+            )
+        train = PairedRows({name: train_cells for name in self.names})
+        validation = PairedRows({name: val_cells for name in self.names})
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            trainer = Trainer(
+                self.network, self._matrices, train, validation, self.training_config,
+                device=self.device, seed=self.seed, progress=progress,
+            )  # fmt: skip
+            history = trainer.pretrain(self.names[0]) + trainer.pretrain(self.names[1]) + trainer.integrate()
+        self.network.eval()
+        self.history_ = pd.DataFrame(history)
+        self.is_trained_ = True
+        return self.history_
+
+    # -- inference ----------------------------------------------------------------------------------------
+    def _check_names(self, source: str, target: str | None = None) -> None:
+        for name in (source, target):
+            if name is not None and name not in self.names:
+                raise ButterflyInputError(f"Unknown modality {name!r}: this model knows {list(self.names)}.")
+        if target is not None and source == target:
+            raise ButterflyInputError("source and target must differ; use the measured data itself.")
+
+    def _run(self, adata: ad.AnnData, source: str, target: str | None, batch_size: int):
+        X = self.preprocessors[source].transform(adata).X
+        self.network.eval()
+        outputs, latents = [], []
+        for start in range(0, X.shape[0], batch_size):
+            x = dense_rows(X, np.arange(start, min(start + batch_size, X.shape[0])), self.device)
+            if target is None:
+                latents.append(self.network.latent_mean(x, source).cpu().numpy())
+            else:
+                out, mean = self.network.translate(x, source, target)
+                outputs.append(out.cpu().numpy())
+                latents.append(mean.cpu().numpy())
+        latent = np.concatenate(latents) if latents else np.zeros((0, 128), np.float32)
+        output = np.concatenate(outputs) if outputs else None
+        return output, latent
+
+    def translate(
+        self,
+        adata: ad.AnnData,
+        source: str,
+        target: str,
+        *,
+        atac_output: str = "probability",
+        library_size: np.ndarray | None = None,
+        batch_size: int = 1024,
+    ) -> ad.AnnData:
+        """Predict the ``target`` modality of cells measured in ``source``; any cells, seen or not.
+
+        Features of ``adata`` are aligned by name to those the model was trained on. Returns an AnnData with
+        the target's features (in the training data's order and names), ``obs`` copied from ``adata``, the
+        latent mean in ``obsm["X_butterfly"]``, and predicted RNA/ATAC values below 1e-4 set to 0.
+
+        Parameters
+        ----------
+        atac_output
+            For an ATAC target: ``"probability"`` (the model's scaled TF-IDF output), ``"counts"`` (inverted
+            to counts, paper eq. 12) or ``"binary"`` (counts binarised by row and column means).
+        library_size
+            Open-peak count per cell used by ``"counts"``/``"binary"``; defaults to the training median.
+        """
+        self._check_names(source, target)
+        if not self.is_trained_:
+            raise RuntimeError("The model is not trained yet; call fit() first.")
+        output, latent = self._run(adata, source, target, batch_size)
+        target_pre = self.preprocessors[target]
+        if self.specs[target].preprocessing in ("rna", "atac", "expression"):
+            output[output < ZERO_THRESHOLD] = 0
+        if atac_output not in ("probability", "counts", "binary"):
+            raise ValueError(f"atac_output must be 'probability', 'counts' or 'binary', got {atac_output!r}.")
+        if atac_output != "probability":
+            if not isinstance(target_pre, ATACPreprocessor):
+                raise ButterflyInputError(
+                    f"atac_output={atac_output!r} applies to an ATAC target, not {target!r}."
+                )
+            output = target_pre.inverse_transform(output, library_size).astype(np.float32)
+            if atac_output == "binary":
+                output = binarize_accessibility(output)
+        result = ad.AnnData(X=output, obs=adata.obs.copy(), var=target_pre._output_var())
+        result.obsm[LATENT_KEY] = latent
+        result.uns["butterfly"] = {"source": source, "target": target, "output": atac_output}
+        return result
+
+    def latent(self, adata: ad.AnnData, source: str, *, batch_size: int = 1024) -> np.ndarray:
+        """The translator's latent mean (cells x 128) of cells measured in ``source``."""
+        self._check_names(source)
+        return self._run(adata, source, None, batch_size)[1]
+
+    # -- persistence --------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Save the model to a folder: ``config.json``, ``weights.pt`` (a state dict), the fitted preprocessing
+        (JSON + ``.npz``) and the loss history. The folder is written atomically."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            config = {
+                "format": MODEL_FORMAT,
+                "version": MODEL_FORMAT_VERSION,
+                "butterfly_version": _package_version(),
+                "modalities": [self.specs[n].to_dict() for n in self.names],
+                "seed": self.seed,
+                "validation_fraction": self.validation_fraction,
+                "network": self.network_options,
+                "training": self.training_config.to_dict() if self.training_config else None,
+                "is_trained": self.is_trained_,
+            }
+            (tmp / "config.json").write_text(json.dumps(config, indent=2))
+            torch.save({k: v.cpu() for k, v in self.network.state_dict().items()}, tmp / "weights.pt")
+            for name, pre in self.preprocessors.items():
+                pre_config, arrays = pre.state()
+                (tmp / f"preprocessing_{name}.json").write_text(json.dumps(pre_config, indent=2))
+                np.savez(tmp / f"preprocessing_{name}.npz", **arrays)
+            if self.history_ is not None:
+                self.history_.to_csv(tmp / "history.csv", index=False)
+            if path.exists():
+                backup = path.with_name(f".{path.name}.old")
+                shutil.rmtree(backup, ignore_errors=True)
+                os.replace(path, backup)
+                os.replace(tmp, path)
+                shutil.rmtree(backup, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str = "auto") -> Butterfly:
+        """Load a model saved with :meth:`save`. Weights are read with ``weights_only=True``: a model file
+        cannot run code."""
+        path = Path(path)
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{path} is not a saved butterfly model (no config.json).")
+        config = json.loads(config_file.read_text())
+        if config.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{path} is not a butterfly model (format {config.get('format')!r}).")
+        if config.get("version", 0) > MODEL_FORMAT_VERSION:
+            raise ValueError(
+                f"{path} was saved by a newer butterfly (format version {config['version']}); upgrade butterfly."
+            )
+        model = cls.__new__(cls)
+        specs = [ModalitySpec.from_dict(d) for d in config["modalities"]]
+        model.specs = {s.name: s for s in specs}
+        model.names = (specs[0].name, specs[1].name)
+        model.seed = config["seed"]
+        model.device = resolve_device(device)
+        model.validation_fraction = config["validation_fraction"]
+        model.network_options = config["network"]
+        model.training_config = TrainingConfig(**config["training"]) if config.get("training") else None
+        model.is_trained_ = config["is_trained"]
+        model.preprocessors = {}
+        for name in model.names:
+            pre_config = json.loads((path / f"preprocessing_{name}.json").read_text())
+            with np.load(path / f"preprocessing_{name}.npz", allow_pickle=False) as stored:
+                model.preprocessors[name] = preprocessor_from_state(pre_config, dict(stored))
+        model._matrices = {}
+        model.obs_names_ = pd.Index([])
+        model._build_network()
+        state = torch.load(path / "weights.pt", map_location=model.device, weights_only=True)
+        model.network.load_state_dict(state)
+        model.network.eval()
+        history = path / "history.csv"
+        model.history_ = pd.read_csv(history) if history.is_file() else None
+        return model
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__

@@ -1,0 +1,50 @@
+import anndata as ad
+import pytest
+
+from butterfly.cli import main
+
+
+@pytest.fixture
+def files(multiome, tmp_path):
+    rna, atac = multiome
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    return tmp_path
+
+
+def test_train_then_translate(files, capsys):
+    model_dir, out = files / "model", files / "pred.h5ad"
+    code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
+                 "--out", str(model_dir), "--pretrain-epochs", "2", "--epochs", "2"])  # fmt: skip
+    assert code == 0 and (model_dir / "config.json").is_file()
+    code = main(["translate", "--model", str(model_dir), "--input", str(files / "atac.h5ad"), "--source", "atac",
+                 "--target", "rna", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    pred = ad.read_h5ad(out)
+    assert pred.n_obs == 500 and pred.n_vars == 600
+    assert "wrote 500 cells x 600 rna features" in capsys.readouterr().out
+
+
+def test_user_mistakes_give_one_line_errors(files, capsys):
+    code = main(["translate", "--model", str(files / "missing"), "--input", str(files / "atac.h5ad"),
+                 "--source", "atac", "--target", "rna", "--out", str(files / "x.h5ad")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "error: " in err and "Traceback" not in err and "not a saved butterfly model" in err
+    atac = ad.read_h5ad(files / "atac.h5ad")
+    atac[::-1].copy().write_h5ad(files / "reversed.h5ad")
+    code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "reversed.h5ad"),
+                 "--out", str(files / "m2")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "different order" in err and "Traceback" not in err
+    code = main(["train", "--first", str(files / "nope.h5ad"), "--second", str(files / "atac.h5ad"),
+                 "--out", str(files / "m3")])  # fmt: skip
+    assert code == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_help_explains_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("train", "translate", "demo", "examples"):
+        assert word in text
