@@ -66,7 +66,10 @@ class Butterfly:
     validation_fraction
         Fraction of training cells held out for early stopping (paper: 0.2).
     dropout, batch_norm, discriminator_layers
-        Network options; ``batch_norm=True`` and ``discriminator_layers=1`` reproduce the authors' code.
+        Network options. ``batch_norm`` (default True) puts BatchNorm after every hidden linear layer, as
+        the authors' code does though the paper does not mention it: measured on SNARE-seq it lifts
+        ATAC->RNA AMI from ~0 to 0.19 and RNA->ATAC from 0.15 to 0.46 (README). ``discriminator_layers=1``
+        reproduces the authors' one-layer discriminator (the paper describes two).
 
     Examples
     --------
@@ -89,7 +92,7 @@ class Butterfly:
         device: str = "auto",
         validation_fraction: float = 0.2,
         dropout: float = 0.1,
-        batch_norm: bool = False,
+        batch_norm: bool = True,
         discriminator_layers: int = 2,
     ) -> None:
         specs = [_modalities.get(m) for m in modalities]

@@ -102,8 +102,11 @@ class ChromosomeBlockedDecoderLinear(_Blocked):
         self.bias.uniform_(-bound, bound)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        grid = torch.einsum("bcu,cuw->bcw", z.view(z.shape[0], self.n_chromosomes, self.units), self.weight)
-        return grid.reshape(z.shape[0], -1).index_select(1, self.slot) + self.bias
+        # [chrom, width, batch] = W^T @ z^T per chromosome: the grid rows are then contiguous features, so
+        # picking the real features is one row gather with no full-size transpose copies.
+        zt = z.t().reshape(self.n_chromosomes, self.units, z.shape[0])
+        grid = torch.bmm(self.weight.transpose(1, 2), zt)
+        return grid.reshape(-1, z.shape[0]).index_select(0, self.slot).t() + self.bias
 
     def chromosome_weight(self, chromosome: int) -> torch.Tensor:
         """The ``[units, n_features_of_chromosome]`` weight of one chromosome, features in user order."""
