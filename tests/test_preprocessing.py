@@ -192,3 +192,19 @@ def test_atac_cells_without_kept_peaks_warn():
         warnings.simplefilter("error")
         with pytest.raises(UserWarning, match="no open peak"):
             pre.transform(_adata(new, PEAKS))
+
+
+def test_explicitly_stored_zeros_are_closed_peaks():
+    clean = _adata(ATAC_COUNTS, PEAKS)
+    X = sp.csr_matrix(ATAC_COUNTS)
+    X.data[0] = 0  # cell 0, peak 0 stored but zero
+    stored = ad.AnnData(X, obs=clean.obs.copy(), var=clean.var.copy())
+    expected_counts = ATAC_COUNTS.copy()
+    expected_counts[0, 0] = 0
+    pre = bf.ATACPreprocessor(min_cell_fraction=0).fit(_adata(expected_counts, PEAKS))
+    assert sp.csr_matrix(stored.X).nnz == sp.csr_matrix(ATAC_COUNTS).nnz  # the zero is really stored
+    fitted = bf.ATACPreprocessor(min_cell_fraction=0).fit(stored)
+    assert fitted.scale_ == pre.scale_ and np.array_equal(fitted.idf_, pre.idf_)
+    np.testing.assert_allclose(
+        _dense(fitted.transform(stored).X), _dense(pre.transform(_adata(expected_counts, PEAKS)).X)
+    )

@@ -84,13 +84,6 @@ def _scale_rows(X: sp.csr_matrix, factors: np.ndarray) -> sp.csr_matrix:
     return out
 
 
-def _binarize(X: sp.csr_matrix) -> sp.csr_matrix:
-    out = X.copy()
-    out.eliminate_zeros()
-    out.data = np.ones_like(out.data)
-    return out
-
-
 class Preprocessor:
     """Base class: fit on training cells, transform any cells, save and restore the fitted state."""
 
@@ -288,19 +281,29 @@ class ATACPreprocessor(Preprocessor):
     def _input_names(self, adata: ad.AnnData) -> pd.Index:
         return pd.Index(parse_peaks(adata.var).names)
 
-    def _tf(self, B: sp.csr_matrix) -> sp.csr_matrix:
-        open_peaks = row_sums(B)
-        with np.errstate(divide="ignore"):
-            inverse = np.where(open_peaks > 0, 1.0 / np.maximum(open_peaks, 1), 0.0)
-        return _scale_rows(B, inverse)
+    @staticmethod
+    def _open_entries(X: sp.csr_matrix) -> np.ndarray | None:
+        """Mask of stored entries that are open (> 0), or None when all are (the usual case)."""
+        open_ = X.data > 0
+        return None if open_.all() else open_
+
+    @staticmethod
+    def _per_row(values: np.ndarray, X: sp.csr_matrix, reduce=np.add) -> np.ndarray:
+        """Reduce per-entry values within each row (rows without stored entries give 0)."""
+        out = np.zeros(X.shape[0], dtype=values.dtype)
+        filled = np.diff(X.indptr) > 0
+        if values.size:
+            out[filled] = reduce.reduceat(values, X.indptr[:-1][filled])
+        return out
 
     def _fit(self, X: sp.csr_matrix, adata: ad.AnnData) -> None:
+        # Works on the CSR arrays directly: no copy of the cells x peaks matrix is made.
         coords = parse_peaks(adata.var)
-        B = _binarize(X)
-        n_cells = B.shape[0]
-        open_in = np.asarray(B.sum(axis=0)).ravel()
-        keep = open_in >= self.min_cell_fraction * n_cells
-        keep &= open_in > 0
+        n_cells = X.shape[0]
+        open_ = self._open_entries(X)
+        columns = X.indices if open_ is None else X.indices[open_]
+        open_in = np.bincount(columns, minlength=X.shape[1])
+        keep = (open_in >= self.min_cell_fraction * n_cells) & (open_in > 0)
         if keep.sum() < 2:
             raise ButterflyInputError(
                 f"Only {int(keep.sum())} of {X.shape[1]} peaks are open in at least {self.min_cell_fraction:.2%} "
@@ -312,15 +315,31 @@ class ATACPreprocessor(Preprocessor):
         self.features_ = adata.var_names.to_numpy()[kept].astype(object)
         self.chrom_ = np.asarray(coords.chrom)[kept].astype(object)
         self.start_, self.end_ = coords.start[kept], coords.end[kept]
-        B = B[:, kept]
         self.idf_ = np.log1p(n_cells / open_in[kept]).astype(np.float64)
-        self.median_open_peaks_ = float(np.median(row_sums(B)))
-        tfidf = self._tf(B) @ sp.diags(self.idf_)
-        self.scale_ = float(tfidf.max())
+        entry_idf = np.zeros(X.shape[1], dtype=np.float32)
+        entry_idf[kept] = self.idf_
+        entry_idf = entry_idf[X.indices]  # IDF of each stored entry (0 for dropped peaks)
+        if open_ is not None:
+            entry_idf[~open_] = 0
+        open_peaks = self._per_row((entry_idf > 0).astype(np.int32), X)
+        self.median_open_peaks_ = float(np.median(open_peaks))
+        # S = max over cells of (largest IDF among the cell's open peaks) / (its number of open peaks)
+        largest = self._per_row(entry_idf, X, np.maximum)
+        self.scale_ = float(np.max(largest[open_peaks > 0] / open_peaks[open_peaks > 0]))
 
     def _transform(self, X: sp.csr_matrix, adata: ad.AnnData) -> sp.csr_matrix:
-        B = _binarize(X)
-        n_closed = int(np.sum(row_sums(B) == 0))
+        open_ = self._open_entries(X)
+        if open_ is not None:
+            X = sp.csr_matrix(
+                (
+                    X.data[open_],
+                    X.indices[open_],
+                    np.r_[0, np.cumsum(self._per_row(open_.astype(np.int64), X))],
+                ),
+                shape=X.shape,
+            )
+        open_peaks = np.diff(X.indptr)
+        n_closed = int(np.sum(open_peaks == 0))
         if n_closed:
             warnings.warn(
                 f"{n_closed} cell(s) have no open peak among the model's {len(self.features_)} peaks; "
@@ -328,10 +347,14 @@ class ATACPreprocessor(Preprocessor):
                 UserWarning,
                 stacklevel=3,
             )
-        out = (
-            (self._tf(B) @ sp.diags((self.idf_ / self.scale_).astype(np.float32))).tocsr().astype(np.float32)
-        )
-        np.minimum(out.data, 1.0, out=out.data)
+        # value = TF * IDF / S = (1 / open peaks of the cell) * IDF[peak] / S, built straight from the index arrays
+        scaled_idf = (self.idf_ / self.scale_).astype(np.float32)
+        inverse_open = (1.0 / np.maximum(open_peaks, 1)).astype(np.float32)
+        data = scaled_idf[X.indices]
+        data *= np.repeat(inverse_open, open_peaks)
+        np.minimum(data, 1.0, out=data)
+        out = sp.csr_matrix((data, X.indices.copy(), X.indptr.copy()), shape=X.shape)
+        out.sort_indices()
         return out
 
     def _output_var(self) -> pd.DataFrame:
