@@ -56,9 +56,14 @@ def _pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return r[denominator > 0]
 
 
+def _mean_or_nan(values: np.ndarray) -> float:
+    return float(np.mean(values)) if values.size else float("nan")
+
+
 def pearson_per_feature(pred, truth) -> float:
-    """Mean over features of the Pearson correlation across cells (features constant in either are skipped)."""
-    return float(np.mean(_pearson_columns(_dense(pred).astype(np.float64), _dense(truth).astype(np.float64))))
+    """Mean over features of the Pearson correlation across cells (features constant in either are skipped;
+    NaN when all are)."""
+    return _mean_or_nan(_pearson_columns(_dense(pred).astype(np.float64), _dense(truth).astype(np.float64)))
 
 
 def pearson_per_cell(pred, truth) -> float:
@@ -72,3 +77,82 @@ def auroc(pred, truth) -> float:
     """AUROC of predicted accessibility against the binarised measured accessibility, over all entries."""
     truth = (_dense(truth) > 0).ravel()
     return float(skm.roc_auc_score(truth, _dense(pred).ravel()))
+
+
+def _rank_columns(a: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(a, axis=0)
+
+
+def spearman_per_feature(pred, truth) -> float:
+    """Mean over features of the Spearman correlation across cells (ties get average ranks)."""
+    return _mean_or_nan(_pearson_columns(_rank_columns(_dense(pred)), _rank_columns(_dense(truth))))
+
+
+def spearman_per_cell(pred, truth) -> float:
+    """Mean over cells of the Spearman correlation across features."""
+    return _mean_or_nan(_pearson_columns(_rank_columns(_dense(pred).T), _rank_columns(_dense(truth).T)))
+
+
+def rmse(pred, truth) -> float:
+    """Root mean squared error over all entries (the NeurIPS 2021 predict-modality score)."""
+    diff = _dense(pred).astype(np.float64) - _dense(truth).astype(np.float64)
+    return float(np.sqrt(np.mean(diff * diff)))
+
+
+def auprc(pred, truth) -> float:
+    """Average precision of predicted accessibility against the binarised measured accessibility."""
+    truth = (_dense(truth) > 0).ravel()
+    return float(skm.average_precision_score(truth, _dense(pred).ravel()))
+
+
+def annotation_scores(predicted, true) -> dict[str, float]:
+    """Accuracy, Cohen's kappa, F1-macro and F1-weighted of predicted cell-type labels."""
+    predicted, true = np.asarray(predicted).astype(str), np.asarray(true).astype(str)
+    return {
+        "accuracy": float(skm.accuracy_score(true, predicted)),
+        "kappa": float(skm.cohen_kappa_score(true, predicted)),
+        "F1_macro": float(skm.f1_score(true, predicted, average="macro")),
+        "F1_weighted": float(skm.f1_score(true, predicted, average="weighted")),
+    }
+
+
+def top_degs(control, stimulated, genes, n: int = 100) -> np.ndarray:
+    """The ``n`` genes most up- or down-regulated in ``stimulated`` vs ``control`` (Wilcoxon rank-sum, as
+    scanpy's ``rank_genes_groups(method="wilcoxon")`` ranks them, by score)."""
+    import pandas as pd
+    import scanpy as sc
+
+    X = sp.vstack([sp.csr_matrix(control), sp.csr_matrix(stimulated)]).tocsr()
+    data = ad.AnnData(X=X, var=pd.DataFrame(index=pd.Index(np.asarray(genes).astype(str))))
+    data.obs["condition"] = pd.Categorical(
+        ["control"] * control.shape[0] + ["stimulated"] * stimulated.shape[0]
+    )
+    sc.tl.rank_genes_groups(data, "condition", groups=["stimulated"], reference="control", method="wilcoxon")
+    return np.asarray(data.uns["rank_genes_groups"]["names"]["stimulated"][:n]).astype(str)
+
+
+def deg_overlap(control, real_stimulated, predicted_stimulated, genes, n: int = 100) -> int:
+    """Number of genes shared by the top-``n`` DEGs of control vs real and of control vs predicted stimulated."""
+    real = top_degs(control, real_stimulated, genes, n)
+    predicted = top_degs(control, predicted_stimulated, genes, n)
+    return int(len(np.intersect1d(real, predicted)))
+
+
+def deg_mean_r2(
+    control, real_stimulated, predicted_stimulated, genes, *, n: int = 100, repeats: int = 100,
+    fraction: float = 0.8, seed: int = 0,
+) -> tuple[float, float]:  # fmt: skip
+    """R^2 of the mean expression of the top-``n`` real DEGs between predicted and real stimulated cells,
+    over ``repeats`` resamplings (with replacement) of ``fraction`` of each; returns (mean, standard deviation)."""
+    degs = np.isin(np.asarray(genes).astype(str), top_degs(control, real_stimulated, genes, n))
+    real = _dense(real_stimulated)[:, degs]
+    pred = _dense(predicted_stimulated)[:, degs]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(repeats):
+        r = real[rng.choice(len(real), int(fraction * len(real)), replace=True)].mean(0)
+        p = pred[rng.choice(len(pred), int(fraction * len(pred)), replace=True)].mean(0)
+        values.append(np.corrcoef(r, p)[0, 1] ** 2)
+    return float(np.mean(values)), float(np.std(values))

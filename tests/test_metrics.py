@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from butterfly import metrics
+
+
+def test_clustering_scores_hand_case():
+    labels = ["a", "a", "b", "b"]
+    assert metrics.clustering_scores([0, 0, 1, 1], labels) == pytest.approx(
+        {"AMI": 1, "ARI": 1, "NMI": 1, "HOM": 1}
+    )
+    # one cluster for everything: no information, perfectly complete but not homogeneous
+    scores = metrics.clustering_scores([0, 0, 0, 0], labels)
+    assert scores["ARI"] == 0 and scores["HOM"] == 0 and scores["NMI"] == 0
+
+
+def test_leiden_recovers_well_separated_groups():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, size=(3, 20))
+    X = np.vstack([c + rng.normal(size=(60, 20)) for c in centres])
+    labels = np.repeat(["x", "y", "z"], 60)
+    assert metrics.cell_heterogeneity(X, labels)["ARI"] > 0.9
+
+
+def test_correlations_and_rmse_hand_case():
+    truth = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 7.0]])
+    pred = np.array([[2.0, 4.0, 6.0], [1.0, 2.0, 3.5]])
+    # per cell: both rows are exact linear rescalings -> Pearson 1
+    assert metrics.pearson_per_cell(pred, truth) == pytest.approx(1.0)
+    # per feature (2 cells each): every column is anti-correlated -> -1
+    assert metrics.pearson_per_feature(pred, truth) == pytest.approx(-1.0)
+    assert metrics.spearman_per_cell(np.array([[1, 5, 9.0]]), np.array([[1, 2, 3.0]])) == pytest.approx(1.0)
+    assert metrics.rmse(pred, truth) == pytest.approx(np.sqrt(np.mean((pred - truth) ** 2)))
+    # a feature constant in the truth is skipped (its correlation is undefined); all constant gives NaN
+    varied = np.array([[1.0, 1.0], [2.0, 1.0], [3.0, 1.0]])
+    assert metrics.pearson_per_feature(
+        np.array([[1.0, 2.0], [2.0, 3.0], [3.0, 5.0]]), varied
+    ) == pytest.approx(1.0)
+    assert np.isnan(metrics.pearson_per_feature(varied, np.ones((3, 2))))
+
+
+def test_auroc_and_auprc_hand_case():
+    truth = np.array([[1, 0], [0, 1]])
+    assert metrics.auroc(np.array([[0.9, 0.1], [0.2, 0.8]]), truth) == 1.0
+    assert metrics.auroc(np.array([[0.1, 0.9], [0.8, 0.2]]), truth) == 0.0
+    # ranking 1 (pos), 0.6 (neg), 0.5 (pos), 0.1 (neg): precision at the positives 1 and 2/3
+    assert metrics.auprc(np.array([[1.0, 0.6], [0.1, 0.5]]), truth) == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_annotation_scores_hand_case():
+    scores = metrics.annotation_scores(["a", "a", "b", "b"], ["a", "b", "b", "b"])
+    assert scores["accuracy"] == 0.75
+    # kappa: p_o = 0.75, p_e = 0.5*0.25 + 0.5*0.75 = 0.5 -> 0.5
+    assert scores["kappa"] == pytest.approx(0.5)
+    # F1(a) = 2/3, F1(b) = 0.8
+    assert scores["F1_macro"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert scores["F1_weighted"] == pytest.approx(0.25 * 2 / 3 + 0.75 * 0.8)
+
+
+def test_perturbation_metrics_on_a_planted_response():
+    rng = np.random.default_rng(0)
+    genes = np.array([f"g{i}" for i in range(300)])
+    control = rng.poisson(1.0, size=(80, 300)).astype(float)
+    stimulated = rng.poisson(1.0, size=(80, 300)).astype(float)
+    stimulated[:, :100] += 4  # the first 100 genes respond
+    assert metrics.deg_overlap(control, stimulated, stimulated.copy(), genes) == 100
+    shuffled = stimulated[:, rng.permutation(300)]
+    assert metrics.deg_overlap(control, stimulated, shuffled, genes) < 60
+    mean, std = metrics.deg_mean_r2(
+        control, stimulated, stimulated + rng.normal(0, 0.01, stimulated.shape), genes, repeats=20
+    )
+    assert 0 <= mean <= 1 and std >= 0
