@@ -1,4 +1,8 @@
-"""Simple translators to compare against, used through the same preprocessing as the model."""
+"""Simple translators to compare against, using the same preprocessing as the model.
+
+Both fit butterfly's preprocessing on the training cells (through an untrained :class:`~butterfly.Butterfly`),
+so their inputs and outputs live in the same spaces as the model's and are scored identically.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +10,85 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 from sklearn.decomposition import TruncatedSVD
+from sklearn.linear_model import Ridge
 from sklearn.neighbors import NearestNeighbors
 
 from .model import Butterfly
 
 
-class KNNTranslator:
-    """Predict a cell's target profile as the mean of its ``k`` nearest training cells in the source's SVD space.
+class _SVDBaseline:
+    """Preprocessing plus a truncated SVD of each modality's training cells."""
 
-    Uses the preprocessing of a fitted :class:`~butterfly.Butterfly` model (or fits its own preprocessing
-    through ``Butterfly(...)`` without training), so inputs and outputs live in the same spaces as the model's.
-    """
-
-    def __init__(self, first: ad.AnnData, second: ad.AnnData, *, modalities=("rna", "atac"), k: int = 20,
-                 n_components: int = 50, seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, first: ad.AnnData, second: ad.AnnData, *, modalities, n_components: int, seed: int
+    ) -> None:
         self._model = Butterfly(first, second, modalities=modalities, seed=seed, device="cpu")
-        self.names, self.k = self._model.names, k
+        self.names = self._model.names
         self._train = self._model._matrices
-        self._svd, self._index = {}, {}
+        self._svd, self._components = {}, {}
         for name in self.names:
             X = self._train[name]
             svd = TruncatedSVD(n_components=min(n_components, X.shape[1] - 1), random_state=seed)
+            self._components[name] = svd.fit_transform(X)
             self._svd[name] = svd
-            self._index[name] = NearestNeighbors(n_neighbors=k).fit(svd.fit_transform(X))
+
+    def _source_components(self, adata: ad.AnnData, source: str) -> np.ndarray:
+        return self._svd[source].transform(self._model.preprocessors[source].transform(adata).X)
+
+    def _result(self, pred: np.ndarray, adata: ad.AnnData, target: str) -> ad.AnnData:
+        return ad.AnnData(
+            X=pred.astype(np.float32),
+            obs=adata.obs.copy(),
+            var=self._model.preprocessors[target]._output_var(),
+        )
+
+
+class KNNTranslator(_SVDBaseline):
+    """Predict a cell's target profile as the mean of its ``k`` nearest training cells in the source's SVD space."""
+
+    def __init__(
+        self, first, second, *, modalities=("rna", "atac"), k: int = 20, n_components: int = 50, seed: int = 0
+    ):
+        super().__init__(first, second, modalities=modalities, n_components=n_components, seed=seed)
+        self.k = k
+        self._index = {
+            name: NearestNeighbors(n_neighbors=k).fit(self._components[name]) for name in self.names
+        }
 
     def translate(self, adata: ad.AnnData, source: str, target: str) -> ad.AnnData:
-        X = self._model.preprocessors[source].transform(adata).X
-        _, neighbours = self._index[source].kneighbors(self._svd[source].transform(X))
-        n_train = self._train[target].shape[0]
-        rows = np.repeat(np.arange(X.shape[0]), self.k)
+        _, neighbours = self._index[source].kneighbors(self._source_components(adata, source))
+        n, n_train = neighbours.shape[0], self._train[target].shape[0]
+        rows = np.repeat(np.arange(n), self.k)
         averaging = sp.csr_matrix(
-            (np.full(rows.size, 1.0 / self.k), (rows, neighbours.ravel())), shape=(X.shape[0], n_train)
+            (np.full(rows.size, 1.0 / self.k), (rows, neighbours.ravel())), shape=(n, n_train)
         )
-        pred = np.asarray((averaging @ self._train[target]).todense(), dtype=np.float32)
-        return ad.AnnData(X=pred, obs=adata.obs.copy(), var=self._model.preprocessors[target]._output_var())
+        return self._result(np.asarray((averaging @ self._train[target]).todense()), adata, target)
+
+
+class LinearTranslator(_SVDBaseline):
+    """Ridge regression from the source's SVD components to the target's, mapped back through the target SVD
+    (the kind of linear model that won the NeurIPS 2021 predict-modality task)."""
+
+    def __init__(
+        self,
+        first,
+        second,
+        *,
+        modalities=("rna", "atac"),
+        alpha: float = 1.0,
+        n_components: int = 64,
+        seed: int = 0,
+    ):
+        super().__init__(first, second, modalities=modalities, n_components=n_components, seed=seed)
+        self._ridge = {}
+        for source, target in (self.names, self.names[::-1]):
+            self._ridge[source, target] = Ridge(alpha=alpha).fit(
+                self._components[source], self._components[target]
+            )
+
+    def translate(self, adata: ad.AnnData, source: str, target: str) -> ad.AnnData:
+        components = self._ridge[source, target].predict(self._source_components(adata, source))
+        pred = self._svd[target].inverse_transform(components)
+        low = 0.0 if self._model.specs[target].output in ("sigmoid", "leaky_relu") else -np.inf
+        high = 1.0 if self._model.specs[target].output == "sigmoid" else np.inf
+        return self._result(np.clip(pred, low, high), adata, target)
