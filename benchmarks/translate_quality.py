@@ -25,7 +25,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import PeakMemory, machine, write_results  # noqa: E402
-from butterfly import metrics  # noqa: E402
 from butterfly.baselines import KNNTranslator, LinearTranslator  # noqa: E402
 from butterfly.evaluate import evaluate_translation  # noqa: E402
 
@@ -90,25 +89,14 @@ def main() -> None:
     )
 
     runs = {}
-    labels = first.obs[args.label_key].to_numpy()[test]
     for name, cls in (("kNN (k=20, SVD 50)", KNNTranslator), ("linear (ridge on SVD 64)", LinearTranslator)):
         t = time.perf_counter()
         baseline = cls(first[train], second[train], modalities=tuple(args.modalities))
         fit_seconds = time.perf_counter() - t
-        baseline_scores = {}
-        for source, target, d in ((a, b, first), (b, a, second)):
-            pred = baseline.translate(d[test], source, target).X
-            truth = (
-                baseline._model.preprocessors[target].transform((second if target == b else first)[test]).X
-            )
-            scores = metrics.cell_heterogeneity(pred, labels, seed=args.seed)
-            if target == "atac":
-                scores["AUROC"] = metrics.auroc(pred, truth)
-            else:
-                scores["pearson_per_feature"] = metrics.pearson_per_feature(pred, truth)
-                scores["pearson_per_cell"] = metrics.pearson_per_cell(pred, truth)
-            baseline_scores[f"{source}->{target}"] = scores
-        runs[name] = {"scores": baseline_scores, "train_seconds": fit_seconds}
+        scores = evaluate_translation(
+            baseline, first[test], second[test], label_key=args.label_key, seed=args.seed
+        )
+        runs[name] = {"scores": scores, "train_seconds": fit_seconds}
 
     for setting in args.settings:
         options = dict(SETTINGS[setting])

@@ -56,6 +56,7 @@ class KNNTranslator(_SVDBaseline):
         }
 
     def translate(self, adata: ad.AnnData, source: str, target: str) -> ad.AnnData:
+        """Predict ``target`` for cells measured in ``source``."""
         _, neighbours = self._index[source].kneighbors(self._source_components(adata, source))
         n, n_train = neighbours.shape[0], self._train[target].shape[0]
         rows = np.repeat(np.arange(n), self.k)

@@ -10,6 +10,7 @@ EXAMPLES = """examples:
   butterfly demo --out butterfly_demo
   butterfly train --first rna.h5ad --second atac.h5ad --modalities rna atac --out my_model
   butterfly translate --model my_model --input new_atac.h5ad --source atac --target rna --out predicted_rna.h5ad
+  butterfly benchmark --first rna.h5ad --second atac.h5ad --protocol batch --folds 4 --out bench_batch
 """
 
 
@@ -68,6 +69,33 @@ def _parser() -> argparse.ArgumentParser:
         help="for an ATAC target: model output, recovered counts, or binarised peaks (default probability)",
     )  # fmt: skip
     translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+
+    bench = commands.add_parser(
+        "benchmark",
+        help="cross-validate butterfly and baselines on paired cells, write tables, figures and an HTML report",
+        description="Run chosen models over a cross-validation protocol (by cell, by cell type: test types unseen, "
+        "or by batch: test batches unseen) and write summary.md/.json, scores.csv, figures and report.html.",
+    )
+    bench.add_argument("--first", required=True, type=Path, help="h5ad of the first modality (raw counts)")
+    bench.add_argument("--second", required=True, type=Path, help="h5ad of the second modality (raw counts)")
+    bench.add_argument("--modalities", nargs=2, default=["rna", "atac"], metavar=("FIRST", "SECOND"),
+                       help="kinds of the two files (default: rna atac)")  # fmt: skip
+    bench.add_argument("--protocol", choices=["cell", "cell_type", "batch"], default="cell",
+                       help="what the folds split: cells (default), cell types, or batches")  # fmt: skip
+    bench.add_argument(
+        "--folds", type=int, default=None, help="number of folds (default 5 / 3 / 4 by protocol)"
+    )
+    bench.add_argument("--models", nargs="+", default=["butterfly", "knn", "linear"],
+                       choices=["butterfly", "knn", "linear"], help="models to compare (default all)")  # fmt: skip
+    bench.add_argument(
+        "--label-key", default="cell_type", help="obs column of cell types (default cell_type)"
+    )
+    bench.add_argument("--batch-key", default="batch", help="obs column of batches (default batch)")
+    bench.add_argument("--pretrain-epochs", type=int, default=100, help="butterfly: max pretraining epochs")
+    bench.add_argument("--epochs", type=int, default=200, help="butterfly: max integrative epochs")
+    bench.add_argument("--batch-size", type=int, default=64, help="butterfly: minibatch size")
+    bench.add_argument("--seed", type=int, default=0, help="random seed of folds and models (default 0)")
+    bench.add_argument("--out", required=True, type=Path, help="folder for the results")
 
     demo = commands.add_parser(
         "demo",
@@ -130,6 +158,45 @@ def _run(args: argparse.Namespace) -> None:
         )
         _write_h5ad_atomically(result, args.out)
         print(f"wrote {result.n_obs} cells x {result.n_vars} {args.target} features to {args.out}")
+    elif args.command == "benchmark":
+        from . import protocols, report
+        from ._validation import check_label_key, check_paired
+
+        first, second = _read(args.first), _read(args.second)
+        check_paired(first, second, tuple(args.modalities))
+        check_label_key(first, args.label_key, what=f"The {args.modalities[0]} data")
+        if args.protocol == "cell":
+            folds = protocols.folds_by_cell(first.n_obs, args.folds or 5, seed=args.seed)
+        else:
+            key = args.label_key if args.protocol == "cell_type" else args.batch_key
+            groups = check_label_key(first, key, what=f"The {args.modalities[0]} data")
+            make = protocols.folds_by_cell_type if args.protocol == "cell_type" else protocols.folds_by_batch
+            folds = make(
+                groups.to_numpy(), args.folds or (3 if args.protocol == "cell_type" else 4), seed=args.seed
+            )
+        fit_options = {
+            "pretrain_epochs": args.pretrain_epochs,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+        }
+        scores, examples = protocols.run_protocol(
+            first, second, folds, modalities=tuple(args.modalities), models=args.models,
+            label_key=args.label_key, seed=args.seed, fit_options=fit_options,
+        )  # fmt: skip
+        title = (
+            f"{args.first.stem} + {args.second.stem}: {len(folds)}-fold by {args.protocol.replace('_', ' ')}"
+        )
+        settings = {"protocol": args.protocol, "folds": len(folds), "models": args.models, **fit_options}
+        paths = report.write_benchmark_report(
+            args.out,
+            scores,
+            examples,
+            title=title,
+            colour_keys=(args.label_key, args.batch_key),
+            settings=settings,
+        )
+        print(paths["summary"].read_text())
+        print(f"report: {paths['html']}")
     elif args.command == "demo":
         from .demo import run_demo
         from .evaluate import scores_table

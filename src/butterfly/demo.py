@@ -52,12 +52,12 @@ def run_demo(
     }
     report.plot_tsne_panels(
         {"measured RNA": measured["rna"], "RNA translated from ATAC": rna_pred.X},
-        labels,
+        {"cell type": labels},
         out / "tsne_rna.png",
     )
     report.plot_tsne_panels(
         {"measured ATAC": measured["atac"], "ATAC translated from RNA": atac_pred.X},
-        labels,
+        {"cell type": labels},
         out / "tsne_atac.png",
     )
     report.plot_history(history, out / "loss_curves.png")

@@ -1,4 +1,4 @@
-"""Score a trained model on held-out paired cells, both directions, the way the paper does."""
+"""Score translations the way the paper does, for one held-out set or over cross-validation folds."""
 
 from __future__ import annotations
 
@@ -8,31 +8,49 @@ from . import metrics
 from .model import Butterfly
 
 
+def score_prediction(pred, truth, labels, *, target_kind: str, seed: int = 0) -> dict[str, float]:
+    """Scores of one translation against the measured target (both in the model's preprocessed space).
+
+    Always: clustering of the prediction (AMI, ARI, NMI, HOM vs ``labels``). For an ATAC target: AUROC and
+    AUPRC against the binarised measured peaks. Otherwise: per-feature and per-cell Pearson and Spearman, RMSE.
+    """
+    scores = metrics.cell_heterogeneity(pred, labels, seed=seed)
+    if target_kind == "atac":
+        scores["AUROC"] = metrics.auroc(pred, truth)
+        scores["AUPRC"] = metrics.auprc(pred, truth)
+    else:
+        scores["pearson_per_feature"] = metrics.pearson_per_feature(pred, truth)
+        scores["pearson_per_cell"] = metrics.pearson_per_cell(pred, truth)
+        scores["spearman_per_feature"] = metrics.spearman_per_feature(pred, truth)
+        scores["spearman_per_cell"] = metrics.spearman_per_cell(pred, truth)
+        scores["RMSE"] = metrics.rmse(pred, truth)
+    return scores
+
+
 def evaluate_translation(
-    model: Butterfly, first: ad.AnnData, second: ad.AnnData, *, label_key: str = "cell_type", seed: int = 0
-) -> dict[str, dict[str, float]]:
+    model, first: ad.AnnData, second: ad.AnnData, *, label_key: str = "cell_type", seed: int = 0,
+    reference: Butterfly | None = None,
+) -> dict[str, dict[str, float]]:  # fmt: skip
     """Translate held-out paired cells both ways and score each translation against the measured profiles.
 
-    For every direction ``source->target``: clustering of the translated profiles (AMI, ARI, NMI, HOM vs
-    ``label_key``), and numerical agreement with the measured target as the model preprocesses it:
-    per-feature and per-cell Pearson for RNA/ADT/expression, AUROC against the binarised peaks for ATAC.
-    The measured profiles of each modality are clustered too (``measured <name>``), as a reference.
+    ``model`` is a trained :class:`~butterfly.Butterfly` or a baseline with the same ``translate``; truths
+    are preprocessed with ``reference`` (default: ``model`` itself, or a baseline's own preprocessing). The
+    measured profiles of each modality are clustered too (``measured <name>``), as a reference.
     """
-    data = dict(zip(model.names, (first, second), strict=True))
+    reference = reference or (model if isinstance(model, Butterfly) else model._model)
+    names = reference.names
+    data = dict(zip(names, (first, second), strict=True))
     labels = first.obs[label_key].to_numpy()
     results: dict[str, dict[str, float]] = {}
-    truth = {name: model.preprocessors[name].transform(data[name]).X for name in model.names}
-    for name in model.names:
+    truth = {name: reference.preprocessors[name].transform(data[name]).X for name in names}
+    for name in names:
         results[f"measured {name}"] = metrics.cell_heterogeneity(truth[name], labels, seed=seed)
-    for source, target in (model.names, model.names[::-1]):
+    for source, target in (names, names[::-1]):
         pred = model.translate(data[source], source=source, target=target).X
-        scores = metrics.cell_heterogeneity(pred, labels, seed=seed)
-        if model.specs[target].preprocessing == "atac":
-            scores["AUROC"] = metrics.auroc(pred, truth[target])
-        else:
-            scores["pearson_per_feature"] = metrics.pearson_per_feature(pred, truth[target])
-            scores["pearson_per_cell"] = metrics.pearson_per_cell(pred, truth[target])
-        results[f"{source}->{target}"] = scores
+        kind = reference.specs[target].preprocessing
+        results[f"{source}->{target}"] = score_prediction(
+            pred, truth[target], labels, target_kind=kind, seed=seed
+        )
     return results
 
 

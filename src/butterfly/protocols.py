@@ -50,3 +50,74 @@ def folds_by_cell_type(labels: Sequence, k: int = 3, *, seed: int = 0) -> list[t
 def folds_by_batch(batches: Sequence, k: int = 4, *, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """``k`` folds by batch: the test batches are unseen in training (paper: 4 folds)."""
     return folds_by_group(batches, k, seed=seed, what="batches")
+
+
+MODEL_NAMES = ("butterfly", "knn", "linear")
+
+
+def _fit(name: str, first, second, modalities, seed: int, fit_options: dict):
+    from .baselines import KNNTranslator, LinearTranslator
+    from .model import Butterfly
+
+    if name == "butterfly":
+        model = Butterfly(first, second, modalities=modalities, seed=seed)
+        model.fit(progress=False, **fit_options)
+        return model
+    if name == "knn":
+        return KNNTranslator(first, second, modalities=modalities, seed=seed)
+    if name == "linear":
+        return LinearTranslator(first, second, modalities=modalities, seed=seed)
+    raise ButterflyInputError(f"Unknown model {name!r}; choose from {list(MODEL_NAMES)}.")
+
+
+def run_protocol(
+    first,
+    second,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    *,
+    modalities: tuple[str, str] = ("rna", "atac"),
+    models: Sequence[str] = MODEL_NAMES,
+    label_key: str = "cell_type",
+    seed: int = 0,
+    fit_options: dict | None = None,
+    progress: bool = True,
+):
+    """Train each model on each fold's training cells and score its translations of the test cells.
+
+    Returns ``(scores, examples)``: a long table (fold, model, profile, metric, value; profile is
+    ``"a->b"`` or ``"measured a"``) and, for the first fold, ``{"obs": test cells' obs, "profiles":
+    {(model, "a->b") or ("measured", "b"): matrix}}`` for figures.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .evaluate import evaluate_translation
+
+    rows, examples = [], {"obs": None, "profiles": {}}
+    bar = tqdm(total=len(folds) * len(models), desc="folds x models", disable=not progress)
+    for fold, (train, test) in enumerate(folds):
+        for name in models:
+            bar.set_postfix(fold=fold, model=name)
+            model = _fit(name, first[train], second[train], modalities, seed, fit_options or {})
+            results = evaluate_translation(model, first[test], second[test], label_key=label_key, seed=seed)
+            for profile, scores in results.items():
+                if profile.startswith("measured") and name != models[0]:
+                    continue  # the measured profiles do not depend on the model
+                label = "measured" if profile.startswith("measured") else name
+                rows += [
+                    {"fold": fold, "model": label, "profile": profile, "metric": m, "value": v}
+                    for m, v in scores.items()
+                ]
+            if fold == 0:
+                reference = model if hasattr(model, "preprocessors") else model._model
+                names = reference.names
+                data = dict(zip(names, (first[test], second[test]), strict=True))
+                for source, target in (names, names[::-1]):
+                    translated = model.translate(data[source], source=source, target=target).X
+                    examples["profiles"][name, f"{source}->{target}"] = translated
+                    measured = reference.preprocessors[target].transform(data[target]).X
+                    examples["profiles"]["measured", target] = measured
+                examples["obs"] = first[test].obs.copy()
+            bar.update(1)
+    bar.close()
+    return pd.DataFrame(rows), examples

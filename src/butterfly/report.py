@@ -58,27 +58,187 @@ def tsne_embedding(X, *, n_pcs: int = 50, seed: int = 0) -> np.ndarray:
 
 
 def plot_tsne_panels(
-    profiles: dict[str, object], labels, path: str | os.PathLike | None = None, *, title: str = ""
+    profiles: dict[str, object], colourings, path: str | os.PathLike | None = None, *, title: str = ""
 ):
-    """One t-SNE panel per profile matrix (e.g. measured and translated), cells coloured by ``labels``."""
+    """One t-SNE column per profile matrix (e.g. measured and translated); one row per colouring.
+
+    ``colourings`` is a label array (one row) or ``{name: labels}`` (e.g. cell type and batch). Each
+    embedding is computed once and drawn in every row.
+    """
     plt = _pyplot()
-    labels = np.asarray(labels).astype(str)
-    categories = sorted(set(labels))
-    cmap = plt.get_cmap("tab20" if len(categories) > 10 else "tab10")
-    colours = {c: cmap(i % cmap.N) for i, c in enumerate(categories)}
-    fig, axes = plt.subplots(1, len(profiles), figsize=(4.6 * len(profiles) + 2.2, 4.4), squeeze=False)
-    for ax, (name, X) in zip(axes[0], profiles.items(), strict=True):
-        xy = tsne_embedding(X)
-        for c in categories:
-            sel = labels == c
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=4, color=colours[c], label=c, linewidths=0)
-        ax.set_title(name)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0, -1].legend(markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if not isinstance(colourings, dict):
+        colourings = {"": colourings}
+    embeddings = {name: tsne_embedding(X) for name, X in profiles.items()}
+    n_rows, n_cols = len(colourings), len(profiles)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.6 * n_cols + 2.4, 4.3 * n_rows), squeeze=False)
+    for row, (colour_name, labels) in enumerate(colourings.items()):
+        labels = np.asarray(labels).astype(str)
+        categories = sorted(set(labels))
+        cmap = plt.get_cmap("tab20" if len(categories) > 10 else "tab10")
+        colours = {c: cmap(i % cmap.N) for i, c in enumerate(categories)}
+        for ax, (name, xy) in zip(axes[row], embeddings.items(), strict=True):
+            for c in categories:
+                sel = labels == c
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=4, color=colours[c], label=c, linewidths=0)
+            ax.set_title(name if row == 0 else "")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_ylabel(colour_name)
+        axes[row, -1].legend(
+            markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False
+        )
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(Path(path), dpi=120)
+        fig.savefig(Path(path), dpi=110)
     return fig
+
+
+CLUSTERING_METRICS = ("AMI", "ARI", "NMI", "HOM")
+
+
+def summarize(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean, standard deviation and number of folds per (profile, model, metric) of a long score table."""
+    grouped = scores.groupby(["profile", "model", "metric"], sort=False)["value"]
+    return grouped.agg(mean="mean", std="std", folds="count").reset_index()
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """One markdown table per profile: models as rows, metrics as columns, ``mean ± sd`` over folds."""
+    lines = []
+    for profile, part in summary.groupby("profile", sort=False):
+        metrics = list(dict.fromkeys(part["metric"]))
+        lines += [
+            f"### {profile}",
+            "",
+            "| model | " + " | ".join(metrics) + " |",
+            "|---" * (len(metrics) + 1) + "|",
+        ]
+        for model, rows in part.groupby("model", sort=False):
+            values = rows.set_index("metric")
+            cells = []
+            for m in metrics:
+                if m not in values.index:
+                    cells.append("")
+                    continue
+                mean, std = values.loc[m, "mean"], values.loc[m, "std"]
+                cells.append(f"{mean:.3f}" + (f" ± {std:.3f}" if np.isfinite(std) else ""))
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_metric_boxes(
+    scores: pd.DataFrame, path: str | os.PathLike | None = None, metrics=CLUSTERING_METRICS
+):
+    """Box plots of clustering metrics across folds: one panel per translation direction, one box per model."""
+    plt = _pyplot()
+    directions = [p for p in dict.fromkeys(scores["profile"]) if "->" in p]
+    fig, axes = plt.subplots(1, len(directions), figsize=(5.5 * len(directions), 3.8), squeeze=False)
+    for ax, direction in zip(axes[0], directions, strict=True):
+        part = scores[(scores["profile"] == direction) & scores["metric"].isin(metrics)]
+        models = list(dict.fromkeys(part["model"]))
+        width = 0.8 / max(len(models), 1)
+        for i, model in enumerate(models):
+            data = [
+                part[(part["model"] == model) & (part["metric"] == m)]["value"].to_numpy() for m in metrics
+            ]
+            positions = np.arange(len(metrics)) + (i - (len(models) - 1) / 2) * width
+            boxes = ax.boxplot(
+                data, positions=positions, widths=width * 0.9, patch_artist=True, manage_ticks=False
+            )
+            for box in boxes["boxes"]:
+                box.set_facecolor(plt.get_cmap("tab10")(i))
+            ax.plot([], [], color=plt.get_cmap("tab10")(i), lw=6, label=model)
+        ax.set_xticks(np.arange(len(metrics)), metrics)
+        ax.set_title(direction)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def write_html(
+    path: str | os.PathLike, title: str, markdown_tables: str, images: dict[str, str | os.PathLike]
+) -> None:
+    """A self-contained HTML page (images embedded as base64; opens with no network) of tables and figures."""
+    import base64
+    import html
+
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    table_lines: list[str] = []
+    for line in markdown_tables.splitlines() + [""]:
+        if line.startswith("|"):
+            table_lines.append(line)
+            continue
+        if table_lines:
+            rows = [r.strip("|").split("|") for r in table_lines if not set(r) <= set("|-")]
+            head, *rest = rows
+            body.append("<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>")
+            body += [
+                "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in rest
+            ]
+            body.append("</table>")
+            table_lines = []
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")) + 1, 4)
+            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    for caption, image in images.items():
+        data = base64.b64encode(Path(image).read_bytes()).decode()
+        body.append(
+            f"<figure><img src='data:image/png;base64,{data}' style='max-width:100%'><figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+    style = "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(page)
+    os.replace(tmp, path)
+
+
+def write_benchmark_report(
+    out: str | os.PathLike,
+    scores: pd.DataFrame,
+    examples: dict,
+    *,
+    title: str,
+    colour_keys: tuple[str, ...] = ("cell_type", "batch"),
+    settings: dict | None = None,
+) -> dict[str, Path]:
+    """Write a benchmark's results into ``out``: ``scores.csv`` (every fold), ``summary.json`` and
+    ``summary.md`` (mean ± sd), ``metrics_boxplot.png``, one t-SNE figure per direction (first fold: measured
+    target vs each model's translation, coloured by each of ``colour_keys`` present) and ``report.html``."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(scores)
+    scores.to_csv(out / "scores.csv", index=False)
+    records = {"title": title, "settings": settings or {}, "summary": summary.to_dict(orient="records")}
+    (out / "summary.json").write_text(json.dumps(records, indent=2, default=float))
+    text = (
+        f"# {title}\n\n"
+        + (f"Settings: {json.dumps(settings)}\n\n" if settings else "")
+        + summary_markdown(summary)
+    )
+    (out / "summary.md").write_text(text)
+    plot_metric_boxes(scores, out / "metrics_boxplot.png")
+    images = {"Clustering metrics across folds": out / "metrics_boxplot.png"}
+    obs, profiles_by_key = examples["obs"], examples["profiles"]
+    colourings = {k: obs[k].to_numpy() for k in colour_keys if obs is not None and k in obs}
+    directions = list(dict.fromkeys(d for _, d in profiles_by_key if "->" in d))
+    for direction in directions:
+        target = direction.split("->")[1]
+        profiles = {f"measured {target}": profiles_by_key["measured", target]}
+        profiles.update(
+            {f"{model}: {direction}": X for (model, d), X in profiles_by_key.items() if d == direction}
+        )
+        path = out / f"tsne_{direction.replace('->', '_to_')}.png"
+        plot_tsne_panels(profiles, colourings, path)
+        images[f"t-SNE of test cells (first fold), {direction}"] = path
+    _pyplot().close("all")
+    write_html(out / "report.html", title, text, images)
+    return {"summary": out / "summary.md", "html": out / "report.html"}
