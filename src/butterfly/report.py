@@ -34,9 +34,12 @@ def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None):
         best = part["best_epoch"].iloc[0] if "best_epoch" in part else None
         if best is not None and best >= 0:
             ax.axvline(best, color="grey", ls=":", lw=1, label=f"best (epoch {best})")
+        values = pd.concat([part["train_loss"], part["val_loss"]])
+        if values.min() > 0 and values.max() / values.min() > 10:
+            ax.set_yscale("log")
         ax.set_title(phase)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
+        ax.set_ylabel("reconstruction + KL")
         ax.legend(fontsize=8)
     fig.tight_layout()
     if path is not None:

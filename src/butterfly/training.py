@@ -337,7 +337,7 @@ class Trainer:
             return 0.8 + 0.2 * u[0], 0.2 * u[1]  # l_pos ~ U[0.8, 1], l_neg ~ U[0, 0.2]
 
         def run_epoch(epoch):
-            totals, n = np.zeros(4), 0
+            totals, n = np.zeros(5), 0
             for batch, masked in self._batches(self.matrices, self.train):
                 size = next(iter(batch.values())).shape[0]
                 h, stats, emb = self._forward_all(masked, sample=True)
@@ -353,14 +353,18 @@ class Trainer:
                 recon, kl_term, kl = self._generator_terms(batch, stats, emb, epoch)
                 loss = recon + kl_term
                 adversarial = self._discriminator_loss(h, emb, labels)
-                if cfg.adversarial_gate is None or adversarial.item() / 4 < cfg.adversarial_gate:
-                    loss = loss - cfg.adversarial_weight * adversarial
+                applied = cfg.adversarial_gate is None or adversarial.item() / 4 < cfg.adversarial_gate
+                objective = loss - cfg.adversarial_weight * adversarial if applied else loss
                 gen_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                objective.backward()
                 gen_optimizer.step()
-                totals += size * np.array([loss.item(), recon.item(), kl.item(), dis_loss.item()])
+                # "loss" is reconstruction + KL, comparable with the validation loss; the adversarial part
+                # and how often the gate let it through are recorded beside it.
+                values = [loss.item(), recon.item(), kl.item(), dis_loss.item(), float(applied)]
+                totals += size * np.array(values)
                 n += size
-            return dict(zip(("loss", "recon", "kl", "discriminator"), totals / max(n, 1), strict=True))
+            names = ("loss", "recon", "kl", "discriminator", "adversarial_applied")
+            return dict(zip(names, totals / max(n, 1), strict=True))
 
         def validate(epoch):
             # Deterministic: no mask, no dropout, latent means; scored on reconstruction + KL.
