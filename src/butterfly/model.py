@@ -255,17 +255,17 @@ class Butterfly:
         self._check_names(source, target)
         if not self.is_trained_:
             raise RuntimeError("The model is not trained yet; call fit() first.")
-        output, latent = self._run(adata, source, target, batch_size)
         target_pre = self.preprocessors[target]
-        if self.specs[target].preprocessing in ("rna", "atac", "expression"):
-            output[output < ZERO_THRESHOLD] = 0
         if atac_output not in ("probability", "counts", "binary"):
             raise ValueError(f"atac_output must be 'probability', 'counts' or 'binary', got {atac_output!r}.")
+        if atac_output != "probability" and not isinstance(target_pre, ATACPreprocessor):
+            raise ButterflyInputError(
+                f"atac_output={atac_output!r} applies to an ATAC target, not {target!r}."
+            )
+        output, latent = self._run(adata, source, target, batch_size)
+        if self.specs[target].preprocessing in ("rna", "atac", "expression"):
+            output[output < ZERO_THRESHOLD] = 0
         if atac_output != "probability":
-            if not isinstance(target_pre, ATACPreprocessor):
-                raise ButterflyInputError(
-                    f"atac_output={atac_output!r} applies to an ATAC target, not {target!r}."
-                )
             output = target_pre.inverse_transform(output, library_size).astype(np.float32)
             if atac_output == "binary":
                 output = binarize_accessibility(output)
