@@ -39,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
         "--modalities", nargs=2, default=["rna", "atac"], metavar=("FIRST", "SECOND"),
         help="kinds of the two files: rna, atac, adt or expression (default: rna atac)",
     )  # fmt: skip
+    train.add_argument("--variant", choices=["B", "T", "C"], default="B",
+                       help="B: measured pairs; T: pairs augmented within cell types (--label-key); "
+                       "C: augmented within clusters of a joint embedding (default B)")  # fmt: skip
+    train.add_argument("--unpaired", action="store_true",
+                       help="the two files hold different cells; pair them by shared --label-key labels")  # fmt: skip
+    train.add_argument(
+        "--label-key", default="cell_type", help="obs column of cell types for T and --unpaired"
+    )
     train.add_argument("--out", required=True, type=Path, help="folder to save the trained model in")
     train.add_argument(
         "--pretrain-epochs", type=int, default=100, help="max epochs of pretraining (default 100)"
@@ -140,13 +148,13 @@ def _run(args: argparse.Namespace) -> None:
             raise FileExistsError(
                 f"{args.out} exists; pass --overwrite to replace it, or choose another --out."
             )
-        model = Butterfly(
-            _read(args.first),
-            _read(args.second),
-            modalities=tuple(args.modalities),
-            seed=args.seed,
-            device=args.device,
-        )
+        first, second = _read(args.first), _read(args.second)
+        common = {"modalities": tuple(args.modalities), "seed": args.seed, "device": args.device}
+        if args.unpaired:
+            model = Butterfly.unpaired(first, second, label_key=args.label_key, **common)
+        else:
+            pairing = {"B": "measured", "T": "label", "C": "cluster"}[args.variant]
+            model = Butterfly(first, second, pairing=pairing, label_key=args.label_key, **common)
         print(model)
         model.fit(args.pretrain_epochs, args.epochs, args.patience, args.batch_size)
         model.save(args.out, overwrite=args.overwrite)
@@ -218,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         _run(args)
-    except (ButterflyInputError, FileNotFoundError, FileExistsError) as err:
+    except (ButterflyInputError, OSError) as err:  # user mistakes: bad data, missing or unreadable files
         print(f"butterfly {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

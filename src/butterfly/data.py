@@ -31,6 +31,10 @@ class PairedRows:
     def subset(self, pairs: np.ndarray) -> PairedRows:
         return PairedRows({name: r[pairs] for name, r in self.rows.items()})
 
+    def mapped(self, cells: dict[str, np.ndarray]) -> PairedRows:
+        """Translate local row numbers into rows of the full matrices: ``cells[name][local]``."""
+        return PairedRows({name: np.asarray(cells[name])[r] for name, r in self.rows.items()})
+
 
 def split_validation(
     n_pairs: int, fraction: float, rng: np.random.Generator

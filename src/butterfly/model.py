@@ -17,10 +17,17 @@ import scipy.sparse as sp
 import torch
 
 from . import modalities as _modalities
-from ._validation import ButterflyInputError, check_paired
+from ._validation import ButterflyInputError, check_label_key, check_paired
 from .data import PairedRows, dense_rows, split_validation
 from .genome import group_by_chromosome
 from .modalities import ModalitySpec
+from .pairing import (
+    joint_clusters,
+    measured_pairs,
+    pairs_within_groups,
+    unpaired_pairs,
+    unpaired_sampling_sizes,
+)
 from .preprocessing import ATACPreprocessor, Preprocessor, binarize_accessibility, preprocessor_from_state
 from .training import Trainer, TrainingConfig, TranslatorNetwork, resolve_device
 
@@ -29,6 +36,9 @@ MODEL_FORMAT_VERSION = 1
 #: Predicted RNA/ATAC values below this are set to 0 (paper post-processing).
 ZERO_THRESHOLD = 1e-4
 LATENT_KEY = "X_butterfly"
+#: Training-pair strategies of a paired dataset: measured pairs (scButterfly-B), augmented within cell-type
+#: labels (-T) or within clusters of a joint embedding (-C).
+PAIRINGS = ("measured", "label", "cluster")
 
 
 def _split_input(first, second, names: tuple[str, str]) -> tuple[ad.AnnData, ad.AnnData]:
@@ -88,6 +98,9 @@ class Butterfly:
         second=None,
         *,
         modalities: Sequence[str | ModalitySpec] = ("rna", "atac"),
+        pairing: str = "measured",
+        label_key: str = "cell_type",
+        cluster_resolution: float = 3.0,
         seed: int = 0,
         device: str = "auto",
         validation_fraction: float = 0.2,
@@ -95,6 +108,58 @@ class Butterfly:
         batch_norm: bool = True,
         discriminator_layers: int = 2,
     ) -> None:
+        self._configure(
+            modalities, seed, device, validation_fraction, dropout, batch_norm, discriminator_layers
+        )
+        if pairing not in PAIRINGS:
+            raise ButterflyInputError(f"pairing must be one of {list(PAIRINGS)}, got {pairing!r}.")
+        data = _split_input(first, second, self.names)
+        check_paired(data[0], data[1], self.names)
+        self.pairing, self.label_key, self.cluster_resolution = pairing, label_key, cluster_resolution
+        self._labels = None
+        if pairing == "label":
+            self._labels = check_label_key(data[0], label_key, what=f"The {self.names[0]} data").to_numpy()
+        self._fit_preprocessing(data)
+
+    @classmethod
+    def unpaired(
+        cls,
+        first: ad.AnnData,
+        second: ad.AnnData,
+        *,
+        modalities: Sequence[str | ModalitySpec] = ("rna", "atac"),
+        label_key: str = "cell_type",
+        seed: int = 0,
+        device: str = "auto",
+        validation_fraction: float = 0.2,
+        dropout: float = 0.1,
+        batch_norm: bool = True,
+        discriminator_layers: int = 2,
+    ) -> Butterfly:
+        """A translator trained on two modalities measured in different cells that share cell-type labels.
+
+        Training pairs match a random ``first`` cell with a random ``second`` cell of the same label, each
+        shared label drawn in proportion to its average share of the two sets (paper eq. 13); labels found on
+        one side only are not used for training, but every cell can be translated afterwards.
+        """
+        model = cls.__new__(cls)
+        model._configure(
+            modalities, seed, device, validation_fraction, dropout, batch_norm, discriminator_layers
+        )
+        data = _split_input(first, second, model.names)
+        labels = tuple(
+            check_label_key(d, label_key, what=f"The {n} data").to_numpy()
+            for d, n in zip(data, model.names, strict=True)
+        )
+        unpaired_sampling_sizes(*labels)  # refuses sets with no shared label
+        model.pairing, model.label_key, model.cluster_resolution = "unpaired", label_key, None
+        model._labels = labels
+        model._fit_preprocessing(data)
+        return model
+
+    def _configure(
+        self, modalities, seed, device, validation_fraction, dropout, batch_norm, discriminator_layers
+    ):
         specs = [_modalities.get(m) for m in modalities]
         if len(specs) != 2 or specs[0].name == specs[1].name:
             raise ButterflyInputError(
@@ -116,15 +181,13 @@ class Butterfly:
         self.history_: pd.DataFrame | None = None
         self.is_trained_ = False
 
-        data = _split_input(first, second, self.names)
-        check_paired(data[0], data[1], self.names)
+    def _fit_preprocessing(self, data) -> None:
         self.preprocessors: dict[str, Preprocessor] = {}
         self._matrices: dict[str, sp.csr_matrix] = {}
-        for spec, adata in zip(specs, data, strict=True):
+        for spec, adata in zip(self.specs.values(), data, strict=True):
             pre = spec.make_preprocessor()
             self._matrices[spec.name] = pre.fit_transform(adata).X
             self.preprocessors[spec.name] = pre
-        self.obs_names_ = data[0].obs_names.copy()
         self._build_network()
 
     # -- construction -------------------------------------------------------------------------------------
@@ -182,15 +245,7 @@ class Butterfly:
             batch_size=batch_size,
             **options,
         )
-        n_cells = len(self.obs_names_)
-        rng = np.random.default_rng(self.seed)
-        train_cells, val_cells = split_validation(n_cells, self.validation_fraction, rng)
-        if len(val_cells) == 0:
-            raise ButterflyInputError(
-                "validation_fraction=0 leaves no cells for early stopping; use e.g. 0.2."
-            )
-        train = PairedRows({name: train_cells for name in self.names})
-        validation = PairedRows({name: val_cells for name in self.names})
+        train, validation = self._training_pairs()
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
@@ -203,6 +258,43 @@ class Butterfly:
         self.history_ = pd.DataFrame(history)
         self.is_trained_ = True
         return self.history_
+
+    def _training_pairs(self) -> tuple[PairedRows, PairedRows]:
+        """Split cells into training and validation, then pair the training cells by the chosen strategy.
+
+        The split comes first, so synthetic pairs never join a training cell with a validation cell.
+        """
+        rng = np.random.default_rng(self.seed)
+        a, b = self.names
+        if self.pairing == "unpaired":
+            splits = [split_validation(len(labels), self.validation_fraction, rng) for labels in self._labels]
+            pairs = []
+            for part, offset in ((0, 0), (1, 1)):
+                cells = {a: splits[0][part], b: splits[1][part]}
+                local = unpaired_pairs(
+                    self._labels[0][cells[a]], self._labels[1][cells[b]], self.names, seed=self.seed + offset
+                )
+                pairs.append(local.mapped(cells))
+            return pairs[0], pairs[1]
+        n_cells = self._matrices[a].shape[0]
+        train_cells, val_cells = split_validation(n_cells, self.validation_fraction, rng)
+        if len(val_cells) == 0:
+            raise ButterflyInputError(
+                "validation_fraction=0 leaves no cells for early stopping; use e.g. 0.2."
+            )
+        validation = measured_pairs(len(val_cells), self.names).mapped({a: val_cells, b: val_cells})
+        if self.pairing == "measured":
+            local = measured_pairs(len(train_cells), self.names)
+        else:
+            if self.pairing == "label":
+                groups = self._labels[train_cells]
+            else:
+                matrices = [self._matrices[n][train_cells] for n in self.names]
+                kinds = [self.specs[n].preprocessing for n in self.names]
+                groups = joint_clusters(matrices, kinds, resolution=self.cluster_resolution, seed=self.seed)
+            self.training_groups_ = groups
+            local = pairs_within_groups(groups, self.names, seed=self.seed)
+        return local.mapped({a: train_cells, b: train_cells}), validation
 
     # -- inference ----------------------------------------------------------------------------------------
     def _check_names(self, source: str, target: str | None = None) -> None:
@@ -299,6 +391,8 @@ class Butterfly:
                 "network": self.network_options,
                 "training": self.training_config.to_dict() if self.training_config else None,
                 "is_trained": self.is_trained_,
+                "pairing": self.pairing,
+                "label_key": self.label_key,
             }
             (tmp / "config.json").write_text(json.dumps(config, indent=2))
             torch.save({k: v.cpu() for k, v in self.network.state_dict().items()}, tmp / "weights.pt")
@@ -350,7 +444,7 @@ class Butterfly:
             with np.load(path / f"preprocessing_{name}.npz", allow_pickle=False) as stored:
                 model.preprocessors[name] = preprocessor_from_state(pre_config, dict(stored))
         model._matrices = {}
-        model.obs_names_ = pd.Index([])
+        model.pairing, model.label_key = config.get("pairing", "measured"), config.get("label_key")
         model._build_network()
         state = torch.load(path / "weights.pt", map_location=model.device, weights_only=True)
         model.network.load_state_dict(state)

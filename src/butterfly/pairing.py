@@ -1,0 +1,113 @@
+"""Who is paired with whom for training.
+
+Each strategy turns training cells into :class:`~butterfly.data.PairedRows`: pair ``k`` joins row
+``rows[a][k]`` of the first modality with row ``rows[b][k]`` of the second.
+
+- measured pairs (scButterfly-B): each cell with itself;
+- by label (scButterfly-T) and by cluster (scButterfly-C): the measured pairs plus, for two rounds, within
+  each group, the second modality of shuffled cells paired with the first modality of un-shuffled cells
+  (3x the cells);
+- unpaired: cells of two different sets matched at random within shared labels, in proportion to the
+  labels' average share of both sets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import ButterflyInputError
+from .data import PairedRows
+
+
+def measured_pairs(n_cells: int, names: tuple[str, str]) -> PairedRows:
+    """Each cell paired with itself."""
+    rows = np.arange(n_cells)
+    return PairedRows({names[0]: rows, names[1]: rows.copy()})
+
+
+def pairs_within_groups(groups, names: tuple[str, str], *, rounds: int = 2, seed: int = 0) -> PairedRows:
+    """Measured pairs plus ``rounds`` synthetic copies shuffled within each group (scButterfly-T / -C).
+
+    In each round and group, the first modality of the cells in their own order is paired with the second
+    modality of a random permutation of the same cells, so no pair crosses a group and the training set
+    has ``(1 + rounds)`` times as many pairs.
+    """
+    groups = np.asarray(groups).astype(str)
+    rng = np.random.default_rng(seed)
+    n = len(groups)
+    first, second = [np.arange(n)], [np.arange(n)]
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    for _ in range(rounds):
+        shuffled = np.arange(n)
+        for cells in members:
+            shuffled[cells] = rng.permutation(cells)
+        first.append(np.arange(n))
+        second.append(shuffled)
+    return PairedRows({names[0]: np.concatenate(first), names[1]: np.concatenate(second)})
+
+
+def unpaired_sampling_sizes(first_labels, second_labels) -> dict[str, int]:
+    """How many pairs to draw per shared label for unpaired training (paper eq. 13).
+
+    Label ``i`` gets ``s_i = (s_i^a + s_i^b) / sum_k (s_k^a + s_k^b)`` over the shared labels, where ``s^a``
+    and ``s^b`` are the label's proportions in each set, and ``round(s_i * (n_a + n_b) / 2)`` pairs.
+    """
+    first_labels, second_labels = np.asarray(first_labels).astype(str), np.asarray(second_labels).astype(str)
+    shared = np.intersect1d(first_labels, second_labels)
+    if shared.size == 0:
+        raise ButterflyInputError(
+            "The two unpaired datasets share no label, so no cells can be matched. Check that label_key names "
+            f"the same annotation on both sides (first: {sorted(set(first_labels))[:5]}, second: "
+            f"{sorted(set(second_labels))[:5]})."
+        )
+    n_a, n_b = len(first_labels), len(second_labels)
+    share = {g: np.mean(first_labels == g) + np.mean(second_labels == g) for g in shared}
+    total = sum(share.values())
+    return {g: int(round(share[g] / total * (n_a + n_b) / 2)) for g in shared}
+
+
+def unpaired_pairs(first_labels, second_labels, names: tuple[str, str], *, seed: int = 0) -> PairedRows:
+    """Random pairs of a first-set cell and a second-set cell of the same label, sized by
+    :func:`unpaired_sampling_sizes`."""
+    first_labels, second_labels = np.asarray(first_labels).astype(str), np.asarray(second_labels).astype(str)
+    rng = np.random.default_rng(seed)
+    first, second = [], []
+    for label, size in unpaired_sampling_sizes(first_labels, second_labels).items():
+        first.append(rng.choice(np.flatnonzero(first_labels == label), size=size, replace=True))
+        second.append(rng.choice(np.flatnonzero(second_labels == label), size=size, replace=True))
+    return PairedRows({names[0]: np.concatenate(first), names[1]: np.concatenate(second)})
+
+
+def joint_embedding(matrices, kinds, *, n_components: int = 30, seed: int = 0) -> np.ndarray:
+    """A fast joint embedding of paired cells: a truncated SVD per modality, blocks scaled to equal weight.
+
+    ATAC blocks are LSI (SVD of the TF-IDF matrix) without their first component, which mostly follows
+    sequencing depth; RNA/ADT blocks are the leading SVD components of the log-normalised / CLR data.
+    Each block is divided by its total standard deviation, so every modality counts the same.
+    """
+    from sklearn.decomposition import TruncatedSVD
+
+    blocks = []
+    for X, kind in zip(matrices, kinds, strict=True):
+        skip = 1 if kind == "atac" else 0
+        k = max(2, min(n_components + skip, min(X.shape) - 1))
+        comps = TruncatedSVD(n_components=k, random_state=seed).fit_transform(X)[:, skip:]
+        comps = comps - comps.mean(0)
+        blocks.append(comps / max(np.sqrt((comps**2).sum(1).mean()), 1e-12))
+    return np.hstack(blocks)
+
+
+def joint_clusters(matrices, kinds, *, resolution: float = 3.0, seed: int = 0) -> np.ndarray:
+    """Leiden clusters (leidenalg, 15-neighbour graph) of :func:`joint_embedding` (scButterfly-C's labels)."""
+    import warnings
+
+    import anndata as ad
+    import scanpy as sc
+
+    data = ad.AnnData(X=np.zeros((matrices[0].shape[0], 1), dtype=np.float32))
+    data.obsm["X_joint"] = joint_embedding(matrices, kinds, seed=seed)
+    sc.pp.neighbors(data, use_rep="X_joint", random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        sc.tl.leiden(data, resolution=resolution, flavor="leidenalg", random_state=seed, key_added="cluster")
+    return data.obs["cluster"].astype(str).to_numpy()
