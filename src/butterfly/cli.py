@@ -101,7 +101,14 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-key", default="batch", help="obs column of batches (default batch)")
     bench.add_argument("--pretrain-epochs", type=int, default=100, help="butterfly: max pretraining epochs")
     bench.add_argument("--epochs", type=int, default=200, help="butterfly: max integrative epochs")
-    bench.add_argument("--batch-size", type=int, default=64, help="butterfly: minibatch size")
+    bench.add_argument("--batch-size", type=int, default=64, help="butterfly: minibatch size (default 64)")
+    bench.add_argument("--lr", type=float, default=1e-3, help="butterfly: Adam learning rate (default 1e-3)")
+    bench.add_argument(
+        "--discriminator-lr", type=float, default=5e-3, help="butterfly: SGD rate (default 5e-3)"
+    )
+    bench.add_argument(
+        "--patience", type=int, default=50, help="butterfly: early-stopping patience (default 50)"
+    )
     bench.add_argument("--seed", type=int, default=0, help="random seed of folds and models (default 0)")
     bench.add_argument("--out", required=True, type=Path, help="folder for the results")
 
@@ -183,10 +190,9 @@ def _run(args: argparse.Namespace) -> None:
                 groups.to_numpy(), args.folds or (3 if args.protocol == "cell_type" else 4), seed=args.seed
             )
         fit_options = {
-            "pretrain_epochs": args.pretrain_epochs,
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-        }
+            "pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "batch_size": args.batch_size,
+            "lr": args.lr, "discriminator_lr": args.discriminator_lr, "patience": args.patience,
+        }  # fmt: skip
         scores, examples = protocols.run_protocol(
             first, second, folds, modalities=tuple(args.modalities), models=args.models,
             label_key=args.label_key, seed=args.seed, fit_options=fit_options,
