@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._io import write_h5ad_atomic
+
 EXAMPLES = """examples:
   butterfly demo --out butterfly_demo
   butterfly train --first rna.h5ad --second atac.h5ad --modalities rna atac --out my_model
@@ -132,13 +134,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write_h5ad_atomically(adata, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    adata.write_h5ad(tmp)
-    tmp.replace(path)
-
-
 def _read(path: Path):
     import anndata as ad
 
@@ -171,7 +166,7 @@ def _run(args: argparse.Namespace) -> None:
         result = model.translate(
             _read(args.input), source=args.source, target=args.target, atac_output=args.atac_output
         )
-        _write_h5ad_atomically(result, args.out)
+        write_h5ad_atomic(result, args.out)
         print(f"wrote {result.n_obs} cells x {result.n_vars} {args.target} features to {args.out}")
     elif args.command == "benchmark":
         from . import protocols, report

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets, report
+from ._io import write_h5ad_atomic, write_text_atomic
 from .evaluate import evaluate_translation, scores_table
 from .model import Butterfly
 
@@ -61,8 +62,8 @@ def run_demo(
         out / "tsne_atac.png",
     )
     report.plot_history(history, out / "loss_curves.png")
-    rna_pred.write_h5ad(out / "translated_rna_from_atac.h5ad")
-    atac_pred.write_h5ad(out / "translated_atac_from_rna.h5ad")
+    write_h5ad_atomic(rna_pred, out / "translated_rna_from_atac.h5ad")
+    write_h5ad_atomic(atac_pred, out / "translated_atac_from_rna.h5ad")
     model.save(out / "model", overwrite=True)
 
     summary = {
@@ -76,10 +77,11 @@ def run_demo(
         "total_seconds": round(time.perf_counter() - started, 1),
         "scores": results,
     }
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     table = scores_table(results)
-    (out / "metrics.md").write_text(
+    write_text_atomic(
+        out / "metrics.md",
         f"# butterfly demo: RNA <-> ATAC on {len(test)} held-out SNARE-seq cells\n\n"
-        f"Trained on {len(train)} cells in {train_seconds:.0f} s.\n\n{table}"
+        f"Trained on {len(train)} cells in {train_seconds:.0f} s.\n\n{table}",
     )
     return summary

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._io import save_figure_atomic, write_text_atomic
+
 
 def _pyplot():
     import matplotlib
@@ -43,7 +45,7 @@ def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None):
         ax.legend(fontsize=8)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        save_figure_atomic(fig, path, dpi=120)
     return fig
 
 
@@ -94,7 +96,7 @@ def plot_tsne_panels(
         fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(Path(path), dpi=110)
+        save_figure_atomic(fig, path, dpi=110)
     return fig
 
 
@@ -159,7 +161,7 @@ def plot_metric_boxes(
         ax.legend(fontsize=8)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        save_figure_atomic(fig, path, dpi=110)
     return fig
 
 
@@ -197,9 +199,7 @@ def write_html(
         )
     style = "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(page)
-    os.replace(tmp, path)
+    write_text_atomic(path, page)
 
 
 def write_benchmark_report(
@@ -219,15 +219,15 @@ def write_benchmark_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(scores)
-    scores.to_csv(out / "scores.csv", index=False)
+    write_text_atomic(out / "scores.csv", scores.to_csv(index=False))
     records = {"title": title, "settings": settings or {}, "summary": summary.to_dict(orient="records")}
-    (out / "summary.json").write_text(json.dumps(records, indent=2, default=float))
+    write_text_atomic(out / "summary.json", json.dumps(records, indent=2, default=float))
     text = (
         f"# {title}\n\n"
         + (f"Settings: {json.dumps(settings)}\n\n" if settings else "")
         + summary_markdown(summary)
     )
-    (out / "summary.md").write_text(text)
+    write_text_atomic(out / "summary.md", text)
     plot_metric_boxes(scores, out / "metrics_boxplot.png")
     images = {"Clustering metrics across folds": out / "metrics_boxplot.png"}
     obs, profiles_by_key = examples["obs"], examples["profiles"]
