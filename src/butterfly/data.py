@@ -49,28 +49,26 @@ def split_validation(
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def dense_rows(
-    X: sp.csr_matrix,
-    rows: np.ndarray,
-    device: torch.device,
-    *,
-    mask_rate: float = 0.0,
-    mask_scale: float = 1.0,
-    rng: np.random.Generator | None = None,
-) -> torch.Tensor:
-    """Rows of a CSR matrix as a dense float32 tensor on ``device``.
-
-    With ``mask_rate > 0`` each entry is zeroed with that probability (the input mask of scButterfly) and
-    kept entries are multiplied by ``mask_scale``. Zeroing a zero changes nothing, so the mask is drawn for the
-    stored non-zeros only: the same distribution as a dense mask, at a fraction of the cost.
-    """
-    block = X[rows] if sp.issparse(X) else sp.csr_matrix(np.asarray(X[rows]))
-    if mask_rate > 0:
-        block = block.copy()
-        keep = rng.random(block.nnz) >= mask_rate
-        block.data = block.data * keep * np.float32(mask_scale)
+def _to_tensor(block: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     dense = block.toarray().astype(np.float32, copy=False)
     return torch.from_numpy(dense).to(device, non_blocking=True)
+
+
+def _masked(block: sp.csr_matrix, rate: float, scale: float, rng: np.random.Generator) -> sp.csr_matrix:
+    """Zero each entry with probability ``rate`` (the input mask of scButterfly), scaling kept ones by ``scale``.
+
+    Zeroing a zero changes nothing, so the mask is drawn for the stored non-zeros only: the same
+    distribution as a dense mask, at a fraction of the cost.
+    """
+    out = block.copy()
+    out.data = out.data * (rng.random(out.nnz) >= rate) * np.float32(scale)
+    return out
+
+
+def dense_rows(X: sp.csr_matrix, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Rows of a CSR matrix as a dense float32 tensor on ``device``."""
+    block = X[rows] if sp.issparse(X) else sp.csr_matrix(np.asarray(X[rows]))
+    return _to_tensor(block, device)
 
 
 def minibatches(
@@ -84,9 +82,9 @@ def minibatches(
 ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
     """Yield ``(clean, masked)`` dicts of ``{modality: dense batch}``; shuffled when ``rng`` is given.
 
-    ``masked`` holds the inputs with each modality's mask applied (the same tensors as ``clean`` where the
-    rate is 0 or no ``mask_rates`` are given). A last batch of one pair is dropped when shuffling (a single
-    cell gives no batch statistics and a noisy step).
+    Each modality's rows are taken with one fancy index per minibatch; ``masked`` holds them with the
+    modality's input mask applied (the same tensors as ``clean`` where the rate is 0). A last batch of one
+    pair is dropped when shuffling (a single cell gives no batch statistics and a noisy step).
     """
     n = len(pairs)
     order = rng.permutation(n) if rng is not None else np.arange(n)
@@ -97,13 +95,12 @@ def minibatches(
             break
         clean, masked = {}, {}
         for name, rows in pairs.rows.items():
-            clean[name] = dense_rows(matrices[name], rows[chosen], device)
+            block = matrices[name][rows[chosen]]
+            clean[name] = _to_tensor(block, device)
             rate = mask_rates.get(name, 0.0)
             if rate > 0:
                 scale = 1.0 / (1.0 - rate) if mask_scaling else 1.0
-                masked[name] = dense_rows(
-                    matrices[name], rows[chosen], device, mask_rate=rate, mask_scale=scale, rng=rng
-                )
+                masked[name] = _to_tensor(_masked(block, rate, scale, rng), device)
             else:
                 masked[name] = clean[name]
         yield clean, masked
