@@ -4,39 +4,29 @@ never leaves a half-written result where a good one (or none) was."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
-def _temporary(path: Path) -> Path:
+def _write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def write_h5ad_atomic(adata, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        adata.write_h5ad(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write_atomic(path, adata.write_h5ad)
 
 
 def save_figure_atomic(fig, path: str | os.PathLike, **kwargs) -> None:
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    _write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
