@@ -28,9 +28,6 @@ class PairedRows:
     def __len__(self) -> int:
         return len(next(iter(self.rows.values())))
 
-    def subset(self, pairs: np.ndarray) -> PairedRows:
-        return PairedRows({name: r[pairs] for name, r in self.rows.items()})
-
     def mapped(self, cells: dict[str, np.ndarray]) -> PairedRows:
         """Translate local row numbers into rows of the full matrices: ``cells[name][local]``."""
         return PairedRows({name: np.asarray(cells[name])[r] for name, r in self.rows.items()})
