@@ -95,8 +95,21 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--folds", type=int, default=None, help="number of folds (default 5 / 3 / 4 by protocol)"
     )
-    bench.add_argument("--models", nargs="+", default=["butterfly", "knn", "linear"],
-                       choices=["butterfly", "knn", "linear"], help="models to compare (default all)")  # fmt: skip
+    bench.add_argument(
+        "--models",
+        nargs="+",
+        default=["butterfly", "knn", "linear"],
+        metavar="MODEL",
+        choices=["butterfly", "butterfly-T", "butterfly-C", "butterfly-C-scvi", "knn", "linear"],
+        help="models to compare: butterfly (scButterfly-B), butterfly-T (pairs augmented within cell types), "
+        "butterfly-C (within clusters; -C-scvi: clusters of MultiVI/totalVI, needs the scvi extra), knn, "
+        "linear (default: butterfly knn linear)",
+    )
+    bench.add_argument(
+        "--match-steps", action="store_true",
+        help="give butterfly-T/-C a third of the epochs and patience, so they take as many optimizer steps as "
+        "B on their 3x training pairs (default: same epochs, as the paper)",
+    )  # fmt: skip
     bench.add_argument(
         "--label-key", default="cell_type", help="obs column of cell types (default cell_type)"
     )
@@ -190,12 +203,15 @@ def _run(args: argparse.Namespace) -> None:
         }  # fmt: skip
         scores, examples = protocols.run_protocol(
             first, second, folds, modalities=tuple(args.modalities), models=args.models,
-            label_key=args.label_key, seed=args.seed, fit_options=fit_options,
+            label_key=args.label_key, seed=args.seed, fit_options=fit_options, match_steps=args.match_steps,
         )  # fmt: skip
         title = (
             f"{args.first.stem} + {args.second.stem}: {len(folds)}-fold by {args.protocol.replace('_', ' ')}"
         )
-        settings = {"protocol": args.protocol, "folds": len(folds), "models": args.models, **fit_options}
+        settings = {
+            "protocol": args.protocol, "folds": len(folds), "models": args.models,
+            "match_steps": args.match_steps, **fit_options,
+        }  # fmt: skip
         paths = report.write_benchmark_report(
             args.out,
             scores,

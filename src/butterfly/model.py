@@ -39,6 +39,7 @@ LATENT_KEY = "X_butterfly"
 #: Training-pair strategies of a paired dataset: measured pairs (scButterfly-B), augmented within cell-type
 #: labels (-T) or within clusters of a joint embedding (-C).
 PAIRINGS = ("measured", "label", "cluster")
+CLUSTER_BACKENDS = ("builtin", "scvi")
 
 
 def _split_input(first, second, names: tuple[str, str]) -> tuple[ad.AnnData, ad.AnnData]:
@@ -69,6 +70,14 @@ class Butterfly:
     modalities
         Names or :class:`~butterfly.modalities.ModalitySpec` of the two modalities, in the order of
         ``first`` and ``second``: ``("rna", "atac")``, ``("rna", "adt")``, ...
+    pairing
+        Training pairs: ``"measured"`` (scButterfly-B), ``"label"`` (-T: pairs augmented within the cell
+        types of ``obs[label_key]`` of ``first``, 3x the training cells) or ``"cluster"`` (-C: augmented within
+        Leiden clusters, resolution ``cluster_resolution``, of a joint embedding of the training cells).
+    cluster_backend
+        Joint embedding for ``pairing="cluster"``: ``"builtin"`` (SVD of RNA/ADT joined with LSI of ATAC,
+        seconds) or ``"scvi"`` (the paper's MultiVI for RNA+ATAC, totalVI for RNA+ADT; needs
+        ``pip install butterfly-omics[scvi]``, minutes).
     seed
         Controls the validation split, initialisation, masking, sampling and minibatch order.
     device
@@ -101,6 +110,7 @@ class Butterfly:
         pairing: str = "measured",
         label_key: str = "cell_type",
         cluster_resolution: float = 3.0,
+        cluster_backend: str = "builtin",
         seed: int = 0,
         device: str = "auto",
         validation_fraction: float = 0.2,
@@ -113,9 +123,20 @@ class Butterfly:
         )
         if pairing not in PAIRINGS:
             raise ButterflyInputError(f"pairing must be one of {list(PAIRINGS)}, got {pairing!r}.")
+        if cluster_backend not in CLUSTER_BACKENDS:
+            raise ButterflyInputError(
+                f"cluster_backend must be one of {list(CLUSTER_BACKENDS)}, got {cluster_backend!r}."
+            )
         data = _split_input(first, second, self.names)
         check_paired(data[0], data[1], self.names)
         self.pairing, self.label_key, self.cluster_resolution = pairing, label_key, cluster_resolution
+        self.cluster_backend = cluster_backend
+        self._raw = None
+        if pairing == "cluster" and cluster_backend == "scvi":
+            from ._scvi import require_scvi
+
+            require_scvi()
+            self._raw = data  # the scvi-tools models take raw counts; kept by reference, not copied
         self._labels = None
         if pairing == "label":
             self._labels = check_label_key(data[0], label_key, what=f"The {self.names[0]} data").to_numpy()
@@ -153,6 +174,7 @@ class Butterfly:
         )
         unpaired_sampling_sizes(*labels)  # refuses sets with no shared label
         model.pairing, model.label_key, model.cluster_resolution = "unpaired", label_key, None
+        model.cluster_backend, model._raw = None, None
         model._labels = labels
         model._fit_preprocessing(data)
         return model
@@ -289,9 +311,17 @@ class Butterfly:
             if self.pairing == "label":
                 groups = self._labels[train_cells]
             else:
-                matrices = [self._matrices[n][train_cells] for n in self.names]
                 kinds = [self.specs[n].preprocessing for n in self.names]
-                groups = joint_clusters(matrices, kinds, resolution=self.cluster_resolution, seed=self.seed)
+                if self._raw is not None:
+                    from ._scvi import scvi_clusters
+
+                    raw = [d[train_cells] for d in self._raw]
+                    groups = scvi_clusters(raw, kinds, resolution=self.cluster_resolution, seed=self.seed)
+                else:
+                    matrices = [self._matrices[n][train_cells] for n in self.names]
+                    groups = joint_clusters(
+                        matrices, kinds, resolution=self.cluster_resolution, seed=self.seed
+                    )
             self.training_groups_ = groups
             local = pairs_within_groups(groups, self.names, seed=self.seed)
         return local.mapped({a: train_cells, b: train_cells}), validation
@@ -393,6 +423,7 @@ class Butterfly:
                 "is_trained": self.is_trained_,
                 "pairing": self.pairing,
                 "label_key": self.label_key,
+                "cluster_backend": self.cluster_backend,
             }
             (tmp / "config.json").write_text(json.dumps(config, indent=2))
             torch.save({k: v.cpu() for k, v in self.network.state_dict().items()}, tmp / "weights.pt")
@@ -445,6 +476,7 @@ class Butterfly:
                 model.preprocessors[name] = preprocessor_from_state(pre_config, dict(stored))
         model._matrices = {}
         model.pairing, model.label_key = config.get("pairing", "measured"), config.get("label_key")
+        model.cluster_backend, model._raw = config.get("cluster_backend"), None
         model._build_network()
         state = torch.load(path / "weights.pt", map_location=model.device, weights_only=True)
         model.network.load_state_dict(state)
