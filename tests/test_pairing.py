@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,36 @@ def test_variant_t_and_unpaired_train_end_to_end(multiome):
     # every cell of each side can be translated, including labels the other side lacks
     out = unpaired.translate(atac[half:], source="atac", target="rna")
     assert out.shape == (rna.n_obs - half, rna.n_vars) and np.isfinite(out.X).all()
+
+
+def test_unknown_cluster_backend_is_refused(multiome):
+    with pytest.raises(ButterflyInputError, match="cluster_backend must be one of"):
+        bf.Butterfly(*multiome, pairing="cluster", cluster_backend="wnn")
+
+
+def test_scvi_backend_without_scvi_tools_says_how_to_install(multiome, monkeypatch):
+    monkeypatch.setitem(sys.modules, "scvi", None)  # makes `import scvi` fail as if not installed
+    with pytest.raises(ButterflyInputError, match=r"pip install butterfly-omics\[scvi\]"):
+        bf.Butterfly(*multiome, pairing="cluster", cluster_backend="scvi")
+
+
+@pytest.mark.parametrize("data", ["multiome", "cite"])
+def test_scvi_backend_clusters_and_pairs(data, request):
+    """MultiVI (RNA+ATAC) / totalVI (RNA+ADT) latents, clustered; C pairs then stay within those clusters."""
+    pytest.importorskip("scvi", reason="the scvi extra is not installed")
+    from butterfly._scvi import scvi_latent
+    from butterfly.pairing import leiden_groups
+
+    first, second = request.getfixturevalue(data)
+    kinds = ["rna", "atac" if data == "multiome" else "adt"]
+    state = np.random.get_state()[1].copy()
+    latent = scvi_latent([first, second], kinds, seed=0, max_epochs=3)
+    assert latent.shape[0] == first.n_obs and np.isfinite(latent).all()
+    assert np.array_equal(np.random.get_state()[1], state)  # the user's global RNG is restored
+    again = scvi_latent([first, second], kinds, seed=0, max_epochs=3)
+    np.testing.assert_allclose(latent, again, atol=1e-5)  # seeded
+    clusters = leiden_groups(latent, resolution=3.0)
+    assert len(set(clusters)) > 5
+    pairs = pairs_within_groups(clusters, ("rna", kinds[1]), seed=0)
+    assert len(pairs) == 3 * first.n_obs
+    assert np.array_equal(clusters[pairs.rows["rna"]], clusters[pairs.rows[kinds[1]]])

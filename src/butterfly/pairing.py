@@ -97,17 +97,22 @@ def joint_embedding(matrices, kinds, *, n_components: int = 30, seed: int = 0) -
     return np.hstack(blocks)
 
 
-def joint_clusters(matrices, kinds, *, resolution: float = 3.0, seed: int = 0) -> np.ndarray:
-    """Leiden clusters (leidenalg, 15-neighbour graph) of :func:`joint_embedding` (scButterfly-C's labels)."""
+def leiden_groups(embedding: np.ndarray, *, resolution: float = 3.0, seed: int = 0) -> np.ndarray:
+    """Leiden clusters (leidenalg, 15-neighbour graph) of an embedding, as strings."""
     import warnings
 
     import anndata as ad
     import scanpy as sc
 
-    data = ad.AnnData(X=np.zeros((matrices[0].shape[0], 1), dtype=np.float32))
-    data.obsm["X_joint"] = joint_embedding(matrices, kinds, seed=seed)
+    data = ad.AnnData(X=np.zeros((embedding.shape[0], 1), dtype=np.float32))
+    data.obsm["X_joint"] = embedding
     sc.pp.neighbors(data, use_rep="X_joint", random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         sc.tl.leiden(data, resolution=resolution, flavor="leidenalg", random_state=seed, key_added="cluster")
     return data.obs["cluster"].astype(str).to_numpy()
+
+
+def joint_clusters(matrices, kinds, *, resolution: float = 3.0, seed: int = 0) -> np.ndarray:
+    """Leiden clusters of :func:`joint_embedding` (scButterfly-C's labels with the built-in backend)."""
+    return leiden_groups(joint_embedding(matrices, kinds, seed=seed), resolution=resolution, seed=seed)
