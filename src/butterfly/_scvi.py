@@ -81,10 +81,8 @@ def scvi_latent(raw, kinds, *, seed: int = 0, max_epochs: int | None = None, min
         np.random.set_state(numpy_state)
 
 
-def scvi_clusters(raw, kinds, *, resolution: float = 3.0, seed: int = 0, max_epochs: int | None = None):
-    """Leiden clusters (resolution 3 in the paper) of :func:`scvi_latent`."""
+def scvi_clusters(raw, kinds, *, resolution: float = 3.0, seed: int = 0, **options):
+    """Leiden clusters (resolution 3 in the paper) of :func:`scvi_latent` (``options`` go to it)."""
     from .pairing import leiden_groups
 
-    return leiden_groups(
-        scvi_latent(raw, kinds, seed=seed, max_epochs=max_epochs), resolution=resolution, seed=seed
-    )
+    return leiden_groups(scvi_latent(raw, kinds, seed=seed, **options), resolution=resolution, seed=seed)

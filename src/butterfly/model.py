@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,10 @@ class Butterfly:
         Joint embedding for ``pairing="cluster"``: ``"builtin"`` (SVD of RNA/ADT joined with LSI of ATAC,
         seconds) or ``"scvi"`` (the paper's MultiVI for RNA+ATAC, totalVI for RNA+ADT; needs
         ``pip install butterfly-omics[scvi]``, minutes).
+    cluster_options
+        Keyword arguments of the backend: :func:`~butterfly.pairing.joint_embedding` (``n_components``) or
+        :func:`butterfly._scvi.scvi_latent` (``max_epochs``: scvi-tools' default when not given, 500 for
+        MultiVI; ``min_fraction``).
     seed
         Controls the validation split, initialisation, masking, sampling and minibatch order.
     device
@@ -111,6 +116,7 @@ class Butterfly:
         label_key: str = "cell_type",
         cluster_resolution: float = 3.0,
         cluster_backend: str = "builtin",
+        cluster_options: dict | None = None,
         seed: int = 0,
         device: str = "auto",
         validation_fraction: float = 0.2,
@@ -130,7 +136,7 @@ class Butterfly:
         data = _split_input(first, second, self.names)
         check_paired(data[0], data[1], self.names)
         self.pairing, self.label_key, self.cluster_resolution = pairing, label_key, cluster_resolution
-        self.cluster_backend = cluster_backend
+        self.cluster_backend, self.cluster_options = cluster_backend, dict(cluster_options or {})
         self._raw = None
         if pairing == "cluster" and cluster_backend == "scvi":
             from ._scvi import require_scvi
@@ -174,7 +180,7 @@ class Butterfly:
         )
         unpaired_sampling_sizes(*labels)  # refuses sets with no shared label
         model.pairing, model.label_key, model.cluster_resolution = "unpaired", label_key, None
-        model.cluster_backend, model._raw = None, None
+        model.cluster_backend, model.cluster_options, model._raw = None, {}, None
         model._labels = labels
         model._fit_preprocessing(data)
         return model
@@ -312,16 +318,21 @@ class Butterfly:
                 groups = self._labels[train_cells]
             else:
                 kinds = [self.specs[n].preprocessing for n in self.names]
+                start = time.perf_counter()
                 if self._raw is not None:
                     from ._scvi import scvi_clusters
 
                     raw = [d[train_cells] for d in self._raw]
-                    groups = scvi_clusters(raw, kinds, resolution=self.cluster_resolution, seed=self.seed)
+                    groups = scvi_clusters(
+                        raw, kinds, resolution=self.cluster_resolution, seed=self.seed, **self.cluster_options
+                    )
                 else:
                     matrices = [self._matrices[n][train_cells] for n in self.names]
                     groups = joint_clusters(
-                        matrices, kinds, resolution=self.cluster_resolution, seed=self.seed
-                    )
+                        matrices, kinds, resolution=self.cluster_resolution, seed=self.seed,
+                        **self.cluster_options,
+                    )  # fmt: skip
+                self.cluster_seconds_ = time.perf_counter() - start
             self.training_groups_ = groups
             local = pairs_within_groups(groups, self.names, seed=self.seed)
         return local.mapped({a: train_cells, b: train_cells}), validation
@@ -424,6 +435,7 @@ class Butterfly:
                 "pairing": self.pairing,
                 "label_key": self.label_key,
                 "cluster_backend": self.cluster_backend,
+                "cluster_options": self.cluster_options,
             }
             (tmp / "config.json").write_text(json.dumps(config, indent=2))
             torch.save({k: v.cpu() for k, v in self.network.state_dict().items()}, tmp / "weights.pt")
@@ -477,6 +489,7 @@ class Butterfly:
         model._matrices = {}
         model.pairing, model.label_key = config.get("pairing", "measured"), config.get("label_key")
         model.cluster_backend, model._raw = config.get("cluster_backend"), None
+        model.cluster_options = config.get("cluster_options", {})
         model._build_network()
         state = torch.load(path / "weights.pt", map_location=model.device, weights_only=True)
         model.network.load_state_dict(state)

@@ -113,6 +113,9 @@ def leiden_groups(embedding: np.ndarray, *, resolution: float = 3.0, seed: int =
     return data.obs["cluster"].astype(str).to_numpy()
 
 
-def joint_clusters(matrices, kinds, *, resolution: float = 3.0, seed: int = 0) -> np.ndarray:
+def joint_clusters(
+    matrices, kinds, *, resolution: float = 3.0, seed: int = 0, n_components: int = 30
+) -> np.ndarray:
     """Leiden clusters of :func:`joint_embedding` (scButterfly-C's labels with the built-in backend)."""
-    return leiden_groups(joint_embedding(matrices, kinds, seed=seed), resolution=resolution, seed=seed)
+    embedding = joint_embedding(matrices, kinds, n_components=n_components, seed=seed)
+    return leiden_groups(embedding, resolution=resolution, seed=seed)
