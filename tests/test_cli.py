@@ -53,20 +53,23 @@ def test_help_explains_commands(capsys):
 def test_benchmark_command_end_to_end(files, capsys):
     out = files / "bench"
     code = main(["benchmark", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
-                 "--protocol", "batch", "--folds", "2", "--models", "butterfly", "knn",
-                 "--pretrain-epochs", "2", "--epochs", "2", "--out", str(out)])  # fmt: skip
+                 "--protocol", "batch", "--folds", "2", "--models", "butterfly", "butterfly-T", "knn",
+                 "--match-steps", "--pretrain-epochs", "2", "--epochs", "2", "--out", str(out)])  # fmt: skip
     assert code == 0
     for name in ("summary.md", "summary.json", "scores.csv", "metrics_boxplot.png", "report.html",
                  "tsne_rna_to_atac.png", "tsne_atac_to_rna.png"):  # fmt: skip
         assert (out / name).is_file(), name
     summary = (out / "summary.md").read_text()
     assert "### rna->atac" in summary and "| knn |" in summary and "AUROC" in summary
+    assert "| butterfly-T |" in summary and "### training" in summary  # training seconds per model
+    assert not (out / "scores.partial.csv").exists()  # the per-fold checkpoint is removed at the end
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html.split("<body>")[1]  # self-contained
     import pandas as pd
 
     scores = pd.read_csv(out / "scores.csv")
-    assert set(scores["fold"]) == {0, 1} and set(scores["model"]) == {"butterfly", "knn", "measured"}
+    assert set(scores["fold"]) == {0, 1}
+    assert set(scores["model"]) == {"butterfly", "butterfly-T", "knn", "measured"}
 
 
 def test_benchmark_refuses_missing_label_column(files, capsys):

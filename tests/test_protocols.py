@@ -36,3 +36,16 @@ def test_group_folds_keep_groups_whole_on_real_data(snare, make, key, k):
 def test_too_many_folds_is_refused():
     with pytest.raises(ButterflyInputError, match=r"between 2 and the number of batches \(2\)"):
         folds_by_batch(["a", "b"], 4)
+
+
+def test_step_matched_budget_divides_epochs_by_the_augmentation():
+    from butterfly.protocols import _step_matched
+
+    options = {"pretrain_epochs": 60, "epochs": 90, "patience": 20, "batch_size": 256}
+    assert _step_matched(options) == {"pretrain_epochs": 20, "epochs": 30, "patience": 7, "batch_size": 256}
+    assert _step_matched({}) == {
+        "pretrain_epochs": 33,
+        "epochs": 67,
+        "patience": 17,
+    }  # from the paper's defaults
+    assert options["epochs"] == 90  # not modified

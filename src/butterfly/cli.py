@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._io import write_h5ad_atomic
+from ._io import write_h5ad_atomic, write_text_atomic
 
 EXAMPLES = """examples:
   butterfly demo --out butterfly_demo
@@ -201,10 +201,15 @@ def _run(args: argparse.Namespace) -> None:
             "pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "batch_size": args.batch_size,
             "lr": args.lr, "discriminator_lr": args.discriminator_lr, "patience": args.patience,
         }  # fmt: skip
+        args.out.mkdir(parents=True, exist_ok=True)
         scores, examples = protocols.run_protocol(
             first, second, folds, modalities=tuple(args.modalities), models=args.models,
             label_key=args.label_key, seed=args.seed, fit_options=fit_options, match_steps=args.match_steps,
+            after_fold=lambda partial: write_text_atomic(
+                args.out / "scores.partial.csv", partial.to_csv(index=False)
+            ),
         )  # fmt: skip
+        (args.out / "scores.partial.csv").unlink(missing_ok=True)
         title = (
             f"{args.first.stem} + {args.second.stem}: {len(folds)}-fold by {args.protocol.replace('_', ' ')}"
         )

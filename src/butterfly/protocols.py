@@ -104,6 +104,7 @@ def run_protocol(
     fit_options: dict | None = None,
     match_steps: bool = False,
     progress: bool = True,
+    after_fold=None,
 ):
     """Train each model on each fold's training cells and score its translations of the test cells.
 
@@ -115,7 +116,8 @@ def run_protocol(
     ``models`` are names from :data:`MODEL_NAMES`; ``fit_options`` go to :meth:`Butterfly.fit`. With
     ``match_steps`` the augmented variants (T, C) get a third of the epoch limits and patience, so they take
     as many optimizer steps as B on 3x the pairs; without it they train for the same epochs (3x the steps),
-    as the paper does.
+    as the paper does. ``after_fold``, if given, is called with the score table so far after every fold
+    (to keep partial results of long runs).
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -156,5 +158,7 @@ def run_protocol(
                     examples["profiles"]["measured", target] = measured
                 examples["obs"] = first[test].obs.copy()
             bar.update(1)
+        if after_fold is not None:
+            after_fold(pd.DataFrame(rows))
     bar.close()
     return pd.DataFrame(rows), examples
