@@ -234,6 +234,7 @@ def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor, reduction: str = "me
     ``"mean"`` averages over cells and latent dimensions (paper eq. 4 as the authors' code computes it);
     ``"sum"`` sums over latent dimensions and averages over cells (the textbook per-cell ELBO term).
     """
+    mean, logvar = mean.float(), logvar.float()  # float32 also under bfloat16 autocast
     terms = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp())
     if reduction == "mean":
         return terms.mean()

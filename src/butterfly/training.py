@@ -56,6 +56,10 @@ class TrainingConfig:
         Default 0.675: the authors' code gates at 1.35 over its two BCE terms. ``None`` applies the paper's
         eq. 9 literally; measured on SNARE-seq, the generator then drives the discriminator loss up without
         bound, the adversarial term swamps reconstruction and translations fall to chance (see README).
+    precision
+        ``"float32"`` (default) or ``"bfloat16"``: training forward passes under bfloat16 autocast (losses and
+        weights stay float32). Faster on CPUs with AVX-512 BF16/AMX and on recent GPUs; validation stays
+        float32.
     """
 
     pretrain_epochs: int = 100
@@ -69,6 +73,11 @@ class TrainingConfig:
     kl_warmup_epochs: int = 0
     mask_scaling: bool = False
     adversarial_gate: float | None = 0.675
+    precision: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +134,7 @@ class TranslatorNetwork(nn.Module):
         return raw
 
     def reconstruction_loss(self, name: str, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raw = raw.float()  # losses in float32 also under bfloat16 autocast
         if self.specs[name].loss == "bce":
             return F.binary_cross_entropy_with_logits(raw, target)
         return F.mse_loss(self.activate(name, raw), target)
@@ -212,6 +222,11 @@ class Trainer:
         except (RuntimeError, TypeError):
             return torch.optim.Adam(params, lr=self.config.lr)
 
+    def _autocast(self):
+        """bfloat16 autocast of the training forward passes when ``precision="bfloat16"``."""
+        enabled = self.config.precision == "bfloat16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
     def _warmup(self, epoch: int) -> float:
         warm = self.config.kl_warmup_epochs
         return min(1.0, epoch / warm) if warm > 0 else 1.0
@@ -267,7 +282,8 @@ class Trainer:
         def run_epoch(epoch):
             totals, n = np.zeros(3), 0
             for batch, masked in self._batches(single, train):
-                loss, recon, kl = losses(batch[name], masked[name], True, epoch)
+                with self._autocast():
+                    loss, recon, kl = losses(batch[name], masked[name], True, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -310,8 +326,8 @@ class Trainer:
         loss = 0.0
         for target, source in ((a, b), (b, a)):
             disc = net.discriminators[target]
-            loss = loss + F.binary_cross_entropy_with_logits(disc(emb[source, target]), negative)
-            loss = loss + F.binary_cross_entropy_with_logits(disc(h[target]), positive)
+            loss = loss + F.binary_cross_entropy_with_logits(disc(emb[source, target]).float(), negative)
+            loss = loss + F.binary_cross_entropy_with_logits(disc(h[target]).float(), positive)
         return loss
 
     def _generator_terms(
@@ -344,19 +360,22 @@ class Trainer:
             totals, n = np.zeros(5), 0
             for batch, masked in self._batches(self.matrices, self.train):
                 size = next(iter(batch.values())).shape[0]
-                h, stats, emb = self._forward_all(masked, sample=True)
+                with self._autocast():
+                    h, stats, emb = self._forward_all(masked, sample=True)
                 labels = soft_labels(size)
                 # 1. discriminator step on detached embeddings
                 detached_h = {k: v.detach() for k, v in h.items()}
                 detached_emb = {k: v.detach() for k, v in emb.items()}
-                dis_loss = self._discriminator_loss(detached_h, detached_emb, labels)
+                with self._autocast():
+                    dis_loss = self._discriminator_loss(detached_h, detached_emb, labels)
                 dis_optimizer.zero_grad(set_to_none=True)
                 dis_loss.backward()
                 dis_optimizer.step()
                 # 2. generator step, with L_Dis recomputed by the updated discriminators
-                recon, kl_term, kl = self._generator_terms(batch, stats, emb, epoch)
-                loss = recon + kl_term
-                adversarial = self._discriminator_loss(h, emb, labels)
+                with self._autocast():
+                    recon, kl_term, kl = self._generator_terms(batch, stats, emb, epoch)
+                    loss = recon + kl_term
+                    adversarial = self._discriminator_loss(h, emb, labels)
                 applied = cfg.adversarial_gate is None or adversarial.item() / 4 < cfg.adversarial_gate
                 objective = loss - cfg.adversarial_weight * adversarial if applied else loss
                 gen_optimizer.zero_grad(set_to_none=True)
