@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--variant", choices=["B", "T", "C"], default="B",
                        help="B: measured pairs; T: pairs augmented within cell types (--label-key); "
                        "C: augmented within clusters of a joint embedding (default B)")  # fmt: skip
+    train.add_argument("--cluster-backend", choices=["builtin", "scvi"], default="builtin",
+                       help="C's joint embedding: builtin (SVD/LSI, seconds) or scvi (MultiVI/totalVI; needs "
+                       "pip install butterfly-omics[scvi])")  # fmt: skip
     train.add_argument("--unpaired", action="store_true",
                        help="the two files hold different cells; pair them by shared --label-key labels")  # fmt: skip
     train.add_argument(
@@ -173,7 +176,10 @@ def _run(args: argparse.Namespace) -> None:
             model = Butterfly.unpaired(first, second, label_key=args.label_key, **common)
         else:
             pairing = {"B": "measured", "T": "label", "C": "cluster"}[args.variant]
-            model = Butterfly(first, second, pairing=pairing, label_key=args.label_key, **common)
+            model = Butterfly(
+                first, second, pairing=pairing, label_key=args.label_key, cluster_backend=args.cluster_backend,
+                **common,
+            )  # fmt: skip
         print(model)
         model.fit(args.pretrain_epochs, args.epochs, args.patience, args.batch_size, precision=args.precision)
         model.save(args.out, overwrite=args.overwrite)
