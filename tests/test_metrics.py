@@ -22,6 +22,15 @@ def test_leiden_recovers_well_separated_groups():
     assert metrics.cell_heterogeneity(X, labels)["ARI"] > 0.9
 
 
+def test_leiden_scores_more_than_ten_thousand_cells():
+    # scanpy's default approximate neighbours fail on >= 10,000 cells with current scipy; ours are exact
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 20, size=(30, 10))
+    X = np.vstack([c + rng.normal(size=(340, 10)) for c in centres])
+    labels = np.repeat(np.arange(30), 340)
+    assert metrics.cell_heterogeneity(X, labels, n_pcs=10)["ARI"] > 0.95
+
+
 def test_correlations_and_rmse_hand_case():
     truth = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 7.0]])
     pred = np.array([[2.0, 4.0, 6.0], [1.0, 2.0, 3.5]])

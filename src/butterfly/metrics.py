@@ -16,13 +16,15 @@ def _dense(X) -> np.ndarray:
 
 def leiden_clusters(X, *, n_pcs: int = 50, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
     """The paper's clustering: PCA to ``n_pcs`` (or fewer when the data are smaller), 15-nearest-neighbour
-    graph, Leiden at ``resolution`` with the leidenalg implementation (scanpy ``flavor="leidenalg"``)."""
+    graph (exact), Leiden at ``resolution`` with the leidenalg implementation (scanpy ``flavor="leidenalg"``)."""
     import scanpy as sc
 
     data = ad.AnnData(X=_dense(X).astype(np.float32))
     n_comps = max(1, min(n_pcs, data.n_obs - 1, data.n_vars - 1))
     sc.pp.pca(data, n_comps=n_comps, random_state=seed)
-    sc.pp.neighbors(data, use_rep="X_pca", random_state=seed)
+    # Exact neighbours (sklearn): identical to scanpy's default below 10,000 cells; above, scanpy's default
+    # (pynndescent) fails with current scipy ("'csr_array' object has no attribute 'getnnz'").
+    sc.pp.neighbors(data, use_rep="X_pca", random_state=seed, transformer="sklearn")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         sc.tl.leiden(data, resolution=resolution, flavor="leidenalg", random_state=seed, key_added="cluster")

@@ -106,7 +106,7 @@ def leiden_groups(embedding: np.ndarray, *, resolution: float = 3.0, seed: int =
 
     data = ad.AnnData(X=np.zeros((embedding.shape[0], 1), dtype=np.float32))
     data.obsm["X_joint"] = embedding
-    sc.pp.neighbors(data, use_rep="X_joint", random_state=seed)
+    sc.pp.neighbors(data, use_rep="X_joint", random_state=seed, transformer="sklearn")  # exact (see metrics)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         sc.tl.leiden(data, resolution=resolution, flavor="leidenalg", random_state=seed, key_added="cluster")
