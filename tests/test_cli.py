@@ -76,3 +76,15 @@ def test_benchmark_refuses_missing_label_column(files, capsys):
     code = main(["benchmark", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
                  "--label-key", "celltype", "--out", str(files / "b")])  # fmt: skip
     assert code == 2 and "no column 'celltype'" in capsys.readouterr().err
+
+
+def test_benchmark_only_folds_keeps_protocol_fold_numbers(files, capsys):
+    import pandas as pd
+
+    out = files / "bench_part"
+    args = ["benchmark", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
+            "--folds", "3", "--models", "knn", "--out", str(out)]  # fmt: skip
+    assert main([*args, "--only-folds", "2"]) == 0
+    assert set(pd.read_csv(out / "scores.csv")["fold"]) == {2}
+    assert main([*args, "--only-folds", "3"]) == 2
+    assert "--only-folds [3]: the protocol has folds 0 to 2" in capsys.readouterr().err

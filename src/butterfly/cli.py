@@ -101,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
         "--folds", type=int, default=None, help="number of folds (default 5 / 3 / 4 by protocol)"
     )
     bench.add_argument(
+        "--only-folds", type=int, nargs="+", default=None, metavar="I",
+        help="run only these folds (0-based) of the protocol, e.g. to spread one protocol over machines; "
+        "scores keep the protocol's fold numbers",
+    )  # fmt: skip
+    bench.add_argument(
         "--models",
         nargs="+",
         default=["butterfly", "knn", "linear"],
@@ -193,7 +198,7 @@ def _run(args: argparse.Namespace) -> None:
         print(f"wrote {result.n_obs} cells x {result.n_vars} {args.target} features to {args.out}")
     elif args.command == "benchmark":
         from . import protocols, report
-        from ._validation import check_label_key, check_paired
+        from ._validation import ButterflyInputError, check_label_key, check_paired
 
         first, second = _read(args.first), _read(args.second)
         check_paired(first, second, tuple(args.modalities))
@@ -207,6 +212,14 @@ def _run(args: argparse.Namespace) -> None:
             folds = make(
                 groups.to_numpy(), args.folds or (3 if args.protocol == "cell_type" else 4), seed=args.seed
             )
+        fold_ids = list(range(len(folds)))
+        if args.only_folds is not None:
+            unknown = sorted(set(args.only_folds) - set(fold_ids))
+            if unknown:
+                raise ButterflyInputError(
+                    f"--only-folds {unknown}: the protocol has folds 0 to {len(folds) - 1}."
+                )
+            fold_ids = sorted(set(args.only_folds))
         fit_options = {
             "pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "batch_size": args.batch_size,
             "lr": args.lr, "discriminator_lr": args.discriminator_lr, "patience": args.patience,
@@ -214,18 +227,19 @@ def _run(args: argparse.Namespace) -> None:
         }  # fmt: skip
         args.out.mkdir(parents=True, exist_ok=True)
         scores, examples = protocols.run_protocol(
-            first, second, folds, modalities=tuple(args.modalities), models=args.models,
+            first, second, [folds[i] for i in fold_ids], modalities=tuple(args.modalities), models=args.models,
             label_key=args.label_key, seed=args.seed, fit_options=fit_options, match_steps=args.match_steps,
             after_fold=lambda partial: write_text_atomic(
                 args.out / "scores.partial.csv", partial.to_csv(index=False)
             ),
         )  # fmt: skip
         (args.out / "scores.partial.csv").unlink(missing_ok=True)
+        scores["fold"] = scores["fold"].map(dict(enumerate(fold_ids)))
         title = (
             f"{args.first.stem} + {args.second.stem}: {len(folds)}-fold by {args.protocol.replace('_', ' ')}"
         )
         settings = {
-            "protocol": args.protocol, "folds": len(folds), "models": args.models,
+            "protocol": args.protocol, "folds": len(folds), "folds_run": fold_ids, "models": args.models,
             "match_steps": args.match_steps, **fit_options,
         }  # fmt: skip
         paths = report.write_benchmark_report(
