@@ -51,7 +51,7 @@ def _train(model: bf.Butterfly, options: dict) -> dict:
             "epochs_run": history.groupby("phase", sort=False).size().to_dict()}  # fmt: skip
 
 
-def backends(rna: ad.AnnData, atac: ad.AnnData, label_key: str) -> dict:
+def backends(rna: ad.AnnData, atac: ad.AnnData, label_key: str, save) -> dict:
     order = np.random.RandomState(0).permutation(rna.n_obs)
     n_test = int(round(0.2 * rna.n_obs))
     test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
@@ -73,7 +73,9 @@ def backends(rna: ad.AnnData, atac: ad.AnnData, label_key: str) -> dict:
         }  # fmt: skip
         run["scores"] = evaluate_translation(model, rna[test], atac[test], label_key=label_key)
         runs[name] = run
-        print(run, flush=True)
+        save(
+            {"n_train": int(len(train)), "n_test": int(len(test)), "runs": runs}
+        )  # kept if a later run fails
     return {"n_train": int(len(train)), "n_test": int(len(test)), "runs": runs}
 
 
@@ -85,7 +87,7 @@ def _fit_cells(model: bf.Butterfly, n_cells: int) -> np.ndarray:
     return split_validation(n_cells, model.validation_fraction, np.random.default_rng(model.seed))[0]
 
 
-def unpaired(rna: ad.AnnData, atac: ad.AnnData, label_key: str) -> dict:
+def unpaired(rna: ad.AnnData, atac: ad.AnnData, label_key: str, save) -> dict:
     order = np.random.RandomState(0).permutation(rna.n_obs)
     half_a, half_b = np.sort(order[: rna.n_obs // 2]), np.sort(order[rna.n_obs // 2 :])
     models = {
@@ -106,7 +108,7 @@ def unpaired(rna: ad.AnnData, atac: ad.AnnData, label_key: str) -> dict:
             "rna->atac (half A)": on_a["rna->atac"], "atac->rna (half B)": on_b["atac->rna"],
         }  # fmt: skip
         runs[name] = run
-        print(run, flush=True)
+        save({"n_half_a": int(len(half_a)), "n_half_b": int(len(half_b)), "runs": runs})
     return {"n_half_a": int(len(half_a)), "n_half_b": int(len(half_b)), "runs": runs}
 
 
@@ -155,14 +157,13 @@ def main() -> None:
         MULTIVI_EPOCHS = 3
     rna, atac = (ad.read_h5ad(args.data / f"{args.prefix}{m}.h5ad") for m in ("rna", "atac"))
     run = backends if args.experiment == "backends" else unpaired
-    results = {
-        "data": args.data.name,
-        "machine": machine(),
-        "budget": BUDGET,
-        **run(rna, atac, args.label_key),
-    }
     name = f"augmentation_{args.experiment}"
-    write_results(args.out, name, results, _markdown(args.experiment, results))
+
+    def save(body: dict) -> None:
+        results = {"data": args.data.name, "machine": machine(), "budget": BUDGET, **body}
+        write_results(args.out, name, results, _markdown(args.experiment, results))
+
+    save(run(rna, atac, args.label_key, save))
 
 
 if __name__ == "__main__":
