@@ -33,6 +33,14 @@ SETTINGS = {
     "paper": {},
     # larger batches for fewer, cheaper steps; learning rate scaled with the batch
     "fast": {"batch_size": 256, "lr": 2e-3, "discriminator_lr": 1e-2, "patience": 20},
+    # the same with bfloat16 autocast (CPUs with AVX-512 BF16 / AMX, recent GPUs)
+    "fast-bf16": {
+        "batch_size": 256,
+        "lr": 2e-3,
+        "discriminator_lr": 1e-2,
+        "patience": 20,
+        "precision": "bfloat16",
+    },
 }
 
 
