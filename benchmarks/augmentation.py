@@ -64,7 +64,7 @@ def backends(rna: ad.AnnData, atac: ad.AnnData, label_key: str, save) -> dict:
         model = bf.Butterfly(rna[train], atac[train], seed=0, **kwargs)
         run = _train(model, _step_matched(BUDGET))
         # the clusters cover the model's training cells (its validation cells excluded), in order
-        truth = rna.obs[label_key].to_numpy()[train][_fit_cells(model, len(train))]
+        truth = rna.obs[label_key].to_numpy()[train][model.training_cells_]
         groups = model.training_groups_
         run["clustering"] = {
             "seconds": round(model.cluster_seconds_, 1), "clusters": int(len(set(groups))),
@@ -77,14 +77,6 @@ def backends(rna: ad.AnnData, atac: ad.AnnData, label_key: str, save) -> dict:
             {"n_train": int(len(train)), "n_test": int(len(test)), "runs": runs}
         )  # kept if a later run fails
     return {"n_train": int(len(train)), "n_test": int(len(test)), "runs": runs}
-
-
-def _fit_cells(model: bf.Butterfly, n_cells: int) -> np.ndarray:
-    """The training cells (validation removed) of a model, as positions among its ``n_cells`` cells; the same
-    seeded split that ``fit`` made."""
-    from butterfly.data import split_validation
-
-    return split_validation(n_cells, model.validation_fraction, np.random.default_rng(model.seed))[0]
 
 
 def unpaired(rna: ad.AnnData, atac: ad.AnnData, label_key: str, save) -> dict:

@@ -36,6 +36,7 @@ def test_cluster_pairs_stay_within_clusters(snare):
     model = bf.Butterfly(rna, atac, pairing="cluster", seed=0, device="cpu")
     train, validation = model._training_pairs()
     clusters = model.training_groups_
+    assert len(model.training_cells_) == len(clusters)
     assert len(train) == 3 * len(clusters) and len(set(clusters)) > 10
     # map rows back to positions among the training cells to read their clusters
     cells = np.unique(train.rows["rna"])

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ._io import write_h5ad_atomic, write_text_atomic
+from .protocols import MODEL_NAMES
 
 EXAMPLES = """examples:
   butterfly demo --out butterfly_demo
@@ -110,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["butterfly", "knn", "linear"],
         metavar="MODEL",
-        choices=["butterfly", "butterfly-T", "butterfly-C", "butterfly-C-scvi", "knn", "linear"],
+        choices=list(MODEL_NAMES),
         help="models to compare: butterfly (scButterfly-B), butterfly-T (pairs augmented within cell types), "
         "butterfly-C (within clusters; -C-scvi: clusters of MultiVI/totalVI, needs the scvi extra), knn, "
         "linear (default: butterfly knn linear)",
@@ -227,14 +228,14 @@ def _run(args: argparse.Namespace) -> None:
         }  # fmt: skip
         args.out.mkdir(parents=True, exist_ok=True)
         scores, examples = protocols.run_protocol(
-            first, second, [folds[i] for i in fold_ids], modalities=tuple(args.modalities), models=args.models,
+            first, second, [folds[i] for i in fold_ids], fold_numbers=fold_ids,
+            modalities=tuple(args.modalities), models=args.models,
             label_key=args.label_key, seed=args.seed, fit_options=fit_options, match_steps=args.match_steps,
             after_fold=lambda partial: write_text_atomic(
                 args.out / "scores.partial.csv", partial.to_csv(index=False)
             ),
         )  # fmt: skip
         (args.out / "scores.partial.csv").unlink(missing_ok=True)
-        scores["fold"] = scores["fold"].map(dict(enumerate(fold_ids)))
         title = (
             f"{args.first.stem} + {args.second.stem}: {len(folds)}-fold by {args.protocol.replace('_', ' ')}"
         )

@@ -333,7 +333,8 @@ class Butterfly:
                         **self.cluster_options,
                     )  # fmt: skip
                 self.cluster_seconds_ = time.perf_counter() - start
-            self.training_groups_ = groups
+            self.training_groups_ = groups  # one per training cell (validation cells excluded)
+            self.training_cells_ = train_cells
             local = pairs_within_groups(groups, self.names, seed=self.seed)
         return local.mapped({a: train_cells, b: train_cells}), validation
 

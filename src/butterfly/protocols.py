@@ -105,6 +105,7 @@ def run_protocol(
     match_steps: bool = False,
     progress: bool = True,
     after_fold=None,
+    fold_numbers: Sequence[int] | None = None,
 ):
     """Train each model on each fold's training cells and score its translations of the test cells.
 
@@ -117,7 +118,8 @@ def run_protocol(
     ``match_steps`` the augmented variants (T, C) get a third of the epoch limits and patience, so they take
     as many optimizer steps as B on 3x the pairs; without it they train for the same epochs (3x the steps),
     as the paper does. ``after_fold``, if given, is called with the score table so far after every fold
-    (to keep partial results of long runs).
+    (to keep partial results of long runs). ``fold_numbers`` labels the folds in the table (default 0, 1, ...),
+    e.g. the protocol's numbers when ``folds`` is a part of it.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -126,7 +128,8 @@ def run_protocol(
 
     rows, examples = [], {"obs": None, "profiles": {}}
     bar = tqdm(total=len(folds) * len(models), desc="folds x models", disable=not progress)
-    for fold, (train, test) in enumerate(folds):
+    numbers = list(fold_numbers) if fold_numbers is not None else list(range(len(folds)))
+    for position, (fold, (train, test)) in enumerate(zip(numbers, folds, strict=True)):
         for name in models:
             bar.set_postfix(fold=fold, model=name)
             start = time.perf_counter()
@@ -147,7 +150,7 @@ def run_protocol(
                     {"fold": fold, "model": label, "profile": profile, "metric": m, "value": v}
                     for m, v in scores.items()
                 ]
-            if fold == 0:
+            if position == 0:
                 reference = model if hasattr(model, "preprocessors") else model._model
                 names = reference.names
                 data = dict(zip(names, (first[test], second[test]), strict=True))
