@@ -88,3 +88,42 @@ def test_benchmark_only_folds_keeps_protocol_fold_numbers(files, capsys):
     assert set(pd.read_csv(out / "scores.csv")["fold"]) == {2}
     assert main([*args, "--only-folds", "3"]) == 2
     assert "--only-folds [3]: the protocol has folds 0 to 2" in capsys.readouterr().err
+
+
+def test_benchmark_merge_joins_separately_run_folds(files, capsys):
+    import json
+
+    import pandas as pd
+
+    common = ["benchmark", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
+              "--folds", "3", "--models", "knn"]  # fmt: skip
+    whole, part0, part12 = files / "whole", files / "part0", files / "part12"
+    assert main([*common, "--out", str(whole)]) == 0
+    assert main([*common, "--only-folds", "0", "--out", str(part0)]) == 0
+    assert main([*common, "--only-folds", "1", "2", "--out", str(part12)]) == 0
+    merged = files / "merged"
+    assert main(["benchmark-merge", str(part0), str(part12), "--out", str(merged)]) == 0
+    key = ["fold", "model", "profile", "metric"]
+    got = pd.read_csv(merged / "scores.csv").sort_values(key).reset_index(drop=True)
+    want = pd.read_csv(whole / "scores.csv").sort_values(key).reset_index(drop=True)
+    training = want["profile"] == "training"  # seconds differ from run to run; every score is the same
+    pd.testing.assert_frame_equal(got[~training], want[~training])
+
+    def table(folder):
+        summary = pd.DataFrame(json.loads((folder / "summary.json").read_text())["summary"])
+        return summary[summary["profile"] != "training"].reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(table(merged), table(whole))
+    assert json.loads((merged / "summary.json").read_text())["settings"]["folds_run"] == [0, 1, 2]
+    assert "tsne_rna_to_atac_run0.png" in {p.name for p in merged.iterdir()}
+    # the same fold of a model twice, and runs of another protocol, are refused with one-line errors
+    capsys.readouterr()
+    assert main(["benchmark-merge", str(part0), str(whole), "--out", str(files / "m2")]) == 2
+    assert "'knn' has scores for fold 0 in more than one run" in capsys.readouterr().err
+    other = files / "other"
+    assert main([*common[:-4], "--folds", "2", "--models", "knn", "--out", str(other)]) == 0
+    assert main(["benchmark-merge", str(part0), str(other), "--out", str(files / "m3")]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "folds: 3 vs 2" in err and "Traceback" not in err
+    assert main(["benchmark-merge", str(files), "--out", str(files / "m4")]) == 2
+    assert "not a butterfly benchmark folder" in capsys.readouterr().err

@@ -30,3 +30,7 @@ def write_h5ad_atomic(adata, path: str | os.PathLike) -> None:
 def save_figure_atomic(fig, path: str | os.PathLike, **kwargs) -> None:
     fmt = Path(path).suffix.lstrip(".") or "png"
     _write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
+
+
+def copy_file_atomic(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    _write_atomic(path, lambda tmp: tmp.write_bytes(Path(source).read_bytes()))

@@ -1,4 +1,4 @@
-"""Command line: ``butterfly train | translate | demo``. Thin: parses arguments and calls the API."""
+"""Command line: ``butterfly train | translate | benchmark | benchmark-merge | demo``. Thin: parses arguments and calls the API."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   butterfly train --first rna.h5ad --second atac.h5ad --modalities rna atac --out my_model
   butterfly translate --model my_model --input new_atac.h5ad --source atac --target rna --out predicted_rna.h5ad
   butterfly benchmark --first rna.h5ad --second atac.h5ad --protocol batch --folds 4 --out bench_batch
+  butterfly benchmark-merge bench_folds01 bench_folds23 --out bench_batch   # folds run separately
 """
 
 
@@ -140,6 +141,16 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0, help="random seed of folds and models (default 0)")
     bench.add_argument("--out", required=True, type=Path, help="folder for the results")
 
+    merge = commands.add_parser(
+        "benchmark-merge",
+        help="merge benchmark runs of one protocol (e.g. folds run separately with --only-folds) into one report",
+        description="Merge the result folders of several `butterfly benchmark` runs of the same protocol and "
+        "budget (folds or models run separately) into one summary, box plots and report.html.",
+    )
+    merge.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="result folders of benchmark runs")
+    merge.add_argument("--out", required=True, type=Path, help="folder for the merged results")
+    merge.add_argument("--title", default=None, help="report title (default: from the first run)")
+
     demo = commands.add_parser(
         "demo",
         help="train and translate on the SNARE-seq cells shipped with butterfly, write a report",
@@ -251,6 +262,12 @@ def _run(args: argparse.Namespace) -> None:
             colour_keys=(args.label_key, args.batch_key),
             settings=settings,
         )
+        print(paths["summary"].read_text())
+        print(f"report: {paths['html']}")
+    elif args.command == "benchmark-merge":
+        from .report import merge_benchmarks
+
+        paths = merge_benchmarks(args.runs, args.out, title=args.title)
         print(paths["summary"].read_text())
         print(f"report: {paths['html']}")
     elif args.command == "demo":

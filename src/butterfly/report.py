@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._io import save_figure_atomic, write_text_atomic
+from ._io import copy_file_atomic, save_figure_atomic, write_text_atomic
 
 
 def _pyplot():
@@ -210,6 +210,7 @@ def write_benchmark_report(
     title: str,
     colour_keys: tuple[str, ...] = ("cell_type", "batch"),
     settings: dict | None = None,
+    extra_images: dict[str, Path] | None = None,
 ) -> dict[str, Path]:
     """Write a benchmark's results into ``out``: ``scores.csv`` (every fold), ``summary.json`` and
     ``summary.md`` (mean ± sd), ``metrics_boxplot.png``, one t-SNE figure per direction (first fold: measured
@@ -243,5 +244,89 @@ def write_benchmark_report(
         plot_tsne_panels(profiles, colourings, path)
         images[f"t-SNE of test cells (first fold), {direction}"] = path
     _pyplot().close("all")
+    images.update(extra_images or {})
     write_html(out / "report.html", title, text, images)
     return {"summary": out / "summary.md", "html": out / "report.html"}
+
+
+#: Settings that may differ between runs merged into one table: which folds and models each ran.
+_PER_RUN_SETTINGS = ("folds_run", "models", "match_steps", "note", "merged_from", "runs")
+
+
+def merge_benchmarks(
+    runs: list[str | os.PathLike], out: str | os.PathLike, *, title: str | None = None
+) -> dict[str, Path]:
+    """Merge the results of several ``butterfly benchmark`` runs of one protocol into one report.
+
+    Use it when a protocol's folds or models were run separately (``--only-folds``, several machines, or
+    one model at a time). Each run folder needs ``scores.csv`` (or, for a stopped run, ``scores.partial.csv``)
+    and ``summary.json``. The runs must share the protocol, the number of folds, the seed and the training
+    budget, or the merged table would compare unlike things; which folds and models each ran may differ.
+    A model's score on a fold may appear in one run only. The measured profiles' scores ("measured" rows)
+    are the same data scored again, so the first run's are kept. Each run's t-SNE figures are copied in.
+    """
+    import json
+
+    from ._validation import ButterflyInputError
+
+    if not runs:
+        raise ButterflyInputError("Give at least one benchmark run folder to merge.")
+    out = Path(out)
+    tables, settings_list, titles = [], [], []
+    for run in map(Path, runs):
+        scores_path = next((run / n for n in ("scores.csv", "scores.partial.csv") if (run / n).is_file()), None)
+        if scores_path is None or not (run / "summary.json").is_file():
+            raise ButterflyInputError(
+                f"{run} is not a butterfly benchmark folder: it needs scores.csv (or scores.partial.csv) and "
+                "summary.json, as `butterfly benchmark --out` writes them."
+            )
+        record = json.loads((run / "summary.json").read_text())
+        tables.append(pd.read_csv(scores_path).assign(_run=len(tables)))
+        settings_list.append(record.get("settings", {}))
+        titles.append(record.get("title", ""))
+    common = {k: v for k, v in settings_list[0].items() if k not in _PER_RUN_SETTINGS}
+    for run, settings in zip(runs[1:], settings_list[1:], strict=True):
+        shared = {k: v for k, v in settings.items() if k not in _PER_RUN_SETTINGS}
+        differing = sorted(k for k in set(common) | set(shared) if common.get(k) != shared.get(k))
+        if differing:
+            details = ", ".join(f"{k}: {common.get(k)!r} vs {shared.get(k)!r}" for k in differing)
+            raise ButterflyInputError(
+                f"{run} was run with other settings than {runs[0]} ({details}); only runs of the same "
+                "protocol and budget can share a table."
+            )
+    scores = pd.concat(tables, ignore_index=True)
+    key = ["fold", "model", "profile", "metric"]
+    repeated = scores[scores.duplicated(key, keep=False) & (scores["model"] != "measured")]
+    if len(repeated):
+        first = repeated.iloc[0]
+        raise ButterflyInputError(
+            f"Model {first['model']!r} has scores for fold {first['fold']} in more than one run; merge runs "
+            "whose (fold, model) pairs do not overlap."
+        )
+    scores = scores.drop_duplicates(key, keep="first")
+    folds = sorted(int(f) for f in scores["fold"].unique())
+    merged = {
+        **common,
+        "folds_run": folds,
+        "models": [m for m in dict.fromkeys(scores["model"]) if m != "measured"],
+        "runs": [
+            {"folder": str(run), **{k: s.get(k) for k in ("folds_run", "models", "match_steps") if k in s}}
+            for run, s in zip(runs, settings_list, strict=True)
+        ],
+    }
+    if title is None:
+        base = titles[0].split(", folds")[0]
+        n_folds = common.get("folds")
+        title = base if n_folds is not None and len(folds) == n_folds else f"{base}, folds {folds} of {n_folds}"
+    out.mkdir(parents=True, exist_ok=True)
+    images = {}
+    for i, run in enumerate(map(Path, runs)):
+        for image in sorted(run.glob("tsne_*.png")):
+            copy = out / f"{image.stem}_run{i}.png"
+            if image.resolve() != copy.resolve():
+                copy_file_atomic(image, copy)
+            images[f"t-SNE from {run.name} ({image.stem.removeprefix('tsne_').replace('_to_', '->')})"] = copy
+    return write_benchmark_report(
+        out, scores.drop(columns="_run"), {"obs": None, "profiles": {}}, title=title, settings=merged,
+        extra_images=images,
+    )  # fmt: skip
