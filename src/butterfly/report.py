@@ -274,7 +274,9 @@ def merge_benchmarks(
     out = Path(out)
     tables, settings_list, titles = [], [], []
     for run in map(Path, runs):
-        scores_path = next((run / n for n in ("scores.csv", "scores.partial.csv") if (run / n).is_file()), None)
+        scores_path = next(
+            (run / n for n in ("scores.csv", "scores.partial.csv") if (run / n).is_file()), None
+        )
         if scores_path is None or not (run / "summary.json").is_file():
             raise ButterflyInputError(
                 f"{run} is not a butterfly benchmark folder: it needs scores.csv (or scores.partial.csv) and "
@@ -317,7 +319,9 @@ def merge_benchmarks(
     if title is None:
         base = titles[0].split(", folds")[0]
         n_folds = common.get("folds")
-        title = base if n_folds is not None and len(folds) == n_folds else f"{base}, folds {folds} of {n_folds}"
+        title = (
+            base if n_folds is not None and len(folds) == n_folds else f"{base}, folds {folds} of {n_folds}"
+        )
     out.mkdir(parents=True, exist_ok=True)
     images = {}
     for i, run in enumerate(map(Path, runs)):
