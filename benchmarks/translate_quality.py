@@ -41,6 +41,24 @@ SETTINGS = {
         "patience": 20,
         "precision": "bfloat16",
     },
+    # the cross-validation tables' budget: at most 30 + 60 epochs, patience 15, otherwise "fast"
+    "budget": {
+        "pretrain_epochs": 30,
+        "epochs": 60,
+        "batch_size": 256,
+        "lr": 2e-3,
+        "discriminator_lr": 1e-2,
+        "patience": 15,
+    },
+    "budget-bf16": {
+        "pretrain_epochs": 30,
+        "epochs": 60,
+        "batch_size": 256,
+        "lr": 2e-3,
+        "discriminator_lr": 1e-2,
+        "patience": 15,
+        "precision": "bfloat16",
+    },
 }
 
 
@@ -110,13 +128,13 @@ def main() -> None:
         options = dict(SETTINGS[setting])
         batch_size = options.pop("batch_size", 64)
         patience = options.pop("patience", 50)
+        pretrain_epochs = options.pop("pretrain_epochs", args.pretrain_epochs)
+        epochs = options.pop("epochs", args.epochs)
         with PeakMemory() as mem:
             t = time.perf_counter()
             model = bf.Butterfly(first[train], second[train], modalities=tuple(args.modalities), seed=args.seed,
                                  device=args.device)  # fmt: skip
-            history = model.fit(
-                args.pretrain_epochs, args.epochs, patience, batch_size, progress=False, **options
-            )
+            history = model.fit(pretrain_epochs, epochs, patience, batch_size, progress=False, **options)
             train_seconds = time.perf_counter() - t
         scores = evaluate_translation(
             model, first[test], second[test], label_key=args.label_key, seed=args.seed
@@ -132,7 +150,13 @@ def main() -> None:
                 phases[phase]["gflop_per_epoch"] = round(gflop * steps, 1)
                 phases[phase]["gflops_per_second"] = round(gflop * steps / seconds, 1)
         runs[f"butterfly ({setting})"] = {
-            "settings": {"batch_size": batch_size, "patience": patience, **options},
+            "settings": {
+                "pretrain_epochs": pretrain_epochs,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "patience": patience,
+                **options,
+            },
             "scores": scores,
             "train_seconds": round(train_seconds, 1),
             "peak_rss_gb": round(mem.peak / 1e9, 2),
