@@ -31,6 +31,26 @@ def test_leiden_scores_more_than_ten_thousand_cells():
     assert metrics.cell_heterogeneity(X, labels, n_pcs=10)["ARI"] > 0.95
 
 
+def test_clustering_leaves_torch_thread_count_alone():
+    # scanpy's neighbour graph (numba) reset the OpenMP thread count torch shares, so the folds after the first
+    # in a benchmark process trained with all cores on top of other processes, 3-6x slower. Thread state is
+    # process-wide, so this runs in a fresh interpreter with one torch thread.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, torch\n"
+        "from butterfly import metrics\n"
+        "before = torch.get_num_threads()\n"
+        "metrics.leiden_clusters(np.random.default_rng(0).random((300, 20)))\n"
+        "print(before, torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
+
+
 def test_correlations_and_rmse_hand_case():
     truth = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 7.0]])
     pred = np.array([[2.0, 4.0, 6.0], [1.0, 2.0, 3.5]])

@@ -22,12 +22,32 @@ def leiden_clusters(X, *, n_pcs: int = 50, resolution: float = 1.0, seed: int = 
     data = ad.AnnData(X=_dense(X).astype(np.float32))
     n_comps = max(1, min(n_pcs, data.n_obs - 1, data.n_vars - 1))
     sc.pp.pca(data, n_comps=n_comps, random_state=seed)
-    # Exact neighbours (sklearn): identical to scanpy's default below 10,000 cells; above, scanpy's default
-    # (pynndescent) fails with current scipy ("'csr_array' object has no attribute 'getnnz'").
-    sc.pp.neighbors(data, use_rep="X_pca", random_state=seed, transformer="sklearn")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        sc.tl.leiden(data, resolution=resolution, flavor="leidenalg", random_state=seed, key_added="cluster")
+    return leiden_on(data, "X_pca", resolution=resolution, seed=seed)
+
+
+def leiden_on(data: ad.AnnData, use_rep: str, *, resolution: float, seed: int = 0) -> np.ndarray:
+    """Leiden clusters (leidenalg) of the exact 15-nearest-neighbour graph of ``data.obsm[use_rep]``.
+
+    Exact neighbours (sklearn) are identical to scanpy's default below 10,000 cells; above, scanpy's default
+    (pynndescent) fails with current scipy ("'csr_array' object has no attribute 'getnnz'"). The neighbour
+    graph's numba code can reset the OpenMP thread count that torch shares (to all cores); torch's count is
+    restored afterwards, or training after scoring in the same process (one benchmark fold after another)
+    oversubscribes the CPU and runs several times slower.
+    """
+    import scanpy as sc
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        sc.pp.neighbors(data, use_rep=use_rep, random_state=seed, transformer="sklearn")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            sc.tl.leiden(
+                data, resolution=resolution, flavor="leidenalg", random_state=seed, key_added="cluster"
+            )
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     return data.obs["cluster"].to_numpy()
 
 

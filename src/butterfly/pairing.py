@@ -98,19 +98,14 @@ def joint_embedding(matrices, kinds, *, n_components: int = 30, seed: int = 0) -
 
 
 def leiden_groups(embedding: np.ndarray, *, resolution: float = 3.0, seed: int = 0) -> np.ndarray:
-    """Leiden clusters (leidenalg, 15-neighbour graph) of an embedding, as strings."""
-    import warnings
-
+    """Leiden clusters (leidenalg, exact 15-neighbour graph) of an embedding, as strings."""
     import anndata as ad
-    import scanpy as sc
+
+    from .metrics import leiden_on
 
     data = ad.AnnData(X=np.zeros((embedding.shape[0], 1), dtype=np.float32))
     data.obsm["X_joint"] = embedding
-    sc.pp.neighbors(data, use_rep="X_joint", random_state=seed, transformer="sklearn")  # exact (see metrics)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        sc.tl.leiden(data, resolution=resolution, flavor="leidenalg", random_state=seed, key_added="cluster")
-    return data.obs["cluster"].astype(str).to_numpy()
+    return leiden_on(data, "X_joint", resolution=resolution, seed=seed)  # category names: str
 
 
 def joint_clusters(
