@@ -251,6 +251,8 @@ def write_benchmark_report(
 
 #: Settings that may differ between runs merged into one table: which folds and models each ran.
 _PER_RUN_SETTINGS = ("folds_run", "models", "match_steps", "note", "merged_from", "runs")
+#: Values of settings that runs from before the setting existed used.
+_SETTING_DEFAULTS = {"precision": "float32"}
 
 
 def merge_benchmarks(
@@ -284,7 +286,7 @@ def merge_benchmarks(
             )
         record = json.loads((run / "summary.json").read_text())
         tables.append(pd.read_csv(scores_path).assign(_run=len(tables)))
-        settings_list.append(record.get("settings", {}))
+        settings_list.append({**_SETTING_DEFAULTS, **record.get("settings", {})})
         titles.append(record.get("title", ""))
     common = {k: v for k, v in settings_list[0].items() if k not in _PER_RUN_SETTINGS}
     for run, settings in zip(runs[1:], settings_list[1:], strict=True):
