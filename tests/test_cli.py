@@ -127,3 +127,31 @@ def test_benchmark_merge_joins_separately_run_folds(files, capsys):
     assert "other settings" in err and "folds: 3 vs 2" in err and "Traceback" not in err
     assert main(["benchmark-merge", str(files), "--out", str(files / "m4")]) == 2
     assert "not a butterfly benchmark folder" in capsys.readouterr().err
+
+
+def test_benchmark_passes_scvi_epochs_to_the_scvi_backend(files, monkeypatch, capsys):
+    """--scvi-epochs reaches MultiVI (faked here: the adapter itself is tested where scvi-tools is installed)."""
+    import json
+    import sys
+    import types
+
+    import numpy as np
+
+    import butterfly._scvi as adapter
+
+    seen = []
+
+    def fake_clusters(raw, kinds, *, resolution, seed, **options):
+        seen.append(options)
+        return np.arange(raw[0].n_obs) % 4  # any grouping: the test is about the options
+
+    monkeypatch.setitem(sys.modules, "scvi", types.ModuleType("scvi"))
+    monkeypatch.setattr(adapter, "scvi_clusters", fake_clusters)
+    out = files / "bench_scvi"
+    args = ["benchmark", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"), "--folds", "2",
+            "--only-folds", "0", "--models", "butterfly-C-scvi", "--pretrain-epochs", "1", "--epochs", "1"]  # fmt: skip
+    assert main([*args, "--scvi-epochs", "7", "--out", str(out)]) == 0
+    assert seen == [{"max_epochs": 7}]
+    assert json.loads((out / "summary.json").read_text())["settings"]["scvi_epochs"] == 7
+    assert main([*args, "--scvi-epochs", "0", "--out", str(files / "b0")]) == 2
+    assert "--scvi-epochs must be at least 1" in capsys.readouterr().err

@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--cluster-backend", choices=["builtin", "scvi"], default="builtin",
                        help="C's joint embedding: builtin (SVD/LSI, seconds) or scvi (MultiVI/totalVI; needs "
                        "pip install butterfly-omics[scvi])")  # fmt: skip
+    train.add_argument("--scvi-epochs", type=int, default=None, metavar="N",
+                       help="--cluster-backend scvi: cap MultiVI/totalVI training at N epochs (scvi-tools' "
+                       "default: 500, with early stopping)")  # fmt: skip
     train.add_argument("--unpaired", action="store_true",
                        help="the two files hold different cells; pair them by shared --label-key labels")  # fmt: skip
     train.add_argument(
@@ -122,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
         help="give butterfly-T/-C a third of the epochs and patience, so they take as many optimizer steps as "
         "B on their 3x training pairs (default: same epochs, as the paper)",
     )  # fmt: skip
+    bench.add_argument("--scvi-epochs", type=int, default=None, metavar="N",
+                       help="butterfly-C-scvi: cap MultiVI/totalVI training at N epochs (scvi-tools' default: "
+                       "500, with early stopping)")  # fmt: skip
     bench.add_argument(
         "--label-key", default="cell_type", help="obs column of cell types (default cell_type)"
     )
@@ -171,6 +177,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _scvi_options(args: argparse.Namespace) -> dict | None:
+    if args.scvi_epochs is None:
+        return None
+    if args.scvi_epochs < 1:
+        from ._validation import ButterflyInputError
+
+        raise ButterflyInputError(f"--scvi-epochs must be at least 1, got {args.scvi_epochs}.")
+    return {"max_epochs": args.scvi_epochs}
+
+
 def _read(path: Path):
     import anndata as ad
 
@@ -195,6 +211,7 @@ def _run(args: argparse.Namespace) -> None:
             pairing = {"B": "measured", "T": "label", "C": "cluster"}[args.variant]
             model = Butterfly(
                 first, second, pairing=pairing, label_key=args.label_key, cluster_backend=args.cluster_backend,
+                cluster_options=_scvi_options(args) if args.cluster_backend == "scvi" else None,
                 **common,
             )  # fmt: skip
         print(model)
@@ -242,6 +259,7 @@ def _run(args: argparse.Namespace) -> None:
             first, second, [folds[i] for i in fold_ids], fold_numbers=fold_ids,
             modalities=tuple(args.modalities), models=args.models,
             label_key=args.label_key, seed=args.seed, fit_options=fit_options, match_steps=args.match_steps,
+            scvi_options=_scvi_options(args),
             after_fold=lambda partial: write_text_atomic(
                 args.out / "scores.partial.csv", partial.to_csv(index=False)
             ),
@@ -254,6 +272,8 @@ def _run(args: argparse.Namespace) -> None:
             "protocol": args.protocol, "folds": len(folds), "folds_run": fold_ids, "models": args.models,
             "match_steps": args.match_steps, **fit_options,
         }  # fmt: skip
+        if args.scvi_epochs is not None:
+            settings["scvi_epochs"] = args.scvi_epochs
         paths = report.write_benchmark_report(
             args.out,
             scores,

@@ -73,12 +73,25 @@ def _step_matched(options: dict) -> dict:
     return scaled
 
 
-def _fit(name: str, first, second, modalities, seed: int, fit_options: dict, *, label_key, match_steps):
+def _fit(
+    name: str,
+    first,
+    second,
+    modalities,
+    seed: int,
+    fit_options: dict,
+    *,
+    label_key,
+    match_steps,
+    scvi_options,
+):
     from .baselines import KNNTranslator, LinearTranslator
     from .model import Butterfly
 
     if name in BUTTERFLY_VARIANTS:
-        variant = BUTTERFLY_VARIANTS[name]
+        variant = dict(BUTTERFLY_VARIANTS[name])
+        if variant.get("cluster_backend") == "scvi" and scvi_options:
+            variant["cluster_options"] = scvi_options
         model = Butterfly(first, second, modalities=modalities, seed=seed, label_key=label_key, **variant)
         augmented = variant["pairing"] != "measured"
         model.fit(
@@ -106,6 +119,7 @@ def run_protocol(
     progress: bool = True,
     after_fold=None,
     fold_numbers: Sequence[int] | None = None,
+    scvi_options: dict | None = None,
 ):
     """Train each model on each fold's training cells and score its translations of the test cells.
 
@@ -119,7 +133,8 @@ def run_protocol(
     as many optimizer steps as B on 3x the pairs; without it they train for the same epochs (3x the steps),
     as the paper does. ``after_fold``, if given, is called with the score table so far after every fold
     (to keep partial results of long runs). ``fold_numbers`` labels the folds in the table (default 0, 1, ...),
-    e.g. the protocol's numbers when ``folds`` is a part of it.
+    e.g. the protocol's numbers when ``folds`` is a part of it. ``scvi_options`` go to the scvi-tools model
+    of ``butterfly-C-scvi`` (e.g. ``{"max_epochs": 50}``).
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -135,7 +150,7 @@ def run_protocol(
             start = time.perf_counter()
             model = _fit(
                 name, first[train], second[train], modalities, seed, fit_options or {},
-                label_key=label_key, match_steps=match_steps,
+                label_key=label_key, match_steps=match_steps, scvi_options=scvi_options,
             )  # fmt: skip
             seconds = time.perf_counter() - start
             results = evaluate_translation(model, first[test], second[test], label_key=label_key, seed=seed)

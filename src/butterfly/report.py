@@ -250,7 +250,7 @@ def write_benchmark_report(
 
 
 #: Settings that may differ between runs merged into one table: which folds and models each ran.
-_PER_RUN_SETTINGS = ("folds_run", "models", "match_steps", "note", "merged_from", "runs")
+_PER_RUN_SETTINGS = ("folds_run", "models", "match_steps", "scvi_epochs", "note", "merged_from", "runs")
 #: Values of settings that runs from before the setting existed used.
 _SETTING_DEFAULTS = {"precision": "float32"}
 
@@ -314,7 +314,10 @@ def merge_benchmarks(
         "folds_run": folds,
         "models": [m for m in dict.fromkeys(scores["model"]) if m != "measured"],
         "runs": [
-            {"folder": str(run), **{k: s.get(k) for k in ("folds_run", "models", "match_steps") if k in s}}
+            {
+                "folder": str(run),
+                **{k: s.get(k) for k in ("folds_run", "models", "match_steps", "scvi_epochs") if k in s},
+            }
             for run, s in zip(runs, settings_list, strict=True)
         ],
     }
