@@ -2,6 +2,7 @@
 
     python benchmarks/augmentation.py backends --data ../shared/data/snare_mcc   # needs the scvi extra
     python benchmarks/augmentation.py unpaired --data ../shared/data/snare_mcc
+    python benchmarks/augmentation.py multivi-epochs --data ../shared/data/snare_mcc --epochs 50 150 400
 
 backends: on the translate_quality split (test = first 20% of RandomState(0).permutation), cluster the
 training cells with each backend (built-in SVD/LSI embedding; MultiVI from scvi-tools), time it, score the
@@ -12,6 +13,9 @@ unpaired: split the cells into two random halves (RandomState(0)); train on the 
 of the other (no cell measured twice), and, for comparison, paired on both modalities of all cells. Score the
 translations of all cells, and of the cells whose target modality the unpaired model never saw.
 
+multivi-epochs: how well C's MultiVI clusters match the cell types after 50, 150, 400 training epochs (time,
+clusters, AMI/ARI at Leiden resolution 1 and 3). Epochs already in the results file are kept.
+
 Both use the cross-validation tables' budget (BUDGET, also written into the results): batch 256, learning
 rates 2e-3 / 1e-2, at most 30 + 60 epochs, patience 15; the augmented C trains on 3x the pairs for a third
 of the epochs (equal steps).
@@ -21,6 +25,7 @@ Writes augmentation_<experiment>.json and .md into --out.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -105,11 +110,50 @@ def unpaired(rna: ad.AnnData, atac: ad.AnnData, label_key: str, save) -> dict:
     return {"n_half_a": int(len(half_a)), "n_half_b": int(len(half_b)), "runs": runs}
 
 
+def multivi_epochs(
+    rna: ad.AnnData, atac: ad.AnnData, label_key: str, save, epochs: list[int], previous: dict
+):
+    """Quality of C's MultiVI clusters vs MultiVI training epochs, on the translate_quality training split.
+
+    Runs already in ``previous`` (an earlier results file) are kept, so epochs can be added one at a time."""
+    from butterfly._scvi import scvi_latent
+    from butterfly.pairing import leiden_groups
+
+    order = np.random.RandomState(0).permutation(rna.n_obs)
+    train = np.sort(order[int(round(0.2 * rna.n_obs)) :])
+    truth = rna.obs[label_key].to_numpy()[train]
+    runs = dict(previous.get("runs", {}))
+    for n in epochs:
+        print(f"MultiVI, {n} epochs", flush=True)
+        start = time.perf_counter()
+        latent = scvi_latent([rna[train], atac[train]], ["rna", "atac"], seed=0, max_epochs=n)
+        run = {"multivi_seconds": round(time.perf_counter() - start, 1)}
+        for resolution in (1.0, 3.0):
+            groups = leiden_groups(latent, resolution=resolution, seed=0)
+            run[f"resolution {resolution:g}"] = {
+                "clusters": int(len(set(groups))), "AMI vs cell type": adjusted_mutual_info_score(truth, groups),
+                "ARI vs cell type": adjusted_rand_score(truth, groups),
+            }  # fmt: skip
+        runs[str(n)] = run
+        save({"n_train": int(len(train)), "runs": runs})
+    return {"n_train": int(len(train)), "runs": runs}
+
+
 def _markdown(experiment: str, results: dict) -> str:
     m = results["machine"]
     lines = [f"# augmentation.py {experiment} on {results['data']}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}. "
              f"Budget: {BUDGET} (C: a third of the epochs on 3x pairs).", ""]  # fmt: skip
+    if experiment == "multivi-epochs":
+        lines += [f"MultiVI latent of the {results['n_train']} training cells of the translate_quality split, "
+                  "clustered by Leiden; AMI/ARI against the cell types.", "",
+                  "| MultiVI epochs | seconds | clusters (res 1) | AMI (res 1) | clusters (res 3) | AMI (res 3) | ARI (res 3) |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for n, run in sorted(results["runs"].items(), key=lambda item: int(item[0])):
+            r1, r3 = run["resolution 1"], run["resolution 3"]
+            lines.append(f"| {n} | {run['multivi_seconds']} | {r1['clusters']} | {r1['AMI vs cell type']:.3f} | "
+                         f"{r3['clusters']} | {r3['AMI vs cell type']:.3f} | {r3['ARI vs cell type']:.3f} |")  # fmt: skip
+        return "\n".join(lines) + "\n"
     for name, run in results["runs"].items():
         lines.append(f"## {name}")
         lines.append("")
@@ -137,7 +181,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("experiment", choices=["backends", "unpaired"])
+    parser.add_argument("experiment", choices=["backends", "unpaired", "multivi-epochs"])
+    parser.add_argument("--epochs", type=int, nargs="+", default=[50, 150, 400],
+                        help="multivi-epochs: MultiVI training epochs to try")  # fmt: skip
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--prefix", default="", help="file names are <prefix>rna.h5ad, <prefix>atac.h5ad")
     parser.add_argument("--label-key", default="cell_type")
@@ -149,8 +195,15 @@ def main() -> None:
         global MULTIVI_EPOCHS
         MULTIVI_EPOCHS = 3
     rna, atac = (ad.read_h5ad(args.data / f"{args.prefix}{m}.h5ad") for m in ("rna", "atac"))
-    run = backends if args.experiment == "backends" else unpaired
-    name = f"augmentation_{args.experiment}"
+    name = f"augmentation_{args.experiment.replace('-', '_')}"
+    if args.experiment == "multivi-epochs":
+        earlier = args.out / f"{name}.json"
+        previous = json.loads(earlier.read_text()) if earlier.is_file() else {}
+
+        def run(rna, atac, label_key, save):
+            return multivi_epochs(rna, atac, label_key, save, args.epochs, previous)
+    else:
+        run = backends if args.experiment == "backends" else unpaired
 
     def save(body: dict) -> None:
         results = {"data": args.data.name, "machine": machine(), "budget": BUDGET, **body}
