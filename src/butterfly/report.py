@@ -265,7 +265,8 @@ def merge_benchmarks(
     and ``summary.json``. The runs must share the protocol, the number of folds, the seed and the training
     budget, or the merged table would compare unlike things; which folds and models each ran may differ.
     A model's score on a fold may appear in one run only. The measured profiles' scores ("measured" rows)
-    are the same data scored again, so the first run's are kept. Each run's t-SNE figures are copied in.
+    are the same data scored again, so the first run's are kept. The t-SNE figures of each run that brings
+    models not shown by an earlier run's figures are copied in.
     """
     import json
 
@@ -328,8 +329,12 @@ def merge_benchmarks(
             base if n_folds is not None and len(folds) == n_folds else f"{base}, folds {folds} of {n_folds}"
         )
     out.mkdir(parents=True, exist_ok=True)
-    images = {}
-    for i, run in enumerate(map(Path, runs)):
+    images, shown = {}, set()
+    for i, (run, settings) in enumerate(zip(map(Path, runs), settings_list, strict=True)):
+        models = set(settings.get("models") or [])
+        if models and models <= shown:
+            continue  # an earlier run's figures already show these models
+        shown |= models
         for image in sorted(run.glob("tsne_*.png")):
             copy = out / f"{image.stem}_run{i}.png"
             if image.resolve() != copy.resolve():
