@@ -270,7 +270,7 @@ def _run(args: argparse.Namespace) -> None:
         )
         settings = {
             "protocol": args.protocol, "folds": len(folds), "folds_run": fold_ids, "models": args.models,
-            "match_steps": args.match_steps, **fit_options,
+            "match_steps": args.match_steps, "seed": args.seed, **fit_options,
         }  # fmt: skip
         if args.scvi_epochs is not None:
             settings["scvi_epochs"] = args.scvi_epochs

@@ -251,8 +251,8 @@ def write_benchmark_report(
 
 #: Settings that may differ between runs merged into one table: which folds and models each ran.
 _PER_RUN_SETTINGS = ("folds_run", "models", "match_steps", "scvi_epochs", "note", "merged_from", "runs")
-#: Values of settings that runs from before the setting existed used.
-_SETTING_DEFAULTS = {"precision": "float32"}
+#: Values of settings that runs from before the setting was recorded used (the defaults of the time).
+_SETTING_DEFAULTS = {"precision": "float32", "seed": 0}
 
 
 def merge_benchmarks(
@@ -286,7 +286,7 @@ def merge_benchmarks(
                 "summary.json, as `butterfly benchmark --out` writes them."
             )
         record = json.loads((run / "summary.json").read_text())
-        tables.append(pd.read_csv(scores_path).assign(_run=len(tables)))
+        tables.append(pd.read_csv(scores_path))
         settings_list.append({**_SETTING_DEFAULTS, **record.get("settings", {})})
         titles.append(record.get("title", ""))
     common = {k: v for k, v in settings_list[0].items() if k not in _PER_RUN_SETTINGS}
@@ -341,6 +341,6 @@ def merge_benchmarks(
                 copy_file_atomic(image, copy)
             images[f"t-SNE from {run.name} ({image.stem.removeprefix('tsne_').replace('_to_', '->')})"] = copy
     return write_benchmark_report(
-        out, scores.drop(columns="_run"), {"obs": None, "profiles": {}}, title=title, settings=merged,
+        out, scores, {"obs": None, "profiles": {}}, title=title, settings=merged,
         extra_images=images,
     )  # fmt: skip
