@@ -28,37 +28,18 @@ from _common import PeakMemory, machine, write_results  # noqa: E402
 from butterfly.baselines import KNNTranslator, LinearTranslator  # noqa: E402
 from butterfly.evaluate import evaluate_translation  # noqa: E402
 
+_FAST = {"batch_size": 256, "lr": 2e-3, "discriminator_lr": 1e-2, "patience": 20}
+_BUDGET = {**_FAST, "pretrain_epochs": 30, "epochs": 60, "patience": 15}
 SETTINGS = {
     # the paper's defaults
     "paper": {},
     # larger batches for fewer, cheaper steps; learning rate scaled with the batch
-    "fast": {"batch_size": 256, "lr": 2e-3, "discriminator_lr": 1e-2, "patience": 20},
+    "fast": _FAST,
     # the same with bfloat16 autocast (CPUs with AVX-512 BF16 / AMX, recent GPUs)
-    "fast-bf16": {
-        "batch_size": 256,
-        "lr": 2e-3,
-        "discriminator_lr": 1e-2,
-        "patience": 20,
-        "precision": "bfloat16",
-    },
+    "fast-bf16": {**_FAST, "precision": "bfloat16"},
     # the cross-validation tables' budget: at most 30 + 60 epochs, patience 15, otherwise "fast"
-    "budget": {
-        "pretrain_epochs": 30,
-        "epochs": 60,
-        "batch_size": 256,
-        "lr": 2e-3,
-        "discriminator_lr": 1e-2,
-        "patience": 15,
-    },
-    "budget-bf16": {
-        "pretrain_epochs": 30,
-        "epochs": 60,
-        "batch_size": 256,
-        "lr": 2e-3,
-        "discriminator_lr": 1e-2,
-        "patience": 15,
-        "precision": "bfloat16",
-    },
+    "budget": _BUDGET,
+    "budget-bf16": {**_BUDGET, "precision": "bfloat16"},
 }
 
 
