@@ -30,6 +30,19 @@ def test_ordered_batches_follow_pair_rows():
     assert clean["a"].tolist() == [[10, 11], [0, 1]] and clean["b"].tolist() == [[2, 3], [2, 3]]
 
 
+def test_feature_major_batches_hold_the_same_values():
+    X = sp.random(30, 7, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    pairs = PairedRows({"a": np.arange(30), "b": np.arange(30)})
+    batches = minibatches(
+        {"a": X, "b": X}, pairs, 8, torch.device("cpu"), np.random.default_rng(0), {"a": 0.5},
+        feature_major={"a"},
+    )  # fmt: skip
+    for clean, masked in batches:
+        assert clean["a"].t().is_contiguous() and masked["a"].t().is_contiguous()
+        assert clean["b"].is_contiguous()
+        torch.testing.assert_close(clean["a"], clean["b"])
+
+
 def test_validation_split():
     train, val = split_validation(100, 0.2, np.random.default_rng(0))
     assert len(val) == 20 and len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == 100

@@ -20,45 +20,80 @@ def _loop_encoder(layer, x):
     outs = []
     for c in range(3):
         features = np.flatnonzero(codes == c)
-        weight = layer.weight[c, : len(features)]  # rows in within-chromosome order
-        outs.append(x[:, features] @ weight + layer.bias[c])
+        outs.append(x[:, features] @ layer.chromosome_weight(c) + layer.bias[c])
     return torch.cat(outs, dim=1)
 
 
 def _loop_decoder(layer, z):
     codes = np.array(CODES)
-    out = torch.zeros(z.shape[0], len(codes))
+    out = torch.zeros(z.shape[0], len(codes), dtype=z.dtype)
     for c in range(3):
         features = np.flatnonzero(codes == c)
-        out[:, features] = z[:, c * layer.units : (c + 1) * layer.units] @ layer.chromosome_weight(c)
+        out[:, features] = z[:, c * layer.units : (c + 1) * layer.units] @ layer.chromosome_weight(c).T
     return out + layer.bias
 
 
-def test_blocked_encoder_equals_per_chromosome_loop():
+# chunk width 2 and 3 split every chromosome (4 or 5 features) over several chunks; 128 gives one each
+@pytest.mark.parametrize("chunk_width", [2, 3, 128])
+def test_blocked_encoder_equals_per_chromosome_loop(chunk_width):
     torch.manual_seed(0)
-    layer = ChromosomeBlockedEncoderLinear(CODES, units=4)
-    x = torch.randn(5, len(CODES))
+    layer = ChromosomeBlockedEncoderLinear(CODES, units=4, chunk_width=chunk_width).double()
+    x = torch.randn(5, len(CODES), dtype=torch.float64)
     torch.testing.assert_close(layer(x), _loop_encoder(layer, x))
+    torch.testing.assert_close(layer(x.t().contiguous().t()), _loop_encoder(layer, x))  # feature-major input
+    # gradients of the gathers' custom backward against finite differences
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda w, b, x: _with(layer, w, b)(x), (layer.weight, layer.bias, x))
 
 
-def test_blocked_decoder_equals_per_chromosome_loop():
+@pytest.mark.parametrize("chunk_width", [2, 3, 128])
+def test_blocked_decoder_equals_per_chromosome_loop(chunk_width):
     torch.manual_seed(0)
-    layer = ChromosomeBlockedDecoderLinear(CODES, units=4)
-    z = torch.randn(5, 3 * 4)
+    layer = ChromosomeBlockedDecoderLinear(CODES, units=4, chunk_width=chunk_width).double()
+    z = torch.randn(5, 3 * 4, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(layer(z), _loop_decoder(layer, z))
+    assert torch.autograd.gradcheck(lambda w, b, z: _with(layer, w, b)(z), (layer.weight, layer.bias, z))
 
 
-def test_no_weights_between_chromosomes_and_padding_stays_zero():
+def _with(layer, weight, bias):
+    """``layer`` computing with the given weight and bias tensors (for gradcheck)."""
+
+    def run(inputs):
+        return torch.func.functional_call(layer, {"weight": weight, "bias": bias}, (inputs,))
+
+    return run
+
+
+def test_no_weights_between_chromosomes():
     torch.manual_seed(0)
-    enc = ChromosomeBlockedEncoderLinear(CODES, units=4)
+    enc = ChromosomeBlockedEncoderLinear(CODES, units=4, chunk_width=2)
     x = torch.randn(2, len(CODES))
     changed = x.clone()
     changed[:, 1] += 10.0  # a chromosome-0 feature
     delta = (enc(changed) - enc(x)).abs().view(2, 3, 4).sum(dim=(0, 2))
     assert delta[0] > 0 and delta[1] == 0 and delta[2] == 0
-    enc(x).sum().backward()
-    assert torch.all(enc.weight.grad[~enc.valid] == 0)
-    assert torch.all(enc.weight.detach()[~enc.valid] == 0)
+    dec = ChromosomeBlockedDecoderLinear(CODES, units=4, chunk_width=2)
+    z = torch.zeros(2, 12)
+    z[:, 4:8] = 1.0  # only chromosome 1's units
+    moved = (dec(z) - dec(torch.zeros(2, 12))).abs().sum(dim=0)
+    assert torch.all((moved > 0) == torch.tensor(np.array(CODES) == 1))
+
+
+def test_blocked_layers_load_format_1_padded_grids():
+    """Model files of format 1 stored the weights as one zero-padded [chromosome, width, units] grid."""
+    torch.manual_seed(0)
+    codes = np.array(CODES)
+    width = np.bincount(codes).max()
+    for cls in (ChromosomeBlockedEncoderLinear, ChromosomeBlockedDecoderLinear):
+        layer = cls(CODES, units=4)
+        grid = torch.zeros(3, width, 4)
+        for c in range(3):
+            grid[c, : (codes == c).sum()] = layer.chromosome_weight(c)
+        if cls is ChromosomeBlockedDecoderLinear:
+            grid = grid.transpose(1, 2)  # format 1's decoder grid was [chromosome, units, width]
+        fresh = cls(CODES, units=4)
+        fresh.load_state_dict({"weight": grid, "bias": layer.bias.detach()})
+        torch.testing.assert_close(fresh.weight, layer.weight)
 
 
 def test_translator_heads_are_shared_by_both_sources():

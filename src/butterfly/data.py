@@ -6,7 +6,7 @@ only those rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,8 +46,10 @@ def split_validation(
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def _to_tensor(block: sp.csr_matrix, device: torch.device) -> torch.Tensor:
-    dense = block.toarray().astype(np.float32, copy=False)
+def _to_tensor(block: sp.csr_matrix, device: torch.device, feature_major: bool = False) -> torch.Tensor:
+    """Dense float32 tensor of a CSR block; ``feature_major``: laid out column by column (``.t()`` contiguous),
+    the layout the chromosome-blocked layers read and write fastest."""
+    dense = block.toarray(order="F" if feature_major else "C").astype(np.float32, copy=False)
     return torch.from_numpy(dense).to(device, non_blocking=True)
 
 
@@ -62,10 +64,12 @@ def _masked(block: sp.csr_matrix, rate: float, scale: float, rng: np.random.Gene
     return out
 
 
-def dense_rows(X: sp.csr_matrix, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+def dense_rows(
+    X: sp.csr_matrix, rows: np.ndarray, device: torch.device, feature_major: bool = False
+) -> torch.Tensor:
     """Rows of a CSR matrix as a dense float32 tensor on ``device``."""
     block = X[rows] if sp.issparse(X) else sp.csr_matrix(np.asarray(X[rows]))
-    return _to_tensor(block, device)
+    return _to_tensor(block, device, feature_major)
 
 
 def minibatches(
@@ -76,12 +80,14 @@ def minibatches(
     rng: np.random.Generator | None = None,
     mask_rates: dict[str, float] | None = None,
     mask_scaling: bool = False,
+    feature_major: Collection[str] = (),
 ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
     """Yield ``(clean, masked)`` dicts of ``{modality: dense batch}``; shuffled when ``rng`` is given.
 
     Each modality's rows are taken with one fancy index per minibatch; ``masked`` holds them with the
     modality's input mask applied (the same tensors as ``clean`` where the rate is 0). A last batch of one
-    pair is dropped when shuffling (a single cell gives no batch statistics and a noisy step).
+    pair is dropped when shuffling (a single cell gives no batch statistics and a noisy step). Modalities
+    named in ``feature_major`` are laid out column by column (see :func:`_to_tensor`).
     """
     n = len(pairs)
     order = rng.permutation(n) if rng is not None else np.arange(n)
@@ -93,11 +99,12 @@ def minibatches(
         clean, masked = {}, {}
         for name, rows in pairs.rows.items():
             block = matrices[name][rows[chosen]]
-            clean[name] = _to_tensor(block, device)
+            layout = name in feature_major
+            clean[name] = _to_tensor(block, device, layout)
             rate = mask_rates.get(name, 0.0)
             if rate > 0:
                 scale = 1.0 / (1.0 - rate) if mask_scaling else 1.0
-                masked[name] = _to_tensor(_masked(block, rate, scale, rng), device)
+                masked[name] = _to_tensor(_masked(block, rate, scale, rng), device, layout)
             else:
                 masked[name] = clean[name]
         yield clean, masked

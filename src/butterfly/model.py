@@ -33,7 +33,7 @@ from .preprocessing import ATACPreprocessor, Preprocessor, binarize_accessibilit
 from .training import Trainer, TrainingConfig, TranslatorNetwork, resolve_device
 
 MODEL_FORMAT = "butterfly-model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2  # 2: chromosome-blocked weights stored one row per feature
 #: Predicted RNA/ATAC values below this are set to 0 (paper post-processing).
 ZERO_THRESHOLD = 1e-4
 LATENT_KEY = "X_butterfly"
@@ -350,8 +350,9 @@ class Butterfly:
         X = self.preprocessors[source].transform(adata).X
         self.network.eval()
         outputs, latents = [], []
+        layout = source in self.network.feature_major
         for start in range(0, X.shape[0], batch_size):
-            x = dense_rows(X, np.arange(start, min(start + batch_size, X.shape[0])), self.device)
+            x = dense_rows(X, np.arange(start, min(start + batch_size, X.shape[0])), self.device, layout)
             if target is None:
                 latents.append(self.network.latent_mean(x, source).cpu().numpy())
             else:

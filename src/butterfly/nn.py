@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 NEGATIVE_SLOPE = 0.01  # LeakyReLU slope a (paper: 0.01)
@@ -23,17 +22,47 @@ def block(n_in: int, n_out: int, *, dropout: float = 0.0, batch_norm: bool = Fal
     return nn.Sequential(*layers)
 
 
+CHUNK_WIDTH = 128  # features per block of the chromosome-blocked layers' batched matrix product
+
+
+def _gather_rows(source: torch.Tensor, index: torch.Tensor, blank: torch.Tensor) -> torch.Tensor:
+    out = source.index_select(0, index)
+    if blank.numel():
+        out.index_fill_(0, blank, 0)
+    return out
+
+
+class _RowGather(torch.autograd.Function):
+    """Rows of ``source`` picked by ``index``, rows ``blank`` of the result set to zero.
+
+    ``index`` never picks a row twice, so the backward pass is a gather too (``inverse``, with the rows that
+    were not picked in ``inverse_blank``), not the zero-fill and scatter-add of ``index_select``'s backward.
+    """
+
+    @staticmethod
+    def forward(ctx, source, index, blank, inverse, inverse_blank):
+        ctx.save_for_backward(inverse, inverse_blank)
+        return _gather_rows(source, index, blank)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inverse, inverse_blank = ctx.saved_tensors
+        return _gather_rows(grad, inverse, inverse_blank), None, None, None, None
+
+
 class _Blocked(nn.Module):
     """Shared layout of the chromosome-blocked layers.
 
-    Features (peaks) keep the user's order; ``codes[j]`` is the chromosome of feature ``j``. Internally
-    each chromosome's features occupy one row of a ``[n_chromosomes, max_features]`` grid, padded with a
-    dummy slot, so all chromosomes are processed by one batched matrix product instead of a Python loop.
-    Padded weights start at zero and receive zero gradient, so the layer computes exactly the
-    per-chromosome linear maps with no weights between chromosomes.
+    Weights are stored compactly, one row of ``units`` weights per feature, features in the user's order;
+    ``codes[j]`` is the chromosome of feature ``j``. To compute, each chromosome's features are cut into
+    chunks of at most ``chunk_width``, and the chunks (padded with zero rows to equal width) go through one
+    batched matrix product, with the chromosome's ``units`` shared by all its chunks. Short chunks waste far
+    less padding than one row per chromosome padded to the longest chromosome, and gathers move rows
+    between the feature order and the chunk grid in both passes. The function is exactly the per-chromosome
+    linear maps, with no weights between chromosomes.
     """
 
-    def __init__(self, codes: Sequence[int]) -> None:
+    def __init__(self, codes: Sequence[int], units: int, chunk_width: int = CHUNK_WIDTH) -> None:
         super().__init__()
         codes = torch.as_tensor(list(codes), dtype=torch.long)
         n_features = codes.numel()
@@ -41,79 +70,133 @@ class _Blocked(nn.Module):
         counts = torch.bincount(codes, minlength=n_chrom)
         if (counts == 0).any():
             raise ValueError("Every chromosome code from 0 to max(codes) must have at least one feature.")
-        self.n_features, self.n_chromosomes, self.width = n_features, n_chrom, int(counts.max())
-        order = torch.argsort(codes, stable=True)
-        rank = torch.empty_like(order)
-        starts = torch.cumsum(counts, 0) - counts
-        rank[order] = torch.arange(n_features) - starts[codes[order]]
-        slot = codes * self.width + rank  # grid position of each feature
-        # grid slot -> feature index (n_features = the zero padding column)
-        gather = torch.full((n_chrom * self.width,), n_features, dtype=torch.long)
-        gather[slot] = torch.arange(n_features)
-        self.register_buffer("slot", slot, persistent=False)
-        self.register_buffer("gather", gather, persistent=False)
-        self.register_buffer("valid", (gather < n_features).view(n_chrom, self.width), persistent=False)
-        self.register_buffer("counts", counts, persistent=False)
+        self.n_features, self.n_chromosomes, self.units = n_features, n_chrom, units
+        chunk_width = min(chunk_width, int(counts.max()))
+        slot_feature, chunk_chromosome = [], []
+        for c in range(n_chrom):
+            features = torch.nonzero(codes == c).ravel().tolist()
+            for start in range(0, len(features), chunk_width):
+                part = features[start : start + chunk_width]
+                slot_feature += part + [-1] * (chunk_width - len(part))
+                chunk_chromosome.append(c)
+        slot_feature = torch.tensor(slot_feature)
+        present = slot_feature >= 0
+        feature_slot = torch.empty(n_features, dtype=torch.long)
+        feature_slot[slot_feature[present]] = torch.nonzero(present).ravel()
+        self.n_chunks, self.chunk_width = len(chunk_chromosome), chunk_width
+        buffers = {
+            "codes": codes,
+            "counts": counts,
+            "chunk_chromosome": torch.tensor(chunk_chromosome),
+            "slot_feature": torch.where(present, slot_feature, 0),
+            "slot_blank": torch.nonzero(~present).ravel(),
+            "feature_slot": feature_slot,
+            "feature_blank": torch.zeros(0, dtype=torch.long),
+        }
+        for name, value in buffers.items():
+            self.register_buffer(name, value, persistent=False)
+
+    def to_chunks(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[n_features, ...]`` -> ``[n_chunks, chunk_width, ...]``, padding rows zero."""
+        grid = _RowGather.apply(
+            rows, self.slot_feature, self.slot_blank, self.feature_slot, self.feature_blank
+        )
+        return grid.view(self.n_chunks, self.chunk_width, *rows.shape[1:])
+
+    def to_features(self, grid: torch.Tensor) -> torch.Tensor:
+        """``[n_chunks, chunk_width, ...]`` -> ``[n_features, ...]`` in the user's order."""
+        rows = grid.reshape(self.n_chunks * self.chunk_width, *grid.shape[2:])
+        return _RowGather.apply(
+            rows, self.feature_slot, self.feature_blank, self.slot_feature, self.slot_blank
+        )
+
+    def chromosome_weight(self, chromosome: int) -> torch.Tensor:
+        """The ``[n_features_of_chromosome, units]`` weight rows of one chromosome, features in user order."""
+        return self.weight[self.codes == chromosome]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Format 1 stored one zero-padded [chromosome, width, units] grid: keep such files loadable.
+        key = prefix + "weight"
+        if key in state_dict and state_dict[key].dim() == 3:
+            state_dict[key] = self._from_padded_grid(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _from_padded_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _padded_grid_rows(codes: torch.Tensor, counts: torch.Tensor, width: int) -> torch.Tensor:
+    """Row of each feature in format 1's ``[chromosome * width]`` grid: chromosome, then rank within it."""
+    order = torch.argsort(codes, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(codes.numel()) - (torch.cumsum(counts, 0) - counts)[codes[order]]
+    return codes * width + rank
 
 
 class ChromosomeBlockedEncoderLinear(_Blocked):
     """Map each chromosome's features to ``units`` outputs by its own linear layer; concatenate.
 
     Input ``[batch, n_features]`` (user order); output ``[batch, n_chromosomes * units]`` (chromosome order).
+    Fastest when the input is feature-major (``x.t()`` contiguous), as training minibatches are.
     """
 
-    def __init__(self, codes: Sequence[int], units: int = 32) -> None:
-        super().__init__(codes)
-        self.units = units
-        self.weight = nn.Parameter(torch.zeros(self.n_chromosomes, self.width, units))
-        self.bias = nn.Parameter(torch.zeros(self.n_chromosomes, units))
+    def __init__(self, codes: Sequence[int], units: int = 32, chunk_width: int = CHUNK_WIDTH) -> None:
+        super().__init__(codes, units, chunk_width)
+        self.weight = nn.Parameter(torch.empty(self.n_features, units))
+        self.bias = nn.Parameter(torch.empty(self.n_chromosomes, units))
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        # nn.Linear's default init per chromosome: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = its peaks.
-        bound = (1.0 / self.counts.float().sqrt()).view(-1, 1, 1)
-        self.weight.uniform_(-1, 1).mul_(bound).mul_(self.valid.unsqueeze(-1))
-        self.bias.uniform_(-1, 1).mul_(bound.view(-1, 1))
+        # nn.Linear's default init per chromosome: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = its features.
+        bound = 1.0 / self.counts.float().sqrt()
+        self.weight.uniform_(-1, 1).mul_(bound[self.codes].unsqueeze(1))
+        self.bias.uniform_(-1, 1).mul_(bound.unsqueeze(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        grid = F.pad(x, (0, 1)).index_select(1, self.gather).view(x.shape[0], self.n_chromosomes, self.width)
-        out = torch.einsum("bcw,cwu->bcu", grid, self.weight) + self.bias
-        return out.reshape(x.shape[0], -1)
+        batch = x.shape[0]
+        inputs = self.to_chunks(x.t())  # [chunks, width, batch]
+        weights = self.to_chunks(self.weight).transpose(1, 2)  # [chunks, units, width]
+        out = torch.bmm(weights, inputs)  # [chunks, units, batch]
+        if self.n_chunks > self.n_chromosomes:  # sum the chunks of each chromosome
+            out = out.new_zeros(self.n_chromosomes, self.units, batch).index_add(
+                0, self.chunk_chromosome, out
+            )
+        return out.view(self.n_chromosomes * self.units, batch).t() + self.bias.view(-1)
+
+    def _from_padded_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        rows = _padded_grid_rows(self.codes, self.counts, grid.shape[1])
+        return grid.reshape(-1, grid.shape[2])[rows]
 
 
 class ChromosomeBlockedDecoderLinear(_Blocked):
     """Map each chromosome's ``units`` inputs to that chromosome's features by its own linear layer.
 
-    Input ``[batch, n_chromosomes * units]``; output ``[batch, n_features]`` in the user's feature order.
+    Input ``[batch, n_chromosomes * units]``; output ``[batch, n_features]`` in the user's feature order,
+    feature-major in memory (its ``.t()`` is contiguous).
     """
 
-    def __init__(self, codes: Sequence[int], units: int = 32) -> None:
-        super().__init__(codes)
-        self.units = units
-        self.weight = nn.Parameter(torch.zeros(self.n_chromosomes, units, self.width))
-        self.bias = nn.Parameter(torch.zeros(self.n_features))
+    def __init__(self, codes: Sequence[int], units: int = 32, chunk_width: int = CHUNK_WIDTH) -> None:
+        super().__init__(codes, units, chunk_width)
+        self.weight = nn.Parameter(torch.empty(self.n_features, units))
+        self.bias = nn.Parameter(torch.empty(self.n_features))
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         bound = 1.0 / math.sqrt(self.units)
-        self.weight.uniform_(-bound, bound).mul_(self.valid.unsqueeze(1))
+        self.weight.uniform_(-bound, bound)
         self.bias.uniform_(-bound, bound)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # [chrom, width, batch] = W^T @ z^T per chromosome: the grid rows are then contiguous features, so
-        # picking the real features is one row gather with no full-size transpose copies.
-        zt = z.t().reshape(self.n_chromosomes, self.units, z.shape[0])
-        grid = torch.bmm(self.weight.transpose(1, 2), zt)
-        return grid.reshape(-1, z.shape[0]).index_select(0, self.slot).t() + self.bias
+        batch = z.shape[0]
+        inputs = z.t().reshape(self.n_chromosomes, self.units, batch).index_select(0, self.chunk_chromosome)
+        grid = torch.bmm(self.to_chunks(self.weight), inputs)  # [chunks, width, batch]
+        return self.to_features(grid).t() + self.bias
 
-    def chromosome_weight(self, chromosome: int) -> torch.Tensor:
-        """The ``[units, n_features_of_chromosome]`` weight of one chromosome, features in user order."""
-        features = torch.nonzero(
-            self.gather.view(self.n_chromosomes, self.width)[chromosome] < self.n_features
-        )
-        return self.weight[chromosome][:, features.ravel()]
+    def _from_padded_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        rows = _padded_grid_rows(self.codes, self.counts, grid.shape[2])
+        return grid.transpose(1, 2).reshape(-1, grid.shape[1])[rows]
 
 
 class Encoder(nn.Module):

@@ -116,6 +116,8 @@ class TranslatorNetwork(nn.Module):
         self.discriminators = nn.ModuleDict(
             {n: Discriminator(layers=discriminator_layers) for n in self.names}
         )
+        # chromosome-blocked modalities read and write feature-major tensors fastest
+        self.feature_major = frozenset(n for n, c in chromosome_codes.items() if c is not None)
 
     def generator_parameters(self) -> list[nn.Parameter]:
         return [*self.encoders.parameters(), *self.decoders.parameters(), *self.translator.parameters()]
@@ -135,6 +137,9 @@ class TranslatorNetwork(nn.Module):
 
     def reconstruction_loss(self, name: str, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raw = raw.float()  # losses in float32 also under bfloat16 autocast
+        if raw.dim() == 2 and raw.t().is_contiguous() and target.t().is_contiguous():
+            # both feature-major: the same mean over the contiguous transposes runs about 2x faster
+            raw, target = raw.t(), target.t()
         if self.specs[name].loss == "bce":
             return F.binary_cross_entropy_with_logits(raw, target)
         return F.mse_loss(self.activate(name, raw), target)
@@ -209,11 +214,18 @@ class Trainer:
         }
 
     # -- pieces ---------------------------------------------------------------------------------------------
-    def _batches(self, matrices, pairs):
+    def _batches(self, matrices, pairs, *, shuffle: bool = True):
+        """Training minibatches (shuffled, masked) or, with ``shuffle=False``, validation ones (4x larger)."""
+        layouts = self.network.feature_major
+        if not shuffle:
+            return minibatches(
+                matrices, pairs, 4 * self.config.batch_size, self.device, feature_major=layouts
+            )
         rates = {n: self.network.specs[n].mask_rate for n in pairs.rows}
         return minibatches(
-            matrices, pairs, self.config.batch_size, self.device, self.rng, rates, self.config.mask_scaling
-        )
+            matrices, pairs, self.config.batch_size, self.device, self.rng, rates, self.config.mask_scaling,
+            layouts,
+        )  # fmt: skip
 
     def _optimizer(self, params) -> torch.optim.Optimizer:
         # The fused kernel does one pass over all parameters instead of a dozen small ops per tensor.
@@ -294,7 +306,7 @@ class Trainer:
 
         def validate(epoch):
             totals, n = np.zeros(3), 0
-            for batch, _ in minibatches(single, validation, 4 * cfg.batch_size, self.device):
+            for batch, _ in self._batches(single, validation, shuffle=False):
                 loss, recon, kl = losses(batch[name], batch[name], False, cfg.kl_warmup_epochs)
                 size = batch[name].shape[0]
                 totals += size * np.array([loss.item(), recon.item(), kl.item()])
@@ -392,7 +404,7 @@ class Trainer:
         def validate(epoch):
             # Deterministic: no mask, no dropout, latent means.
             totals, n = np.zeros(3), 0
-            for batch, _ in minibatches(self.matrices, self.validation, 4 * cfg.batch_size, self.device):
+            for batch, _ in self._batches(self.matrices, self.validation, shuffle=False):
                 size = next(iter(batch.values())).shape[0]
                 _, stats, emb = self._forward_all(batch, sample=False)
                 recon, kl, _ = self._generator_terms(batch, stats, emb, cfg.kl_warmup_epochs)
