@@ -78,13 +78,17 @@ def main() -> None:
     parser.add_argument("--settings", nargs="*", default=["paper"], choices=sorted(SETTINGS))
     parser.add_argument("--pretrain-epochs", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the scoring (Leiden) and, by default, the model"
+    )
+    parser.add_argument("--model-seed", type=int, default=None, help="seed of the model (default: --seed)")
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--name", default=None, help="result file name (default translate_quality_<data folder>)"
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    model_seed = args.seed if args.model_seed is None else args.model_seed
 
     first, second = (ad.read_h5ad(args.data / f"{m}.h5ad") for m in args.modalities)
     order = np.random.RandomState(0).permutation(first.n_obs)
@@ -113,7 +117,7 @@ def main() -> None:
         epochs = options.pop("epochs", args.epochs)
         with PeakMemory() as mem:
             t = time.perf_counter()
-            model = bf.Butterfly(first[train], second[train], modalities=tuple(args.modalities), seed=args.seed,
+            model = bf.Butterfly(first[train], second[train], modalities=tuple(args.modalities), seed=model_seed,
                                  device=args.device)  # fmt: skip
             history = model.fit(pretrain_epochs, epochs, patience, batch_size, progress=False, **options)
             train_seconds = time.perf_counter() - t
@@ -131,6 +135,7 @@ def main() -> None:
                 phases[phase]["gflop_per_epoch"] = round(gflop * steps, 1)
                 phases[phase]["gflops_per_second"] = round(gflop * steps / seconds, 1)
         runs[f"butterfly ({setting})"] = {
+            "model_seed": model_seed,
             "settings": {
                 "pretrain_epochs": pretrain_epochs,
                 "epochs": epochs,
