@@ -116,7 +116,8 @@ def test_benchmark_merge_joins_separately_run_folds(files, capsys):
     pd.testing.assert_frame_equal(table(merged), table(whole))
     assert json.loads((merged / "summary.json").read_text())["settings"]["folds_run"] == [0, 1, 2]
     names = {p.name for p in merged.iterdir()}
-    assert "tsne_rna_to_atac_run0.png" in names  # figures of the same models are copied from the first run only
+    # figures of the same models are copied from the first run only
+    assert "tsne_rna_to_atac_run0.png" in names
     assert "tsne_rna_to_atac_run1.png" not in names
     # the same fold of a model twice, and runs of another protocol, are refused with one-line errors
     capsys.readouterr()

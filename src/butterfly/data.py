@@ -13,6 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .nn import SparseRows
+
 
 @dataclass
 class PairedRows:
@@ -53,6 +55,15 @@ def _to_tensor(block: sp.csr_matrix, device: torch.device, feature_major: bool =
     return torch.from_numpy(dense).to(device, non_blocking=True)
 
 
+def _to_sparse_rows(block: sp.csr_matrix, device: torch.device) -> SparseRows:
+    """A CSR block as :class:`SparseRows` on ``device`` (for encoders' first layers; never densified)."""
+    lengths = np.diff(block.indptr)
+    parts = (np.repeat(np.arange(block.shape[0]), lengths), block.indices, block.indptr[:-1])
+    rows, columns, offsets = (torch.from_numpy(a.astype(np.int64)).to(device) for a in parts)
+    values = torch.from_numpy(block.data.astype(np.float32, copy=False)).to(device)
+    return SparseRows(rows, columns, values, offsets, block.shape)
+
+
 def _masked(block: sp.csr_matrix, rate: float, scale: float, rng: np.random.Generator) -> sp.csr_matrix:
     """Zero each entry with probability ``rate`` (the input mask of scButterfly), scaling kept ones by ``scale``.
 
@@ -81,13 +92,15 @@ def minibatches(
     mask_rates: dict[str, float] | None = None,
     mask_scaling: bool = False,
     feature_major: Collection[str] = (),
-) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    sparse_inputs: Collection[str] = (),
+) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | SparseRows]]]:
     """Yield ``(clean, masked)`` dicts of ``{modality: dense batch}``; shuffled when ``rng`` is given.
 
     Each modality's rows are taken with one fancy index per minibatch; ``masked`` holds them with the
     modality's input mask applied (the same tensors as ``clean`` where the rate is 0). A last batch of one
     pair is dropped when shuffling (a single cell gives no batch statistics and a noisy step). Modalities
-    named in ``feature_major`` are laid out column by column (see :func:`_to_tensor`).
+    named in ``feature_major`` are laid out column by column (see :func:`_to_tensor`); those named in
+    ``sparse_inputs`` get their ``masked`` batch as :class:`~butterfly.nn.SparseRows`.
     """
     n = len(pairs)
     order = rng.permutation(n) if rng is not None else np.arange(n)
@@ -104,7 +117,11 @@ def minibatches(
             rate = mask_rates.get(name, 0.0)
             if rate > 0:
                 scale = 1.0 / (1.0 - rate) if mask_scaling else 1.0
-                masked[name] = _to_tensor(_masked(block, rate, scale, rng), device, layout)
+                block = _masked(block, rate, scale, rng)
+            if name in sparse_inputs:
+                masked[name] = _to_sparse_rows(block, device)
+            elif rate > 0:
+                masked[name] = _to_tensor(block, device, layout)
             else:
                 masked[name] = clean[name]
         yield clean, masked
