@@ -40,7 +40,20 @@ SETTINGS = {
     # the cross-validation tables' budget: at most 30 + 60 epochs, patience 15, otherwise "fast"
     "budget": _BUDGET,
     "budget-bf16": {**_BUDGET, "precision": "bfloat16"},
+    # the budget with the authors' code's deviations from the paper's text (README), one at a time and all:
+    # KL warm-up over half of each phase (the authors: 50 of 100/200 epochs), inverted-dropout masking,
+    # a one-layer discriminator
+    "budget-kl-warmup": {**_BUDGET, "kl_warmup_epochs": 15},
+    "budget-mask-scaling": {**_BUDGET, "mask_scaling": True},
+    "budget-1-layer-discriminator": {**_BUDGET, "discriminator_layers": 1},
+    "budget-authors-code": {
+        **_BUDGET,
+        "kl_warmup_epochs": 15,
+        "mask_scaling": True,
+        "discriminator_layers": 1,
+    },
 }
+NETWORK_OPTIONS = ("discriminator_layers", "batch_norm", "dropout")  # Butterfly(...) arguments, not fit(...)
 
 
 def step_gflop(model: bf.Butterfly, batch_size: int) -> float:
@@ -115,10 +128,11 @@ def main() -> None:
         patience = options.pop("patience", 50)
         pretrain_epochs = options.pop("pretrain_epochs", args.pretrain_epochs)
         epochs = options.pop("epochs", args.epochs)
+        network = {k: options.pop(k) for k in NETWORK_OPTIONS if k in options}
         with PeakMemory() as mem:
             t = time.perf_counter()
             model = bf.Butterfly(first[train], second[train], modalities=tuple(args.modalities), seed=model_seed,
-                                 device=args.device)  # fmt: skip
+                                 device=args.device, **network)  # fmt: skip
             history = model.fit(pretrain_epochs, epochs, patience, batch_size, progress=False, **options)
             train_seconds = time.perf_counter() - t
         scores = evaluate_translation(
@@ -141,6 +155,7 @@ def main() -> None:
                 "epochs": epochs,
                 "batch_size": batch_size,
                 "patience": patience,
+                **network,
                 **options,
             },
             "scores": scores,
