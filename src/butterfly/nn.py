@@ -31,7 +31,8 @@ class SparseRows:
 
 class InputLinear(nn.Linear):
     """``nn.Linear`` that also takes :class:`SparseRows`: then only the stored entries are multiplied (an
-    embedding-bag sum of weight rows), about 2-3x faster than the dense product on RNA minibatches."""
+    embedding-bag sum of weight rows); forward + backward 1.5x faster than the dense product on masked
+    SNARE-seq RNA minibatches of 256 cells (4% non-zeros)."""
 
     def forward(self, x: torch.Tensor | SparseRows) -> torch.Tensor:
         if not isinstance(x, SparseRows):
