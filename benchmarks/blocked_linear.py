@@ -52,13 +52,20 @@ class LoopDecoder(nn.Module):
         )
 
 
-def timed(fn, repeats: int) -> float:
-    for _ in range(5):
-        fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+def timed(fns: dict, repeats: int, rounds: int = 7) -> dict:
+    """Milliseconds per call of each function: the median over ``rounds`` in which all run in turn, so that
+    a slow spell of the machine hits every implementation alike."""
+    for fn in fns.values():
+        for _ in range(5):
+            fn()
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            samples[name].append((time.perf_counter() - start) / repeats * 1e3)
+    return {name: float(np.median(values)) for name, values in samples.items()}
 
 
 def main() -> None:
@@ -69,7 +76,7 @@ def main() -> None:
     parser.add_argument("--chromosomes", type=int, default=20)
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--units", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=30, help="calls per timing round (7 rounds)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -117,13 +124,18 @@ def main() -> None:
                 difference = float((batched(batched_inp) - loop(inp)).abs().max())
                 if sparse_inp is not None:
                     difference = max(difference, float((batched(sparse_inp) - loop(inp)).abs().max()))
-            row = {"layer": name, "batch": batch, "max_abs_difference": difference,
-                   "loop_ms": 1e3 * timed(step(loop, inp, target), args.repeats),
-                   "batched_ms": 1e3 * timed(step(batched, batched_inp, feature_major["target"]), args.repeats)}  # fmt: skip
+            fns = {
+                "loop_ms": step(loop, inp, target),
+                "batched_ms": step(batched, batched_inp, feature_major["target"]),
+            }
             if sparse_inp is not None:
-                row["sparse_ms"] = 1e3 * timed(
-                    step(batched, sparse_inp, feature_major["target"]), args.repeats
-                )
+                fns["sparse_ms"] = step(batched, sparse_inp, feature_major["target"])
+            row = {
+                "layer": name,
+                "batch": batch,
+                "max_abs_difference": difference,
+                **timed(fns, args.repeats),
+            }
             rows.append(row)
     results = {
         "peaks": args.peaks,

@@ -236,9 +236,12 @@ class ChromosomeBlockedDecoderLinear(_Blocked):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         batch = z.shape[0]
-        inputs = z.t().reshape(self.n_chromosomes, self.units, batch).index_select(0, self.chunk_chromosome)
-        grid = torch.bmm(self.to_chunks(self.weight), inputs)  # [chunks, width, batch]
-        return self.to_features(grid).t() + self.bias
+        inputs = z.view(batch, self.n_chromosomes, self.units).index_select(1, self.chunk_chromosome)
+        # [chunks, width, batch] = bias + W @ z per chunk, the bias added inside the batched product
+        grid = torch.baddbmm(
+            self.to_chunks(self.bias.unsqueeze(1)), self.to_chunks(self.weight), inputs.permute(1, 2, 0)
+        )
+        return self.to_features(grid).t()
 
     def _from_padded_grid(self, grid: torch.Tensor) -> torch.Tensor:
         rows = _padded_grid_rows(self.codes, self.counts, grid.shape[2])
