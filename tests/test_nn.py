@@ -32,14 +32,19 @@ def _loop_decoder(layer, z):
     for c in range(3):
         features = np.flatnonzero(codes == c)
         out[:, features] = z[:, c * layer.units : (c + 1) * layer.units] @ layer.chromosome_weight(c).T
-    return out + layer.bias
+    return out + layer.feature_bias()
 
 
-# chunk width 2 and 3 split every chromosome (4 or 5 features) over several chunks; 128 gives one each
-@pytest.mark.parametrize("chunk_width", [2, 3, 128])
-def test_blocked_encoder_equals_per_chromosome_loop(chunk_width):
+# the per-chromosome form (CPU default), and the batched form with chunk widths 2 and 3, which split every
+# chromosome (4 or 5 features) over several chunks, and 128, which gives one chunk each
+FORMS = [(False, 128), (True, 2), (True, 3), (True, 128)]
+
+
+@pytest.mark.parametrize(("batched", "chunk_width"), FORMS)
+def test_blocked_encoder_equals_per_chromosome_loop(batched, chunk_width):
     torch.manual_seed(0)
     layer = ChromosomeBlockedEncoderLinear(CODES, units=4, chunk_width=chunk_width).double()
+    layer.batched = batched
     x = torch.randn(5, len(CODES), dtype=torch.float64)
     torch.testing.assert_close(layer(x), _loop_encoder(layer, x))
     torch.testing.assert_close(layer(x.t().contiguous().t()), _loop_encoder(layer, x))  # feature-major input
@@ -48,10 +53,11 @@ def test_blocked_encoder_equals_per_chromosome_loop(chunk_width):
     assert torch.autograd.gradcheck(lambda w, b, x: _with(layer, w, b)(x), (layer.weight, layer.bias, x))
 
 
-@pytest.mark.parametrize("chunk_width", [2, 3, 128])
-def test_blocked_decoder_equals_per_chromosome_loop(chunk_width):
+@pytest.mark.parametrize(("batched", "chunk_width"), FORMS)
+def test_blocked_decoder_equals_per_chromosome_loop(batched, chunk_width):
     torch.manual_seed(0)
     layer = ChromosomeBlockedDecoderLinear(CODES, units=4, chunk_width=chunk_width).double()
+    layer.batched = batched
     z = torch.randn(5, 3 * 4, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(layer(z), _loop_decoder(layer, z))
     assert torch.autograd.gradcheck(lambda w, b, z: _with(layer, w, b)(z), (layer.weight, layer.bias, z))
@@ -68,6 +74,7 @@ def _with(layer, weight, bias):
 
 @pytest.mark.parametrize("codes", [None, CODES])
 def test_encoders_read_sparse_rows_as_the_dense_matrix(codes):
+    # the blocked weights' rows are in chromosome order, the sparse columns in user order: CODES interleaves
     """Sparse minibatches (as training feeds them) give the dense product's output and gradients."""
     import scipy.sparse as sp
 
@@ -91,15 +98,18 @@ def test_encoders_read_sparse_rows_as_the_dense_matrix(codes):
     torch.testing.assert_close(encoder(rows), encoder(rows.dense()))
 
 
-def test_no_weights_between_chromosomes():
+@pytest.mark.parametrize("batched", [False, True])
+def test_no_weights_between_chromosomes(batched):
     torch.manual_seed(0)
     enc = ChromosomeBlockedEncoderLinear(CODES, units=4, chunk_width=2)
+    enc.batched = batched
     x = torch.randn(2, len(CODES))
     changed = x.clone()
     changed[:, 1] += 10.0  # a chromosome-0 feature
     delta = (enc(changed) - enc(x)).abs().view(2, 3, 4).sum(dim=(0, 2))
     assert delta[0] > 0 and delta[1] == 0 and delta[2] == 0
     dec = ChromosomeBlockedDecoderLinear(CODES, units=4, chunk_width=2)
+    dec.batched = batched
     z = torch.zeros(2, 12)
     z[:, 4:8] = 1.0  # only chromosome 1's units
     moved = (dec(z) - dec(torch.zeros(2, 12))).abs().sum(dim=0)
@@ -118,9 +128,12 @@ def test_blocked_layers_load_format_1_padded_grids():
             grid[c, : (codes == c).sum()] = layer.chromosome_weight(c)
         if cls is ChromosomeBlockedDecoderLinear:
             grid = grid.transpose(1, 2)  # format 1's decoder grid was [chromosome, units, width]
+        # format 1's decoder bias was in user order, like its features
+        bias = layer.feature_bias() if cls is ChromosomeBlockedDecoderLinear else layer.bias
         fresh = cls(CODES, units=4)
-        fresh.load_state_dict({"weight": grid, "bias": layer.bias.detach()})
+        fresh.load_state_dict({"weight": grid, "bias": bias.detach()})
         torch.testing.assert_close(fresh.weight, layer.weight)
+        torch.testing.assert_close(fresh.bias, layer.bias)
 
 
 def test_translator_heads_are_shared_by_both_sources():

@@ -86,13 +86,19 @@ class _RowGather(torch.autograd.Function):
 class _Blocked(nn.Module):
     """Shared layout of the chromosome-blocked layers.
 
-    Weights are stored compactly, one row of ``units`` weights per feature, features in the user's order;
-    ``codes[j]`` is the chromosome of feature ``j``. To compute, each chromosome's features are cut into
-    chunks of at most ``chunk_width``, and the chunks (padded with zero rows to equal width) go through one
-    batched matrix product, with the chromosome's ``units`` shared by all its chunks. Short chunks waste far
-    less padding than one row per chromosome padded to the longest chromosome, and gathers move rows
-    between the feature order and the chunk grid in both passes. The function is exactly the per-chromosome
-    linear maps, with no weights between chromosomes.
+    Features (peaks) come in the user's order; ``codes[j]`` is the chromosome of feature ``j``. Weights are
+    stored one row of ``units`` per feature, rows sorted by chromosome (stable, so each chromosome's rows keep
+    the user's order): chromosome ``c`` owns rows ``starts[c]:starts[c] + counts[c]``. Two ways compute the
+    same per-chromosome linear maps, with no weights between chromosomes:
+
+    - ``batched=False`` (the default on CPU): one matrix product per chromosome on those row slices, between
+      one row gather into chromosome order and one back. On a CPU, 20-odd GEMMs of a few hundred rows run at
+      full speed and this is the fastest form measured (``benchmarks/blocked_linear.py``).
+    - ``batched=True`` (the default on GPUs): each chromosome is cut into chunks of at most ``chunk_width``
+      rows, padded with zero rows, and all chunks go through one batched product: one kernel launch instead
+      of dozens.
+
+    The row gathers run backward as gathers too (:class:`_RowGather`), never as zero-fill and scatter-add.
     """
 
     def __init__(self, codes: Sequence[int], units: int, chunk_width: int = CHUNK_WIDTH) -> None:
@@ -104,78 +110,110 @@ class _Blocked(nn.Module):
         if (counts == 0).any():
             raise ValueError("Every chromosome code from 0 to max(codes) must have at least one feature.")
         self.n_features, self.n_chromosomes, self.units = n_features, n_chrom, units
+        self.batched: bool | None = None  # None: batched on GPUs, per chromosome on CPUs
+        order = torch.argsort(codes, stable=True)  # sorted row -> user feature
+        position = torch.empty_like(order)
+        position[order] = torch.arange(n_features)  # user feature -> sorted row
+        self.sorted_already = bool(torch.equal(order, position))  # peaks already grouped by chromosome
+        self.starts = (torch.cumsum(counts, 0) - counts).tolist()
+        self.sizes = counts.tolist()
+        # chunks of the batched form: slot -> sorted row (-1: padding)
         chunk_width = min(chunk_width, int(counts.max()))
-        slot_feature, chunk_chromosome = [], []
-        for c in range(n_chrom):
-            features = torch.nonzero(codes == c).ravel().tolist()
-            for start in range(0, len(features), chunk_width):
-                part = features[start : start + chunk_width]
-                slot_feature += part + [-1] * (chunk_width - len(part))
+        slot_row, chunk_chromosome = [], []
+        for c, (first, size) in enumerate(zip(self.starts, self.sizes, strict=True)):
+            for begin in range(first, first + size, chunk_width):
+                part = list(range(begin, min(begin + chunk_width, first + size)))
+                slot_row += part + [-1] * (chunk_width - len(part))
                 chunk_chromosome.append(c)
-        slot_feature = torch.tensor(slot_feature)
-        present = slot_feature >= 0
-        feature_slot = torch.empty(n_features, dtype=torch.long)
-        feature_slot[slot_feature[present]] = torch.nonzero(present).ravel()
+        slot_row = torch.tensor(slot_row)
+        present = slot_row >= 0
+        row_slot = torch.empty(n_features, dtype=torch.long)
+        row_slot[slot_row[present]] = torch.nonzero(present).ravel()
         self.n_chunks, self.chunk_width = len(chunk_chromosome), chunk_width
+        none = torch.zeros(0, dtype=torch.long)
         buffers = {
             "codes": codes,
             "counts": counts,
+            "order": order,
+            "position": position,
+            "none": none,
             "chunk_chromosome": torch.tensor(chunk_chromosome),
-            "slot_feature": torch.where(present, slot_feature, 0),
+            "slot_row": torch.where(present, slot_row, 0),
             "slot_blank": torch.nonzero(~present).ravel(),
-            "feature_slot": feature_slot,
-            "feature_blank": torch.zeros(0, dtype=torch.long),
+            "row_slot": row_slot,
+            # the same chunk grid indexed by user feature
+            "slot_feature": torch.where(present, order[slot_row.clamp(min=0)], 0),
+            "feature_slot": row_slot[position],
         }
         for name, value in buffers.items():
             self.register_buffer(name, value, persistent=False)
 
-    def to_chunks(self, rows: torch.Tensor) -> torch.Tensor:
-        """``[n_features, ...]`` -> ``[n_chunks, chunk_width, ...]``, padding rows zero."""
-        grid = _RowGather.apply(
-            rows, self.slot_feature, self.slot_blank, self.feature_slot, self.feature_blank
+    def use_batched(self, tensor: torch.Tensor) -> bool:
+        return tensor.device.type != "cpu" if self.batched is None else self.batched
+
+    def sorted_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[n_features, ...]`` in user order -> chromosome-sorted order."""
+        if self.sorted_already:
+            return rows
+        return _RowGather.apply(rows, self.order, self.none, self.position, self.none)
+
+    def user_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[n_features, ...]`` in chromosome-sorted order -> user order."""
+        if self.sorted_already:
+            return rows
+        return _RowGather.apply(rows, self.position, self.none, self.order, self.none)
+
+    def chunks(self, rows: torch.Tensor, *, user_order: bool = False) -> torch.Tensor:
+        """``[n_features, ...]`` (sorted order, or user order) -> ``[n_chunks, chunk_width, ...]``, padding 0."""
+        index, inverse = (
+            (self.slot_feature, self.feature_slot) if user_order else (self.slot_row, self.row_slot)
         )
+        grid = _RowGather.apply(rows, index, self.slot_blank, inverse, self.none)
         return grid.view(self.n_chunks, self.chunk_width, *rows.shape[1:])
 
-    def to_features(self, grid: torch.Tensor) -> torch.Tensor:
-        """``[n_chunks, chunk_width, ...]`` -> ``[n_features, ...]`` in the user's order."""
+    def chunks_to_user_rows(self, grid: torch.Tensor) -> torch.Tensor:
+        """``[n_chunks, chunk_width, ...]`` -> ``[n_features, ...]`` in user order."""
         rows = grid.reshape(self.n_chunks * self.chunk_width, *grid.shape[2:])
-        return _RowGather.apply(
-            rows, self.feature_slot, self.feature_blank, self.slot_feature, self.slot_blank
-        )
+        return _RowGather.apply(rows, self.feature_slot, self.none, self.slot_feature, self.slot_blank)
+
+    def chromosome_slices(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The sorted-order rows of each chromosome (views; one split, whose backward is one concatenation)."""
+        return torch.split(rows, self.sizes)
 
     def chromosome_weight(self, chromosome: int) -> torch.Tensor:
         """The ``[n_features_of_chromosome, units]`` weight rows of one chromosome, features in user order."""
-        return self.weight[self.codes == chromosome]
+        return self.weight[self.starts[chromosome] : self.starts[chromosome] + self.sizes[chromosome]]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Format 1 stored one zero-padded [chromosome, width, units] grid: keep such files loadable.
         key = prefix + "weight"
         if key in state_dict and state_dict[key].dim() == 3:
-            state_dict[key] = self._from_padded_grid(state_dict[key])
+            self._convert_format_1(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _from_padded_grid(self, grid: torch.Tensor) -> torch.Tensor:
+    def _padded_grid_rows(self, width: int) -> torch.Tensor:
+        """Row of each sorted row in format 1's ``[chromosome * width]`` grid: chromosome, then rank in it."""
+        starts = torch.tensor(self.starts, device=self.counts.device)
+        rank = torch.arange(self.n_features, device=starts.device) - torch.repeat_interleave(
+            starts, self.counts
+        )
+        return self.codes[self.order] * width + rank
+
+    def _convert_format_1(self, state_dict, prefix) -> None:
         raise NotImplementedError
-
-
-def _padded_grid_rows(codes: torch.Tensor, counts: torch.Tensor, width: int) -> torch.Tensor:
-    """Row of each feature in format 1's ``[chromosome * width]`` grid: chromosome, then rank within it."""
-    order = torch.argsort(codes, stable=True)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(codes.numel()) - (torch.cumsum(counts, 0) - counts)[codes[order]]
-    return codes * width + rank
 
 
 class ChromosomeBlockedEncoderLinear(_Blocked):
     """Map each chromosome's features to ``units`` outputs by its own linear layer; concatenate.
 
-    Input ``[batch, n_features]`` (user order); output ``[batch, n_chromosomes * units]`` (chromosome order).
-    Fastest when the input is feature-major (``x.t()`` contiguous), as training minibatches are.
+    Input ``[batch, n_features]`` (user order) or :class:`SparseRows`; output
+    ``[batch, n_chromosomes * units]`` (chromosome order). Dense input is read fastest feature-major
+    (``x.t()`` contiguous), as training minibatches are.
     """
 
     def __init__(self, codes: Sequence[int], units: int = 32, chunk_width: int = CHUNK_WIDTH) -> None:
         super().__init__(codes, units, chunk_width)
-        self.weight = nn.Parameter(torch.empty(self.n_features, units))
+        self.weight = nn.Parameter(torch.empty(self.n_features, units))  # rows in chromosome order
         self.bias = nn.Parameter(torch.empty(self.n_chromosomes, units))
         self.reset_parameters()
 
@@ -183,21 +221,25 @@ class ChromosomeBlockedEncoderLinear(_Blocked):
     def reset_parameters(self) -> None:
         # nn.Linear's default init per chromosome: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = its features.
         bound = 1.0 / self.counts.float().sqrt()
-        self.weight.uniform_(-1, 1).mul_(bound[self.codes].unsqueeze(1))
+        self.weight.uniform_(-1, 1).mul_(bound[self.codes[self.order]].unsqueeze(1))
         self.bias.uniform_(-1, 1).mul_(bound.unsqueeze(1))
 
     def forward(self, x: torch.Tensor | SparseRows) -> torch.Tensor:
         if isinstance(x, SparseRows):
             return self._forward_sparse(x)
         batch = x.shape[0]
-        inputs = self.to_chunks(x.t())  # [chunks, width, batch]
-        weights = self.to_chunks(self.weight).transpose(1, 2)  # [chunks, units, width]
-        out = torch.bmm(weights, inputs)  # [chunks, units, batch]
-        if self.n_chunks > self.n_chromosomes:  # sum the chunks of each chromosome
-            out = out.new_zeros(self.n_chromosomes, self.units, batch).index_add(
-                0, self.chunk_chromosome, out
-            )
-        return out.view(self.n_chromosomes * self.units, batch).t() + self.bias.view(-1)
+        if self.use_batched(x):
+            inputs = self.chunks(x.t(), user_order=True)  # [chunks, width, batch]
+            out = torch.bmm(self.chunks(self.weight).transpose(1, 2), inputs)  # [chunks, units, batch]
+            if self.n_chunks > self.n_chromosomes:  # sum the chunks of each chromosome
+                zeros = out.new_zeros(self.n_chromosomes, self.units, batch)
+                out = zeros.index_add(0, self.chunk_chromosome, out)
+            out = out.view(self.n_chromosomes * self.units, batch)
+        else:
+            inputs = self.sorted_rows(x.t())  # [features, batch], chromosome order
+            parts = zip(self.chromosome_slices(self.weight), self.chromosome_slices(inputs), strict=True)
+            out = torch.cat([weight.t() @ rows for weight, rows in parts])  # [chromosomes * units, batch]
+        return out.t() + self.bias.view(-1)
 
     def _forward_sparse(self, x: SparseRows) -> torch.Tensor:
         """Sum of each stored entry times its feature's weight row, in one bag per (cell, chromosome)."""
@@ -205,14 +247,14 @@ class ChromosomeBlockedEncoderLinear(_Blocked):
         bags, order = torch.sort(bags, stable=True)
         counts = torch.bincount(bags, minlength=x.shape[0] * self.n_chromosomes)
         out = F.embedding_bag(
-            x.columns[order], self.weight, torch.cumsum(counts, 0) - counts, mode="sum",
+            self.position[x.columns[order]], self.weight, torch.cumsum(counts, 0) - counts, mode="sum",
             per_sample_weights=x.values[order],
         )  # fmt: skip
         return out.view(x.shape[0], -1) + self.bias.view(-1)
 
-    def _from_padded_grid(self, grid: torch.Tensor) -> torch.Tensor:
-        rows = _padded_grid_rows(self.codes, self.counts, grid.shape[1])
-        return grid.reshape(-1, grid.shape[2])[rows]
+    def _convert_format_1(self, state_dict, prefix) -> None:
+        grid = state_dict[prefix + "weight"]  # [chromosome, width, units]
+        state_dict[prefix + "weight"] = grid.reshape(-1, grid.shape[2])[self._padded_grid_rows(grid.shape[1])]
 
 
 class ChromosomeBlockedDecoderLinear(_Blocked):
@@ -224,8 +266,8 @@ class ChromosomeBlockedDecoderLinear(_Blocked):
 
     def __init__(self, codes: Sequence[int], units: int = 32, chunk_width: int = CHUNK_WIDTH) -> None:
         super().__init__(codes, units, chunk_width)
-        self.weight = nn.Parameter(torch.empty(self.n_features, units))
-        self.bias = nn.Parameter(torch.empty(self.n_features))
+        self.weight = nn.Parameter(torch.empty(self.n_features, units))  # rows in chromosome order
+        self.bias = nn.Parameter(torch.empty(self.n_features))  # chromosome order
         self.reset_parameters()
 
     @torch.no_grad()
@@ -234,18 +276,30 @@ class ChromosomeBlockedDecoderLinear(_Blocked):
         self.weight.uniform_(-bound, bound)
         self.bias.uniform_(-bound, bound)
 
+    def feature_bias(self) -> torch.Tensor:
+        """The bias of each feature, user order."""
+        return self.bias[self.position]
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         batch = z.shape[0]
-        inputs = z.view(batch, self.n_chromosomes, self.units).index_select(1, self.chunk_chromosome)
-        # [chunks, width, batch] = bias + W @ z per chunk, the bias added inside the batched product
-        grid = torch.baddbmm(
-            self.to_chunks(self.bias.unsqueeze(1)), self.to_chunks(self.weight), inputs.permute(1, 2, 0)
+        if self.use_batched(z):
+            inputs = z.view(batch, self.n_chromosomes, self.units).index_select(1, self.chunk_chromosome)
+            # [chunks, width, batch] = bias + W @ z per chunk, the bias added inside the batched product
+            bias = self.chunks(self.bias.unsqueeze(1))
+            grid = torch.baddbmm(bias, self.chunks(self.weight), inputs.permute(1, 2, 0))
+            return self.chunks_to_user_rows(grid).t()
+        inputs = torch.split(z.t(), self.units)  # [units, batch] per chromosome
+        parts = zip(
+            self.chromosome_slices(self.weight), self.chromosome_slices(self.bias), inputs, strict=True
         )
-        return self.to_features(grid).t()
+        rows = torch.cat([torch.addmm(bias.unsqueeze(1), weight, zc) for weight, bias, zc in parts])
+        return self.user_rows(rows).t()  # [features, batch] sorted -> user order, transposed
 
-    def _from_padded_grid(self, grid: torch.Tensor) -> torch.Tensor:
-        rows = _padded_grid_rows(self.codes, self.counts, grid.shape[2])
-        return grid.transpose(1, 2).reshape(-1, grid.shape[1])[rows]
+    def _convert_format_1(self, state_dict, prefix) -> None:
+        grid = state_dict[prefix + "weight"]  # [chromosome, units, width]
+        rows = grid.transpose(1, 2).reshape(-1, grid.shape[1])
+        state_dict[prefix + "weight"] = rows[self._padded_grid_rows(grid.shape[2])]
+        state_dict[prefix + "bias"] = state_dict[prefix + "bias"][self.order]  # format 1: user order
 
 
 class Encoder(nn.Module):
