@@ -33,6 +33,8 @@ _BUDGET = {**_FAST, "pretrain_epochs": 30, "epochs": 60, "patience": 15}
 SETTINGS = {
     # the paper's defaults
     "paper": {},
+    # the paper's defaults with the authors' code's KL warm-up (50 epochs of each phase)
+    "paper-kl-warmup": {"kl_warmup_epochs": 50},
     # larger batches for fewer, cheaper steps; learning rate scaled with the batch
     "fast": _FAST,
     # the same with bfloat16 autocast (CPUs with AVX-512 BF16 / AMX, recent GPUs)
