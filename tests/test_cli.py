@@ -1,3 +1,5 @@
+import json
+
 import anndata as ad
 import pytest
 
@@ -15,8 +17,11 @@ def files(multiome, tmp_path):
 def test_train_then_translate(files, capsys):
     model_dir, out = files / "model", files / "pred.h5ad"
     code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
-                 "--out", str(model_dir), "--pretrain-epochs", "2", "--epochs", "2"])  # fmt: skip
+                 "--out", str(model_dir), "--pretrain-epochs", "2", "--epochs", "2", "--lr", "2e-3",
+                 "--discriminator-lr", "1e-2", "--kl-warmup-epochs", "1"])  # fmt: skip
     assert code == 0 and (model_dir / "config.json").is_file()
+    training = json.loads((model_dir / "config.json").read_text())["training"]
+    assert (training["lr"], training["discriminator_lr"], training["kl_warmup_epochs"]) == (2e-3, 1e-2, 1)
     code = main(["translate", "--model", str(model_dir), "--input", str(files / "atac.h5ad"), "--source", "atac",
                  "--target", "rna", "--out", str(out)])  # fmt: skip
     assert code == 0

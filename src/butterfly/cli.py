@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=64, help="minibatch size (default 64)")
     train.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                        help="bfloat16: faster training on CPUs with AVX-512 BF16 and recent GPUs (default float32)")  # fmt: skip
+    _add_optimizer_options(train)
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -137,10 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, default=64, help="butterfly: minibatch size (default 64)")
     bench.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                        help="butterfly: training precision (default float32)")  # fmt: skip
-    bench.add_argument("--lr", type=float, default=1e-3, help="butterfly: Adam learning rate (default 1e-3)")
-    bench.add_argument(
-        "--discriminator-lr", type=float, default=5e-3, help="butterfly: SGD rate (default 5e-3)"
-    )
+    _add_optimizer_options(bench, "butterfly: ")
     bench.add_argument(
         "--patience", type=int, default=50, help="butterfly: early-stopping patience (default 50)"
     )
@@ -175,6 +173,20 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     return parser
+
+
+def _add_optimizer_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    parser.add_argument("--lr", type=float, default=1e-3, help=f"{prefix}Adam learning rate (default 1e-3)")
+    parser.add_argument("--discriminator-lr", type=float, default=5e-3,
+                        help=f"{prefix}SGD learning rate of the discriminators (default 5e-3)")  # fmt: skip
+    parser.add_argument("--kl-warmup-epochs", type=int, default=0, metavar="N",
+                        help=f"{prefix}raise the KL weight linearly over the first N epochs of each phase, as the "
+                        "authors' code does with 50 (default 0, the paper's text)")  # fmt: skip
+
+
+def _optimizer_options(args: argparse.Namespace) -> dict:
+    return {"lr": args.lr, "discriminator_lr": args.discriminator_lr, "kl_warmup_epochs": args.kl_warmup_epochs,
+            "precision": args.precision}  # fmt: skip
 
 
 def _scvi_options(args: argparse.Namespace) -> dict | None:
@@ -215,7 +227,9 @@ def _run(args: argparse.Namespace) -> None:
                 **common,
             )  # fmt: skip
         print(model)
-        model.fit(args.pretrain_epochs, args.epochs, args.patience, args.batch_size, precision=args.precision)
+        model.fit(
+            args.pretrain_epochs, args.epochs, args.patience, args.batch_size, **_optimizer_options(args)
+        )
         model.save(args.out, overwrite=args.overwrite)
         print(f"saved the trained model to {args.out}")
     elif args.command == "translate":
@@ -251,8 +265,7 @@ def _run(args: argparse.Namespace) -> None:
             fold_ids = sorted(set(args.only_folds))
         fit_options = {
             "pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "batch_size": args.batch_size,
-            "lr": args.lr, "discriminator_lr": args.discriminator_lr, "patience": args.patience,
-            "precision": args.precision,
+            "patience": args.patience, **_optimizer_options(args),
         }  # fmt: skip
         args.out.mkdir(parents=True, exist_ok=True)
         scores, examples = protocols.run_protocol(
