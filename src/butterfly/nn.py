@@ -91,12 +91,12 @@ class _Blocked(nn.Module):
     the user's order): chromosome ``c`` owns rows ``starts[c]:starts[c] + counts[c]``. Two ways compute the
     same per-chromosome linear maps, with no weights between chromosomes:
 
-    - ``batched=False`` (the default on CPU): one matrix product per chromosome on those row slices, between
-      one row gather into chromosome order and one back. On a CPU, 20-odd GEMMs of a few hundred rows run at
-      full speed and this is the fastest form measured (``benchmarks/blocked_linear.py``).
-    - ``batched=True`` (the default on GPUs): each chromosome is cut into chunks of at most ``chunk_width``
-      rows, padded with zero rows, and all chunks go through one batched product: one kernel launch instead
-      of dozens.
+    - ``batched=False`` (the default on CPU in float32): one matrix product per chromosome on those row
+      slices, between one row gather into chromosome order and one back. On a CPU, 20-odd GEMMs of a few
+      hundred rows run at full speed and this is the fastest form measured (``benchmarks/blocked_linear.py``).
+    - ``batched=True`` (the default on GPUs and under bfloat16 autocast): each chromosome is cut into chunks
+      of at most ``chunk_width`` rows, padded with zero rows, and all chunks go through one batched product:
+      one kernel launch (and one cast) instead of dozens.
 
     The row gathers run backward as gathers too (:class:`_RowGather`), never as zero-fill and scatter-add.
     """
@@ -110,7 +110,7 @@ class _Blocked(nn.Module):
         if (counts == 0).any():
             raise ValueError("Every chromosome code from 0 to max(codes) must have at least one feature.")
         self.n_features, self.n_chromosomes, self.units = n_features, n_chrom, units
-        self.batched: bool | None = None  # None: batched on GPUs, per chromosome on CPUs
+        self.batched: bool | None = None  # None: per chromosome on CPUs in float32, else batched
         order = torch.argsort(codes, stable=True)  # sorted row -> user feature
         position = torch.empty_like(order)
         position[order] = torch.arange(n_features)  # user feature -> sorted row
@@ -149,7 +149,10 @@ class _Blocked(nn.Module):
             self.register_buffer(name, value, persistent=False)
 
     def use_batched(self, tensor: torch.Tensor) -> bool:
-        return tensor.device.type != "cpu" if self.batched is None else self.batched
+        if self.batched is not None:
+            return self.batched
+        # under bfloat16 autocast the per-chromosome form casts every slice apart; batched then wins on CPU too
+        return tensor.device.type != "cpu" or torch.is_autocast_enabled("cpu")
 
     def sorted_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """``[n_features, ...]`` in user order -> chromosome-sorted order."""
