@@ -116,6 +116,20 @@ def test_no_weights_between_chromosomes(batched):
     assert torch.all((moved > 0) == torch.tensor(np.array(CODES) == 1))
 
 
+@pytest.mark.parametrize("codes", [[1, 1, 0, 0], [0, 0, 1, 1]])
+def test_blocked_layers_keep_the_user_feature_order(codes):
+    """Swapped chromosome blocks (whose sort order is its own inverse) and already-grouped peaks."""
+    torch.manual_seed(0)
+    enc, dec = ChromosomeBlockedEncoderLinear(codes, units=2), ChromosomeBlockedDecoderLinear(codes, units=2)
+    x, z = torch.randn(3, 4), torch.randn(3, 4)
+    for c in range(2):
+        features = np.flatnonzero(np.array(codes) == c)
+        expected = x[:, features] @ enc.chromosome_weight(c) + enc.bias[c]
+        torch.testing.assert_close(enc(x)[:, 2 * c : 2 * c + 2], expected)
+        expected = z[:, 2 * c : 2 * c + 2] @ dec.chromosome_weight(c).T + dec.feature_bias()[features]
+        torch.testing.assert_close(dec(z)[:, features], expected)
+
+
 def test_blocked_layers_load_format_1_padded_grids():
     """Model files of format 1 stored the weights as one zero-padded [chromosome, width, units] grid."""
     torch.manual_seed(0)

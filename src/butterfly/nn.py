@@ -114,7 +114,7 @@ class _Blocked(nn.Module):
         order = torch.argsort(codes, stable=True)  # sorted row -> user feature
         position = torch.empty_like(order)
         position[order] = torch.arange(n_features)  # user feature -> sorted row
-        self.sorted_already = bool(torch.equal(order, position))  # peaks already grouped by chromosome
+        self.sorted_already = bool(torch.equal(order, torch.arange(n_features)))  # grouped by chromosome
         self.starts = (torch.cumsum(counts, 0) - counts).tolist()
         self.sizes = counts.tolist()
         # chunks of the batched form: slot -> sorted row (-1: padding)
