@@ -183,6 +183,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
+class _Means:
+    """Cell-weighted means of per-minibatch loss values, summed on the device and read once per epoch, so that
+    a GPU is not made to wait for every step (a ``.item()`` per loss would)."""
+
+    def __init__(self, *names: str):
+        self.names, self.total, self.n = names, None, 0
+
+    def add(self, size: int, *values: torch.Tensor) -> None:
+        batch = size * torch.stack([v.detach().double() for v in values])
+        self.total = batch if self.total is None else self.total + batch
+        self.n += size
+
+    def result(self) -> dict[str, float]:
+        means = self.total.cpu().numpy() / self.n if self.n else np.zeros(len(self.names))
+        return dict(zip(self.names, means.tolist(), strict=True))
+
+
 class _EarlyStopping:
     """Tracks the best validation loss and keeps a copy of the best weights to restore."""
 
@@ -313,26 +330,23 @@ class Trainer:
             return recon + kl_weight * self._warmup(epoch) * kl, recon, kl
 
         def run_epoch(epoch):
-            totals, n = np.zeros(3), 0
+            means = _Means("loss", "recon", "kl")
             for batch, masked in self._batches(single, train):
                 with self._autocast():
                     loss, recon, kl = losses(batch[name], masked[name], True, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                size = batch[name].shape[0]
-                totals += size * np.array([loss.item(), recon.item(), kl.item()])
-                n += size
-            return dict(zip(("loss", "recon", "kl"), totals / max(n, 1), strict=True))
+                means.add(batch[name].shape[0], loss, recon, kl)
+            return means.result()
 
         def validate(epoch):
-            totals, n = np.zeros(3), 0
+            means = _Means("loss", "recon", "kl")
             for batch, _ in self._batches(single, validation, shuffle=False):
-                loss, recon, kl = losses(batch[name], batch[name], False, cfg.kl_warmup_epochs)
-                size = batch[name].shape[0]
-                totals += size * np.array([loss.item(), recon.item(), kl.item()])
-                n += size
-            return dict(zip(("loss", "recon", "kl"), totals / max(n, 1), strict=True))
+                means.add(
+                    batch[name].shape[0], *losses(batch[name], batch[name], False, cfg.kl_warmup_epochs)
+                )
+            return means.result()
 
         return self._loop(f"pretrain {name}", cfg.pretrain_epochs, run_epoch, validate)
 
@@ -390,7 +404,8 @@ class Trainer:
             return 0.8 + 0.2 * u[0], 0.2 * u[1]  # l_pos ~ U[0.8, 1], l_neg ~ U[0, 0.2]
 
         def run_epoch(epoch):
-            totals, n = np.zeros(5), 0
+            means = _Means("loss", "recon", "kl", "discriminator")
+            applied_cells = 0
             for batch, masked in self._batches(self.matrices, self.train):
                 size = next(iter(batch.values())).shape[0]
                 with self._autocast():
@@ -409,6 +424,7 @@ class Trainer:
                     recon, kl_term, kl = self._generator_terms(batch, stats, emb, epoch)
                     loss = recon + kl_term
                     adversarial = self._discriminator_loss(h, emb, labels)
+                # the gate (off by default) is the one place a step waits for a loss value
                 applied = cfg.adversarial_gate is None or adversarial.item() / 4 < cfg.adversarial_gate
                 objective = loss - cfg.adversarial_weight * adversarial if applied else loss
                 gen_optimizer.zero_grad(set_to_none=True)
@@ -416,21 +432,17 @@ class Trainer:
                 gen_optimizer.step()
                 # "loss" is reconstruction + KL, comparable with the validation loss; the adversarial part
                 # and how often the gate let it through are recorded beside it.
-                values = [loss.item(), recon.item(), kl.item(), dis_loss.item(), float(applied)]
-                totals += size * np.array(values)
-                n += size
-            names = ("loss", "recon", "kl", "discriminator", "adversarial_applied")
-            return dict(zip(names, totals / max(n, 1), strict=True))
+                means.add(size, loss, recon, kl, dis_loss)
+                applied_cells += size * applied
+            return {**means.result(), "adversarial_applied": applied_cells / max(means.n, 1)}
 
         def validate(epoch):
             # Deterministic: no mask, no dropout, latent means.
-            totals, n = np.zeros(3), 0
+            means = _Means("loss", "recon", "kl")
             for batch, _ in self._batches(self.matrices, self.validation, shuffle=False):
-                size = next(iter(batch.values())).shape[0]
                 _, stats, emb = self._forward_all(batch, sample=False)
                 recon, kl, _ = self._generator_terms(batch, stats, emb, cfg.kl_warmup_epochs)
-                totals += size * np.array([(recon + kl).item(), recon.item(), kl.item()])
-                n += size
-            return dict(zip(("loss", "recon", "kl"), totals / max(n, 1), strict=True))
+                means.add(next(iter(batch.values())).shape[0], recon + kl, recon, kl)
+            return means.result()
 
         return self._loop("integrative", cfg.epochs, run_epoch, validate)
