@@ -4,7 +4,9 @@ butterfly's layers run per chromosome on row slices on a CPU (their default ther
 product over chromosome chunks (their default on GPUs); its encoder is also timed on the sparse rows its
 training loop feeds it. Peaks are grouped by chromosome, as in SNARE-seq and most peak files.
 
-    python benchmarks/blocked_linear.py [--peaks 5860 --chromosomes 20 --batches 64 256]
+    python benchmarks/blocked_linear.py [--peaks 5860 --chromosomes 20 --batches 64 256] [--device cuda]
+
+On a GPU the results are written as blocked_linear_cuda.{json,md}.
 """
 
 from __future__ import annotations
@@ -54,18 +56,25 @@ class LoopDecoder(nn.Module):
         )
 
 
-def timed(fns: dict, repeats: int, rounds: int = 7) -> dict:
+def timed(fns: dict, repeats: int, rounds: int = 7, device: torch.device | None = None) -> dict:
     """Milliseconds per call of each function: the median over ``rounds`` in which all run in turn, so that
-    a slow spell of the machine hits every implementation alike."""
+    a slow spell of the machine hits every implementation alike. On a GPU each round waits for its kernels."""
+
+    def sync():
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for fn in fns.values():
         for _ in range(5):
             fn()
     samples = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            sync()
             start = time.perf_counter()
             for _ in range(repeats):
                 fn()
+            sync()
             samples[name].append((time.perf_counter() - start) / repeats * 1e3)
     return {name: float(np.median(values)) for name, values in samples.items()}
 
@@ -81,8 +90,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="calls per timing round (7 rounds)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
 
     rng = np.random.default_rng(0)
     # uneven chromosome sizes, like a genome's (largest about 2.5x the smallest)
@@ -94,12 +105,15 @@ def main() -> None:
     loop_enc = LoopEncoder(sizes, args.units)
     dec = ChromosomeBlockedDecoderLinear(codes.tolist(), args.units)
     loop_dec = LoopDecoder(sizes, args.units)
+    enc.batched = dec.batched = False  # the per-chromosome (CPU) form, whatever the device
     with torch.no_grad():  # same weights, to prove the two compute the same function
         for c, (enc_c, dec_c) in enumerate(zip(loop_enc.layers, loop_dec.layers, strict=True)):
             enc_c.weight.copy_(enc.chromosome_weight(c).T)
             enc_c.bias.copy_(enc.bias[c])
             dec_c.weight.copy_(dec.chromosome_weight(c))
             dec_c.bias.copy_(dec.feature_bias()[codes == c])
+    for layer in (enc, loop_enc, dec, loop_dec):
+        layer.to(device)
 
     def step(layer, inp, target):
         """Forward, the model's ATAC loss against ``target`` (BCE on logits), backward."""
@@ -114,9 +128,10 @@ def main() -> None:
     for batch in args.batches:
         # binary inputs and targets with 1% ones, like SNARE-seq peaks
         x = (torch.rand(batch, args.peaks) < 0.01).float()
-        x_sparse = _to_sparse_rows(sp.csr_matrix(x.numpy()), torch.device("cpu"))
-        z = torch.randn(batch, args.chromosomes * args.units)
-        target = (torch.rand(batch, args.peaks) < 0.01).float()
+        x_sparse = _to_sparse_rows(sp.csr_matrix(x.numpy()), device)
+        x = x.to(device)
+        z = torch.randn(batch, args.chromosomes * args.units, device=device)
+        target = (torch.rand(batch, args.peaks) < 0.01).float().to(device)
         feature_major = {"x": x.t().contiguous().t(), "target": target.t().contiguous().t()}
         for name, ours, loop, inp, our_inp, sparse_inp in (
             ("encoder", enc, loop_enc, x, feature_major["x"], x_sparse),
@@ -135,17 +150,23 @@ def main() -> None:
                 "layer": name,
                 "batch": batch,
                 "max_abs_difference": difference,
-                **timed(fns, args.repeats),
+                **timed(fns, args.repeats, device=device),
             }
             rows.append(row)
     results = {
         "peaks": args.peaks,
         "chromosomes": args.chromosomes,
         "machine": machine(),
+        "device": str(device),
         "rows": rows,
     }
+    on = (
+        f"{results['machine']['cuda']}"
+        if device.type == "cuda"
+        else f"{torch.get_num_threads()} CPU thread(s)"
+    )
     table = [f"# Chromosome-blocked layers: {args.peaks} peaks on {args.chromosomes} chromosomes, forward + loss + "
-             f"backward, {torch.get_num_threads()} thread(s)", "",
+             f"backward, {on}", "",
              "Inputs and targets are binary with 1% ones. Times in ms, speed-up over the loop in brackets. The loop "
              "gets dense input; butterfly dense feature-major input (as training minibatches are), or sparse rows.", "",
              "| layer | batch | reference loop | butterfly, CPU form | butterfly, batched (GPU) form | "
@@ -161,9 +182,11 @@ def main() -> None:
         )
     table += [
         "",
-        f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch {results['machine']['torch']}.",
+        f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch {results['machine']['torch']}"
+        + (f", {results['machine']['cuda']}." if device.type == "cuda" else "."),
     ]
-    write_results(args.out, "blocked_linear", results, "\n".join(table) + "\n")
+    name = "blocked_linear" if device.type == "cpu" else f"blocked_linear_{device.type}"
+    write_results(args.out, name, results, "\n".join(table) + "\n")
 
 
 if __name__ == "__main__":

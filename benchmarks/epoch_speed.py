@@ -9,6 +9,10 @@ validation is forward passes on 20% of the cells and is timed but not counted); 
 inputs as training does by default, so they do less than the counted work. The floor is that work at the GEMM rate of
 this machine, measured here on the model's own matrix shapes, and also at the issue's reference figure of
 150 GFLOP/s for the two cores. Writes epoch_speed.json and epoch_speed.md into --out.
+
+On a GPU (``--device cuda``, written as epoch_speed_cuda.*) the thread counts do not apply, and
+``--blocked-forms split batched`` times the chromosome-blocked layers' two forms side by side (batched is the
+default there).
 """
 
 from __future__ import annotations
@@ -27,28 +31,43 @@ sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import machine, write_results  # noqa: E402
 from butterfly import training  # noqa: E402
+from butterfly.nn import ChromosomeBlockedDecoderLinear, ChromosomeBlockedEncoderLinear  # noqa: E402
 
 REFERENCE_GFLOPS = 150.0  # the issue's single-precision GEMM figure for this machine's two cores
 
 
-def gemm_gflops(threads: int, batch: int, repeats: int = 30) -> float:
+def gemm_gflops(threads: int, batch: int, device: torch.device, repeats: int = 30) -> float:
     """Single-precision GEMM rate on the network's largest shapes (forward and both backward products)."""
     torch.set_num_threads(threads)
     shapes = [(batch, 1677, 256), (batch, 256, 1677), (256, batch, 1677), (batch, 640, 128)]
     flop, seconds = 0.0, 0.0
     for m, k, n in shapes:
-        a, b = torch.randn(m, k), torch.randn(k, n)
+        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
         for _ in range(3):
             a @ b
+        sync(device)
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
+        sync(device)
         seconds += time.perf_counter() - start
         flop += 2.0 * m * k * n * repeats
     return flop / seconds / 1e9
 
 
-def phase_flops(rna: ad.AnnData, atac: ad.AnnData, batch: int) -> dict[str, float]:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def set_blocked_form(model: bf.Butterfly, form: str) -> None:
+    """Force the chromosome-blocked layers' form: "split" (per chromosome), "batched", or "auto" (default)."""
+    for module in model.network.modules():
+        if isinstance(module, ChromosomeBlockedEncoderLinear | ChromosomeBlockedDecoderLinear):
+            module.batched = {"auto": None, "split": False, "batched": True}[form]
+
+
+def phase_flops(rna: ad.AnnData, atac: ad.AnnData, batch: int, device: torch.device) -> dict[str, float]:
     """GFLOP of one epoch's training steps per phase (one epoch of each, counted)."""
     counted: dict[str, float] = {}
     original = training.Trainer._loop
@@ -64,7 +83,7 @@ def phase_flops(rna: ad.AnnData, atac: ad.AnnData, batch: int) -> dict[str, floa
 
     training.Trainer._loop = counting_loop
     try:
-        model = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0)
+        model = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0, device=str(device))
         # dense inputs: count the dense model's work (the floor), not the less the sparse first layers do
         model.fit(1, 1, batch_size=batch, progress=False, sparse_inputs=False)
     finally:
@@ -82,7 +101,12 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per phase; the first is not timed")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--blocked-forms", nargs="+", default=["auto"], choices=["auto", "split", "batched"])
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        args.threads = [torch.get_num_threads()]  # the CPU only feeds the GPU
 
     rna, atac = (ad.read_h5ad(args.data / f"{m}.h5ad") for m in ("rna", "atac"))
     order = np.random.RandomState(0).permutation(rna.n_obs)
@@ -92,18 +116,20 @@ def main() -> None:
     rows = []
     for batch in args.batch_sizes:
         torch.set_num_threads(max(args.threads))
-        flops = phase_flops(rna, atac, batch)
+        flops = phase_flops(rna, atac, batch, device)
         for threads in args.threads:
-            gemm = gemm_gflops(threads, batch)
-            for precision in args.precisions:
+            gemm = gemm_gflops(threads, batch, device)
+            for precision, form in ((p, f) for p in args.precisions for f in args.blocked_forms):
                 torch.set_num_threads(threads)
-                model = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0)
+                model = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0, device=str(device))
+                set_blocked_form(model, form)
                 history = model.fit(args.epochs, args.epochs, batch_size=batch, precision=precision,
                                     progress=False)  # fmt: skip
                 for phase, part in history.groupby("phase", sort=False):
                     seconds = float(part["seconds"].iloc[1:].median())
                     rows.append({
                         "phase": phase, "batch_size": batch, "threads": threads, "precision": precision,
+                        "blocked_form": form,
                         "seconds_per_epoch": round(seconds, 3), "gflop_per_epoch": round(flops[phase], 1),
                         "gflops_per_second": round(flops[phase] / seconds, 1),
                         "gemm_gflops": round(gemm, 1),
@@ -113,26 +139,33 @@ def main() -> None:
                     print(rows[-1])
 
     results = {"data": args.data.name, "n_train_cells": int(len(train)), "machine": machine(), "rows": rows,
-               "reference_gflops": REFERENCE_GFLOPS}  # fmt: skip
+               "device": str(device), "reference_gflops": REFERENCE_GFLOPS}  # fmt: skip
+    on = results["machine"]["cuda"] if device.type == "cuda" else "CPU"
     lines = [
-        f"# Seconds per training epoch on {args.data.name} ({len(train)} cells, 80% trained on)",
+        f"# Seconds per training epoch on {args.data.name} ({len(train)} cells, 80% trained on), {on}",
         "",
         "x floor: epoch time over the time the counted work takes at the GEMM rate (measured here on the model's "
         f"shapes, at that thread count) and at the issue's reference {REFERENCE_GFLOPS:.0f} GFLOP/s.",
         "",
-        "| phase | batch | threads | precision | s / epoch | GFLOP / epoch | GFLOP/s | GEMM GFLOP/s | x floor (GEMM) "
-        "| x floor (150) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| phase | batch | threads | precision | blocked form | s / epoch | GFLOP / epoch | GFLOP/s | GEMM GFLOP/s "
+        "| x floor (GEMM) | x floor (150) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['phase']} | {r['batch_size']} | {r['threads']} | {r['precision']} | {r['seconds_per_epoch']:.3f} | "
+        f"| {r['phase']} | {r['batch_size']} | {r['threads']} | {r['precision']} | {r['blocked_form']} | "
+        f"{r['seconds_per_epoch']:.3f} | "
         f"{r['gflop_per_epoch']:.1f} | {r['gflops_per_second']:.1f} | {r['gemm_gflops']:.1f} | "
         f"{r['x_floor_measured_gemm']:.2f} | {r['x_floor_reference']:.2f} |"
         for r in rows
     ]
     info = results["machine"]
-    lines += ["", f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}."]
-    write_results(args.out, "epoch_speed", results, "\n".join(lines) + "\n")
+    lines += [
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}"
+        + (f", {info['cuda']}." if device.type == "cuda" else "."),
+    ]
+    name = "epoch_speed" if device.type == "cpu" else f"epoch_speed_{device.type}"
+    write_results(args.out, name, results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def step_gflop(model: bf.Butterfly, batch_size: int) -> float:
         loss = (
             recon
             + kl
-            - trainer._discriminator_loss(h, emb, (torch.ones(batch_size), torch.zeros(batch_size)))
+            - trainer._discriminator_loss(h, emb, (torch.ones(batch_size, device=model.device),) * 2)
         )
         loss.backward()
     model.network.zero_grad(set_to_none=True)
@@ -132,6 +132,8 @@ def main() -> None:
         pretrain_epochs = options.pop("pretrain_epochs", args.pretrain_epochs)
         epochs = options.pop("epochs", args.epochs)
         network = {k: options.pop(k) for k in NETWORK_OPTIONS if k in options}
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         with PeakMemory() as mem:
             t = time.perf_counter()
             model = bf.Butterfly(first[train], second[train], modalities=tuple(args.modalities), seed=model_seed,
@@ -165,14 +167,19 @@ def main() -> None:
             "train_seconds": round(train_seconds, 1),
             "peak_rss_gb": round(mem.peak / 1e9, 2),
             "phases": phases,
+            "device": str(model.device),
         }
+        if model.device.type == "cuda":
+            runs[f"butterfly ({setting})"]["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
         print(runs[f"butterfly ({setting})"])
 
     results = {"data": str(args.data.name), "modalities": args.modalities, "n_train": int(len(train)),
                "n_test": int(len(test)), "label_key": args.label_key, "machine": machine(), "runs": runs}  # fmt: skip
     directions = [f"{a}->{b}", f"{b}->{a}"]
     lines = [f"# Translation quality on {args.data.name} ({len(train)} train / {len(test)} test cells)", "",
-             f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch {results['machine']['torch']}.", ""]  # fmt: skip
+             f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch {results['machine']['torch']}"
+             + (f"; butterfly trained on {results['machine']['cuda']}." if any(
+                 r.get("device", "cpu").startswith("cuda") for r in runs.values()) else "."), ""]  # fmt: skip
     for direction in directions:
         target = direction.split("->")[1]
         extra = "AUROC" if target == "atac" else "pearson_per_feature"
@@ -192,7 +199,8 @@ def main() -> None:
             lines.append(f"{name}: " + "; ".join(
                 f"{p}: {v['epochs_run']} epochs (best {v['best_epoch']}), {v['seconds_per_epoch']} s/epoch"
                 + (f", {v['gflops_per_second']} GFLOP/s" if "gflops_per_second" in v else "")
-                for p, v in run["phases"].items()))  # fmt: skip
+                for p, v in run["phases"].items())
+                + (f"; peak GPU memory {run['peak_gpu_gb']} GB" if "peak_gpu_gb" in run else ""))  # fmt: skip
             lines.append("")
     measured = runs[next(k for k in runs if k.startswith("butterfly"))]["scores"] if len(runs) > 1 else {}
     for key in (f"measured {a}", f"measured {b}"):
