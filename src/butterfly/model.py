@@ -84,7 +84,8 @@ class Butterfly:
         :func:`butterfly._scvi.scvi_latent` (``max_epochs``: scvi-tools' default when not given, 500 for
         MultiVI; ``min_fraction``).
     seed
-        Controls the validation split, initialisation, masking, sampling and minibatch order.
+        Controls the validation split, initialisation, masking, sampling and minibatch order. A run is
+        reproducible on CPU; on a GPU some kernels sum in a varying order, so two runs differ.
     device
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
     validation_fraction
