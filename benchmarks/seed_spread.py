@@ -4,7 +4,8 @@
 
 Each RESULT.json is written by ``translate_quality.py --model-seed N --name ...`` (same split and scoring
 seed; only the model's seed differs). Runs of one setting are grouped; for every figure the table gives the
-mean, standard deviation, range and how many seeds reach the authors' figure (SNARE-seq only).
+mean, standard deviation, range, how many seeds reach the authors' figure (SNARE-seq only) and the kNN
+translator's figure on the same split.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ AUTHORS = {
     }
 }
 
+FIGURES = (
+    "AMI",
+    "ARI",
+    "pearson_per_feature",
+    "pearson_per_cell",
+    "spearman_per_feature",
+    "spearman_per_cell",
+    "AUROC",
+)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -39,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
 
     runs: dict[str, list[dict]] = defaultdict(list)
-    data = None
+    data, knn = None, {}
     for path in args.results:
         result = json.loads(path.read_text())
         data = data or result["data"]
@@ -48,18 +59,20 @@ def main() -> None:
         for name, run in result["runs"].items():
             if name.startswith("butterfly"):
                 runs[name].append(run)
+            elif name.startswith("kNN"):
+                knn = run["scores"]  # deterministic: the same in every file
     authors = AUTHORS.get(data, {})
     summary: dict[str, dict] = {}
     lines = [f"# Spread over model seeds on {data}", ""]
     for name, group in runs.items():
         seeds = sorted(r.get("model_seed", 0) for r in group)  # runs before --model-seed: seed 0
         summary[name] = {"seeds": seeds, "train_seconds": [r["train_seconds"] for r in group], "figures": {}}
-        lines += [f"## {name}: seeds {seeds}", "", "| direction | figure | mean ± sd | min - max | authors | seeds reaching it |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"## {name}: seeds {seeds}", "", "| direction | figure | mean ± sd | min - max | authors | seeds reaching it | kNN |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
         for direction in group[0]["scores"]:
             if "->" not in direction:
                 continue
-            for figure in ("AMI", "ARI", "pearson_per_feature", "AUROC"):
+            for figure in FIGURES:
                 if figure not in group[0]["scores"][direction]:
                     continue
                 values = np.array([r["scores"][direction][figure] for r in group])
@@ -74,7 +87,8 @@ def main() -> None:
                 lines.append(
                     f"| {direction} | {figure} | {entry['mean']:.3f} ± {entry['sd']:.3f} | "
                     f"{values.min():.3f} - {values.max():.3f} | {reference if reference is not None else ''} | "
-                    f"{'' if reached is None else f'{reached} of {len(values)}'} |"
+                    f"{'' if reached is None else f'{reached} of {len(values)}'} | "
+                    f"{knn.get(direction, {}).get(figure, float('nan')):.3f} |"
                 )
         seconds = summary[name]["train_seconds"]
         lines += ["", f"Training seconds: {min(seconds):.0f} - {max(seconds):.0f}.", ""]
