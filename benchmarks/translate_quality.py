@@ -14,6 +14,7 @@ log-normalised / CLR truth) and AUROC (ATAC targets, against the binarised truth
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,10 @@ def main() -> None:
     parser.add_argument("--model-seed", type=int, default=None, help="seed of the model (default: --seed)")
     parser.add_argument("--device", default="auto")
     parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+        help="override one option of every setting, e.g. --set lr=0.004 (repeatable; recorded in the results)",
+    )  # fmt: skip
+    parser.add_argument(
         "--name", default=None, help="result file name (default translate_quality_<data folder>)"
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -125,8 +130,12 @@ def main() -> None:
         )
         runs[name] = {"scores": scores, "train_seconds": fit_seconds}
 
+    overrides = {}
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value)  # numbers and booleans (true/false) as JSON
     for setting in args.settings:
-        options = dict(SETTINGS[setting])
+        options = {**SETTINGS[setting], **overrides}
         batch_size = options.pop("batch_size", 64)
         patience = options.pop("patience", 50)
         pretrain_epochs = options.pop("pretrain_epochs", args.pretrain_epochs)
@@ -148,8 +157,11 @@ def main() -> None:
         for phase, part in history.groupby("phase", sort=False):
             steps = int(np.ceil(len(train) * (1 - model.validation_fraction) / batch_size))
             seconds = float(part["seconds"].median())
-            phases[phase] = {"epochs_run": int(len(part)), "best_epoch": int(part["best_epoch"].iloc[0]),
-                             "seconds_per_epoch": round(seconds, 3)}  # fmt: skip
+            best = int(part["best_epoch"].iloc[0])
+            phases[phase] = {"epochs_run": int(len(part)), "best_epoch": best, "seconds_per_epoch": round(seconds, 3),
+                             # the early-stopping criterion at the restored epoch: a model choice made on
+                             # validation cells, never on test cells
+                             "best_val_recon": float(part.loc[part["epoch"] == best, "val_recon"].iloc[0])}  # fmt: skip
             if phase == "integrative":
                 phases[phase]["gflop_per_epoch"] = round(gflop * steps, 1)
                 phases[phase]["gflops_per_second"] = round(gflop * steps / seconds, 1)
