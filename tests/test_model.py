@@ -221,3 +221,20 @@ def test_new_cells_with_missing_genes_translate_with_warning(trained, snare_spli
         out = trained.translate(partial, source="rna", target="atac")
     assert out.shape[0] == partial.n_obs and np.isfinite(out.X).all()
     assert isinstance(out, ad.AnnData)
+
+
+def test_loss_means_are_cell_weighted_and_read_once():
+    from butterfly.training import _Means
+
+    means = _Means("loss", "recon")
+    batches = [(64, 1.5, 0.5), (64, 2.5, 1.0), (10, 4.0, 3.0)]  # the last minibatch is smaller
+    for size, loss, recon in batches:
+        means.add(size, torch.tensor(loss), torch.tensor(recon, dtype=torch.bfloat16))
+    sizes = np.array([b[0] for b in batches])
+    expected = {
+        k: float(np.average([b[i + 1] for b in batches], weights=sizes))
+        for i, k in enumerate(("loss", "recon"))
+    }
+    assert means.result() == pytest.approx(expected, abs=1e-12)
+    assert means.n == 138
+    assert _Means("loss").result() == {"loss": 0.0}  # no minibatch (an empty validation split)
