@@ -404,8 +404,7 @@ class Trainer:
             return 0.8 + 0.2 * u[0], 0.2 * u[1]  # l_pos ~ U[0.8, 1], l_neg ~ U[0, 0.2]
 
         def run_epoch(epoch):
-            means = _Means("loss", "recon", "kl", "discriminator")
-            applied_cells = 0
+            means = _Means("loss", "recon", "kl", "discriminator", "adversarial_applied")
             for batch, masked in self._batches(self.matrices, self.train):
                 size = next(iter(batch.values())).shape[0]
                 with self._autocast():
@@ -424,17 +423,19 @@ class Trainer:
                     recon, kl_term, kl = self._generator_terms(batch, stats, emb, epoch)
                     loss = recon + kl_term
                     adversarial = self._discriminator_loss(h, emb, labels)
-                # the gate (off by default) is the one place a step waits for a loss value
-                applied = cfg.adversarial_gate is None or adversarial.item() / 4 < cfg.adversarial_gate
-                objective = loss - cfg.adversarial_weight * adversarial if applied else loss
+                # The gate as a 0/1 factor computed on the device, not an if on the loss's value, so that
+                # the step never waits for the GPU; a closed gate adds exact zeros to the gradients.
+                applied = torch.ones((), device=self.device)
+                if cfg.adversarial_gate is not None:
+                    applied = (adversarial.detach() / 4 < cfg.adversarial_gate).float()
+                objective = loss - cfg.adversarial_weight * (applied * adversarial)
                 gen_optimizer.zero_grad(set_to_none=True)
                 objective.backward()
                 gen_optimizer.step()
                 # "loss" is reconstruction + KL, comparable with the validation loss; the adversarial part
                 # and how often the gate let it through are recorded beside it.
-                means.add(size, loss, recon, kl, dis_loss)
-                applied_cells += size * applied
-            return {**means.result(), "adversarial_applied": applied_cells / max(means.n, 1)}
+                means.add(size, loss, recon, kl, dis_loss, applied)
+            return means.result()
 
         def validate(epoch):
             # Deterministic: no mask, no dropout, latent means.
