@@ -3,7 +3,8 @@
     python benchmarks/seed_spread.py RESULT.json ... --name translate_quality_snare_mcc_seeds
 
 Each RESULT.json is written by ``translate_quality.py --model-seed N --name ...`` (same split and scoring
-seed; only the model's seed differs). Runs of one setting are grouped; for every figure the table gives the
+seed; only the model's seed differs). Runs of one setting are grouped (runs of one setting name with
+different options, e.g. ``--set lr=...``, form one group per option value); for every figure the table gives the
 mean, standard deviation, range, how many seeds reach the authors' figure (SNARE-seq only) and the kNN
 translator's figure on the same split.
 """
@@ -40,6 +41,18 @@ FIGURES = (
 )
 
 
+def split_by_options(runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Split each setting's runs by the options that differ between them (named in the group's title)."""
+    groups: dict[str, list[dict]] = {}
+    for name, group in runs.items():
+        keys = sorted({k for r in group for k in r.get("settings", {})})
+        differing = [k for k in keys if len({json.dumps(r.get("settings", {}).get(k)) for r in group}) > 1]
+        for run in group:
+            label = ", ".join(f"{k}={run.get('settings', {}).get(k)}" for k in differing)
+            groups.setdefault(f"{name} {label}".strip(), []).append(run)
+    return groups
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -61,6 +74,7 @@ def main() -> None:
                 runs[name].append(run)
             elif name.startswith("kNN"):
                 knn = run["scores"]  # deterministic: the same in every file
+    runs = split_by_options(runs)
     authors = AUTHORS.get(data, {})
     summary: dict[str, dict] = {}
     lines = [f"# Spread over model seeds on {data}", ""]
@@ -91,7 +105,15 @@ def main() -> None:
                     f"{knn.get(direction, {}).get(figure, float('nan')):.3f} |"
                 )
         seconds = summary[name]["train_seconds"]
-        lines += ["", f"Training seconds: {min(seconds):.0f} - {max(seconds):.0f}.", ""]
+        lines += ["", f"Training seconds: {min(seconds):.0f} - {max(seconds):.0f}."]
+        criterion = [r["phases"]["integrative"].get("best_val_recon") for r in group]
+        if (
+            None not in criterion
+        ):  # the early-stopping criterion: how to choose between settings without test cells
+            summary[name]["integrative_best_val_recon"] = criterion
+            lines.append(f"Validation reconstruction loss at the restored integrative epoch (lower is better; "
+                         f"validation cells only): {np.mean(criterion):.5f} ± {np.std(criterion, ddof=1) if len(criterion) > 1 else 0:.5f}.")  # fmt: skip
+        lines.append("")
     write_results(args.out, args.name, {"data": data, "runs": summary}, "\n".join(lines))
 
 
