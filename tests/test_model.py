@@ -38,6 +38,19 @@ def test_losses_fall(trained):
         assert part["train_recon"].iloc[-3:].mean() < part["train_recon"].iloc[0], phase
 
 
+def test_validation_records_each_translation_term(trained):
+    part = trained.history_[trained.history_["phase"] == "integrative"]
+    terms = part[["val_rna_to_rna", "val_atac_to_rna", "val_atac_to_atac", "val_rna_to_atac"]]
+    assert np.isfinite(terms.to_numpy()).all()
+    # the stopping criterion is their weighted sum (w_rna = 1, w_atac = 2)
+    weighted = (
+        terms["val_rna_to_rna"]
+        + terms["val_atac_to_rna"]
+        + 2 * (terms["val_atac_to_atac"] + terms["val_rna_to_atac"])
+    )
+    np.testing.assert_allclose(weighted, part["val_recon"], rtol=1e-5)
+
+
 def test_atac_to_rna_recovers_cell_types_better_than_measured_atac(trained, snare_split):
     _, _, rna_test, atac_test = snare_split
     labels = rna_test.obs["cell_type"].to_numpy()

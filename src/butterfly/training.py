@@ -378,8 +378,10 @@ class Trainer:
         return loss
 
     def _generator_terms(
-        self, batch, stats, emb, epoch: int
+        self, batch, stats, emb, epoch: int, terms: dict | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Weighted reconstruction, KL term and weighted KL; ``terms`` (if given) receives each of the four
+        unweighted reconstruction losses, keyed ``"<source>_to_<target>"``."""
         net = self.network
         recon = 0.0
         kl = 0.0  # weighted: sum over modalities of w_ELBO * KL
@@ -387,9 +389,10 @@ class Trainer:
             weight = net.specs[target].recon_weight
             decoder = net.decoders[target]
             for source in net.names:
-                recon = recon + weight * net.reconstruction_loss(
-                    target, decoder(emb[source, target]), batch[target]
-                )
+                term = net.reconstruction_loss(target, decoder(emb[source, target]), batch[target])
+                recon = recon + weight * term
+                if terms is not None:
+                    terms[f"{source}_to_{target}"] = term
             kl = kl + self.kl_weights[target] * self._kl(*stats[target])
         return recon, kl * self._warmup(epoch), kl
 
@@ -439,11 +442,17 @@ class Trainer:
 
         def validate(epoch):
             # Deterministic: no mask, no dropout, latent means.
-            means = _Means("loss", "recon", "kl")
+            # Each of the four reconstruction terms is recorded too (val_<source>_to_<target>): the sum, the
+            # stopping criterion, can improve while a cross-translation term stays flat.
+            a, b = net.names
+            pairs = [f"{s}_to_{t}" for s, t in ((a, a), (b, a), (a, b), (b, b))]
+            means = _Means("loss", "recon", "kl", *pairs)
             for batch, _ in self._batches(self.matrices, self.validation, shuffle=False):
                 _, stats, emb = self._forward_all(batch, sample=False)
-                recon, kl, _ = self._generator_terms(batch, stats, emb, cfg.kl_warmup_epochs)
-                means.add(next(iter(batch.values())).shape[0], recon + kl, recon, kl)
+                terms: dict[str, torch.Tensor] = {}
+                recon, kl, _ = self._generator_terms(batch, stats, emb, cfg.kl_warmup_epochs, terms)
+                size = next(iter(batch.values())).shape[0]
+                means.add(size, recon + kl, recon, kl, *(terms[pair] for pair in pairs))
             return means.result()
 
         return self._loop("integrative", cfg.epochs, run_epoch, validate)
