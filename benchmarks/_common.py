@@ -8,6 +8,10 @@ import platform
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def rss_bytes() -> int:
@@ -62,6 +66,17 @@ def machine() -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
     }
+
+
+def machine_line(info: dict, device: torch.device) -> str:
+    """The "Machine: ..." line of a result table, naming the GPU when the figures were measured on one."""
+    gpu = f", {info['cuda']}" if device.type == "cuda" else ""
+    return f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}{gpu}."
+
+
+def result_name(name: str, device: torch.device) -> str:
+    """Result files of a GPU run are named apart from the CPU's: ``name_cuda``."""
+    return name if device.type == "cpu" else f"{name}_{device.type}"
 
 
 def write_results(out_dir: Path, name: str, results: dict, table: str) -> None:

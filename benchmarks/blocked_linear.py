@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, write_results  # noqa: E402
+from _common import machine, machine_line, result_name, write_results  # noqa: E402
 from butterfly import modalities  # noqa: E402
 from butterfly.data import _to_sparse_rows  # noqa: E402
 from butterfly.nn import ChromosomeBlockedDecoderLinear, ChromosomeBlockedEncoderLinear  # noqa: E402
@@ -180,13 +180,8 @@ def main() -> None:
         table.append(
             f"| {r['layer']} | {r['batch']} | {r['loop_ms']:.3f} | {' | '.join(cells)} | {r['max_abs_difference']:.1e} |"
         )
-    table += [
-        "",
-        f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch {results['machine']['torch']}"
-        + (f", {results['machine']['cuda']}." if device.type == "cuda" else "."),
-    ]
-    name = "blocked_linear" if device.type == "cpu" else f"blocked_linear_{device.type}"
-    write_results(args.out, name, results, "\n".join(table) + "\n")
+    table += ["", machine_line(results["machine"], device)]
+    write_results(args.out, result_name("blocked_linear", device), results, "\n".join(table) + "\n")
 
 
 if __name__ == "__main__":

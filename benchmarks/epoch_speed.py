@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
-from _common import machine, write_results  # noqa: E402
+from _common import machine, machine_line, result_name, write_results  # noqa: E402
 from butterfly import training  # noqa: E402
 from butterfly.nn import ChromosomeBlockedDecoderLinear, ChromosomeBlockedEncoderLinear  # noqa: E402
 
@@ -158,14 +158,8 @@ def main() -> None:
         f"{r['x_floor_measured_gemm']:.2f} | {r['x_floor_reference']:.2f} |"
         for r in rows
     ]
-    info = results["machine"]
-    lines += [
-        "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}"
-        + (f", {info['cuda']}." if device.type == "cuda" else "."),
-    ]
-    name = "epoch_speed" if device.type == "cpu" else f"epoch_speed_{device.type}"
-    write_results(args.out, name, results, "\n".join(lines) + "\n")
+    lines += ["", machine_line(results["machine"], device)]
+    write_results(args.out, result_name("epoch_speed", device), results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
