@@ -106,10 +106,9 @@ def main() -> None:
                 )
         seconds = summary[name]["train_seconds"]
         lines += ["", f"Training seconds: {min(seconds):.0f} - {max(seconds):.0f}."]
+        # the early-stopping criterion: how to choose between settings without test cells
         criterion = [r["phases"]["integrative"].get("best_val_recon") for r in group]
-        if (
-            None not in criterion
-        ):  # the early-stopping criterion: how to choose between settings without test cells
+        if None not in criterion:
             summary[name]["integrative_best_val_recon"] = criterion
             lines.append(f"Validation reconstruction loss at the restored integrative epoch (lower is better; "
                          f"validation cells only): {np.mean(criterion):.5f} ± {np.std(criterion, ddof=1) if len(criterion) > 1 else 0:.5f}.")  # fmt: skip
