@@ -3,10 +3,13 @@ import pytest
 import torch
 
 from butterfly.data import _to_sparse_rows
+from butterfly.modalities import PRESETS
+from butterfly.training import reconstruction_loss
 from butterfly.nn import (
     ChromosomeBlockedDecoderLinear,
     ChromosomeBlockedEncoderLinear,
     Discriminator,
+    Dropout,
     Encoder,
     Translator,
     kl_divergence,
@@ -176,3 +179,35 @@ def test_kl_divergence_hand_case():
     assert kl_divergence(mean, logvar, "sum").item() == pytest.approx(per_dim.sum(), rel=1e-6)
     assert kl_divergence(mean, logvar, "mean").item() == pytest.approx(per_dim.mean(), rel=1e-6)
     assert kl_divergence(torch.zeros(3, 5), torch.zeros(3, 5)).item() == 0
+
+
+def test_dropout_zeroes_a_fraction_p_and_scales_the_rest():
+    layer = Dropout(0.3)
+    x = torch.ones(400, 500, requires_grad=True)
+    torch.manual_seed(0)
+    out = layer(x)
+    kept = out != 0
+    assert abs(1 - kept.float().mean().item() - 0.3) < 0.005  # 200,000 draws: sd 0.001
+    torch.testing.assert_close(out[kept], torch.full((int(kept.sum()),), 1 / 0.7))
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    torch.testing.assert_close(grad, out.detach())  # the gradient goes through the same mask
+    torch.manual_seed(0)
+    torch.testing.assert_close(layer(x), out)  # drawn from the global generator: a seed repeats it
+    layer.eval()
+    assert layer(x) is x
+    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("feature_major", [False, True])
+def test_bce_reconstruction_loss_equals_torch_bce(feature_major):
+    torch.manual_seed(0)
+    logits = (torch.randn(64, 300) * 8).requires_grad_()  # saturated logits too
+    target = (torch.rand(64, 300) < 0.1).float()
+    if feature_major:  # the chromosome-blocked decoder's layout, and the minibatches' for ATAC
+        logits = logits.detach().t().contiguous().t().requires_grad_()
+        target = target.t().contiguous().t()
+    ours = reconstruction_loss(PRESETS["atac"], logits, target)
+    reference = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    torch.testing.assert_close(ours, reference, rtol=1e-6, atol=0)
+    grads = [torch.autograd.grad(loss, logits)[0] for loss in (ours, reference)]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-10)
