@@ -101,6 +101,27 @@ def test_encoders_read_sparse_rows_as_the_dense_matrix(codes):
     torch.testing.assert_close(encoder(rows), encoder(rows.dense()))
 
 
+@pytest.mark.parametrize(("batched", "chunk_width"), FORMS)
+def test_chromosome_io_is_the_same_map_on_columns_in_chromosome_order(batched, chunk_width):
+    """Training's mode: inputs and outputs in chromosome order give the user-order results, reordered."""
+    import scipy.sparse as sp
+
+    torch.manual_seed(0)
+    enc = ChromosomeBlockedEncoderLinear(CODES, units=4, chunk_width=chunk_width).double()
+    dec = ChromosomeBlockedDecoderLinear(CODES, units=4, chunk_width=chunk_width).double()
+    order = np.argsort(CODES, kind="stable")
+    x = sp.random(5, len(CODES), density=0.4, random_state=0, format="csr")
+    z = torch.randn(5, 12, dtype=torch.float64)
+    expected = (enc(torch.from_numpy(x.toarray())), dec(z)[:, order])
+    for layer in (enc, dec):
+        layer.batched, layer.chromosome_io = batched, True
+    rows = _to_sparse_rows(x[:, order].tocsr(), torch.device("cpu"))
+    rows = type(rows)(rows.rows, rows.columns, rows.values.double(), rows.offsets, rows.shape)
+    torch.testing.assert_close(enc(torch.from_numpy(x[:, order].toarray())), expected[0])
+    torch.testing.assert_close(enc(rows), expected[0])
+    torch.testing.assert_close(dec(z), expected[1])
+
+
 @pytest.mark.parametrize("batched", [False, True])
 def test_no_weights_between_chromosomes(batched):
     torch.manual_seed(0)

@@ -115,6 +115,9 @@ class _Blocked(nn.Module):
       one kernel launch (and one cast) instead of dozens.
 
     The row gathers run backward as gathers too (:class:`_RowGather`), never as zero-fill and scatter-add.
+
+    With ``chromosome_io`` set (training does so, see :meth:`TranslatorNetwork.chromosome_order`), inputs and
+    outputs come in chromosome order instead of the user's: no row gathers at all.
     """
 
     def __init__(self, codes: Sequence[int], units: int, chunk_width: int = CHUNK_WIDTH) -> None:
@@ -127,6 +130,7 @@ class _Blocked(nn.Module):
             raise ValueError("Every chromosome code from 0 to max(codes) must have at least one feature.")
         self.n_features, self.n_chromosomes, self.units = n_features, n_chrom, units
         self.batched: bool | None = None  # None: per chromosome on CPUs in float32, else batched
+        self.chromosome_io = False  # True: features in and out in chromosome order, not the user's
         order = torch.argsort(codes, stable=True)  # sorted row -> user feature
         position = torch.empty_like(order)
         position[order] = torch.arange(n_features)  # user feature -> sorted row
@@ -149,6 +153,7 @@ class _Blocked(nn.Module):
         none = torch.zeros(0, dtype=torch.long)
         buffers = {
             "codes": codes,
+            "sorted_codes": codes[order],
             "counts": counts,
             "order": order,
             "position": position,
@@ -170,20 +175,25 @@ class _Blocked(nn.Module):
         # under bfloat16 autocast the per-chromosome form casts every slice apart; batched then wins on CPU too
         return tensor.device.type != "cpu" or torch.is_autocast_enabled("cpu")
 
+    def in_chromosome_order(self) -> bool:
+        """Whether inputs and outputs are in chromosome order (then user and sorted rows are the same)."""
+        return self.sorted_already or self.chromosome_io
+
     def sorted_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """``[n_features, ...]`` in user order -> chromosome-sorted order."""
-        if self.sorted_already:
+        if self.in_chromosome_order():
             return rows
         return _RowGather.apply(rows, self.order, self.none, self.position, self.none)
 
     def user_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """``[n_features, ...]`` in chromosome-sorted order -> user order."""
-        if self.sorted_already:
+        if self.in_chromosome_order():
             return rows
         return _RowGather.apply(rows, self.position, self.none, self.order, self.none)
 
     def chunks(self, rows: torch.Tensor, *, user_order: bool = False) -> torch.Tensor:
         """``[n_features, ...]`` (sorted order, or user order) -> ``[n_chunks, chunk_width, ...]``, padding 0."""
+        user_order = user_order and not self.in_chromosome_order()
         index, inverse = (
             (self.slot_feature, self.feature_slot) if user_order else (self.slot_row, self.row_slot)
         )
@@ -193,6 +203,8 @@ class _Blocked(nn.Module):
     def chunks_to_user_rows(self, grid: torch.Tensor) -> torch.Tensor:
         """``[n_chunks, chunk_width, ...]`` -> ``[n_features, ...]`` in user order."""
         rows = grid.reshape(self.n_chunks * self.chunk_width, *grid.shape[2:])
+        if self.in_chromosome_order():
+            return _RowGather.apply(rows, self.row_slot, self.none, self.slot_row, self.slot_blank)
         return _RowGather.apply(rows, self.feature_slot, self.none, self.slot_feature, self.slot_blank)
 
     def chromosome_slices(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -265,14 +277,55 @@ class ChromosomeBlockedEncoderLinear(_Blocked):
 
         A gather and a scatter-add, both backward too: no sort, 2-3x faster forward + backward than an
         embedding bag per (cell, chromosome), whose bags must first be sorted."""
-        bags = x.rows * self.n_chromosomes + self.codes[x.columns]
-        terms = self.weight.index_select(0, self.position[x.columns]) * x.values.unsqueeze(1)
+        if self.in_chromosome_order():
+            codes, rows = self.sorted_codes[x.columns], x.columns
+        else:
+            codes, rows = self.codes[x.columns], self.position[x.columns]
+        bags = x.rows * self.n_chromosomes + codes
+        terms = self.weight.index_select(0, rows) * x.values.unsqueeze(1)
         out = terms.new_zeros(x.shape[0] * self.n_chromosomes, self.units).index_add_(0, bags, terms)
         return out.view(x.shape[0], -1) + self.bias.view(-1)
 
     def _convert_format_1(self, state_dict, prefix) -> None:
         grid = state_dict[prefix + "weight"]  # [chromosome, width, units]
         state_dict[prefix + "weight"] = grid.reshape(-1, grid.shape[2])[self._padded_grid_rows(grid.shape[1])]
+
+
+class _PerChromosomeDecode(torch.autograd.Function):
+    """``[features, batch]`` rows, chromosome order: ``bias + weight_c @ z_c.T`` per chromosome ``c``.
+
+    Each product writes its rows of the output in place, forward and backward, instead of a concatenation
+    of separate products (which copies the largest tensor of the network once more each way). Computes in
+    ``z``'s dtype (as autocast would), returns gradients in the parameters' dtypes.
+    """
+
+    @staticmethod
+    def forward(ctx, z, weight, bias, sizes):
+        ctx.dtypes = weight.dtype, bias.dtype
+        weight, bias = weight.to(z.dtype), bias.to(z.dtype)
+        ctx.save_for_backward(z, weight)
+        ctx.sizes = sizes
+        units = z.shape[1] // len(sizes)
+        out = z.new_empty(weight.shape[0], z.shape[0])
+        parts = zip(weight.split(sizes), bias.split(sizes), z.t().split(units), out.split(sizes), strict=True)
+        for weight_c, bias_c, z_c, out_c in parts:
+            torch.addmm(bias_c.unsqueeze(1), weight_c, z_c, out=out_c)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, weight = ctx.saved_tensors
+        sizes, units = ctx.sizes, z.shape[1] // len(ctx.sizes)
+        grad = grad.to(z.dtype).contiguous()
+        grad_z, grad_weight = z.new_empty(z.shape[1], z.shape[0]), torch.empty_like(weight)
+        parts = zip(
+            grad.split(sizes), weight.split(sizes), z.t().split(units), grad_z.split(units),
+            grad_weight.split(sizes), strict=True,
+        )  # fmt: skip
+        for grad_c, weight_c, z_c, grad_z_c, grad_weight_c in parts:
+            torch.mm(weight_c.t(), grad_c, out=grad_z_c)
+            torch.mm(grad_c, z_c.t(), out=grad_weight_c)
+        return grad_z.t(), grad_weight.to(ctx.dtypes[0]), grad.sum(dim=1).to(ctx.dtypes[1]), None
 
 
 class ChromosomeBlockedDecoderLinear(_Blocked):
@@ -306,12 +359,8 @@ class ChromosomeBlockedDecoderLinear(_Blocked):
             bias = self.chunks(self.bias.unsqueeze(1))
             grid = torch.baddbmm(bias, self.chunks(self.weight), inputs.permute(1, 2, 0))
             return self.chunks_to_user_rows(grid).t()
-        inputs = torch.split(z.t(), self.units)  # [units, batch] per chromosome
-        parts = zip(
-            self.chromosome_slices(self.weight), self.chromosome_slices(self.bias), inputs, strict=True
-        )
-        rows = torch.cat([torch.addmm(bias.unsqueeze(1), weight, zc) for weight, bias, zc in parts])
-        return self.user_rows(rows).t()  # [features, batch] sorted -> user order, transposed
+        rows = _PerChromosomeDecode.apply(z, self.weight, self.bias, self.sizes)  # [features, batch], sorted
+        return self.user_rows(rows).t()  # -> user order, transposed
 
     def _convert_format_1(self, state_dict, prefix) -> None:
         grid = state_dict[prefix + "weight"]  # [chromosome, units, width]

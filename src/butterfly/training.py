@@ -5,9 +5,10 @@ Knows nothing of files or AnnData: it takes preprocessed CSR matrices and traini
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .data import PairedRows, minibatches
 from .modalities import ModalitySpec
-from .nn import Decoder, Discriminator, Encoder, Translator, kl_divergence
+from .nn import Decoder, Discriminator, Encoder, Translator, _Blocked, kl_divergence
 
 
 @dataclass
@@ -164,6 +165,29 @@ class TranslatorNetwork(nn.Module):
         # chromosome-blocked modalities read and write feature-major tensors fastest
         self.feature_major = frozenset(n for n, c in chromosome_codes.items() if c is not None)
 
+    def chromosome_orders(self) -> dict[str, np.ndarray]:
+        """Column order that groups each chromosome-blocked modality's features by chromosome (the layers'
+        row order), for the modalities whose features are not so grouped already."""
+        orders = {}
+        for name in self.feature_major:
+            first = next(m for m in self.encoders[name].modules() if isinstance(m, _Blocked))
+            if not first.sorted_already:
+                orders[name] = first.order.cpu().numpy()
+        return orders
+
+    @contextlib.contextmanager
+    def chromosome_io(self) -> Iterator[None]:
+        """Within: the chromosome-blocked layers read and write features in chromosome order (the columns
+        of :meth:`chromosome_orders`), which saves a row gather per layer and pass, forward and backward."""
+        layers = [m for m in self.modules() if isinstance(m, _Blocked)]
+        for layer in layers:
+            layer.chromosome_io = True
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.chromosome_io = False
+
     def generator_parameters(self) -> list[nn.Parameter]:
         return [*self.encoders.parameters(), *self.decoders.parameters(), *self.translator.parameters()]
 
@@ -252,7 +276,10 @@ class Trainer:
         seed: int,
         progress: bool = True,
     ) -> None:
-        self.network, self.matrices, self.train, self.validation = network, matrices, train, validation
+        self.network, self.train, self.validation = network, train, validation
+        # blocked modalities' columns in chromosome order: the epochs run under network.chromosome_io()
+        orders = network.chromosome_orders()
+        self.matrices = {n: X[:, orders[n]] if n in orders else X for n, X in matrices.items()}
         self.config, self.device, self.progress = config, device, progress
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator(device=device)
@@ -303,6 +330,10 @@ class Trainer:
 
     def _loop(self, phase: str, max_epochs: int, run_epoch, validate) -> list[dict]:
         """Shared epoch loop: train, validate, early-stop, restore the best weights."""
+        with self.network.chromosome_io():
+            return self._epochs(phase, max_epochs, run_epoch, validate)
+
+    def _epochs(self, phase: str, max_epochs: int, run_epoch, validate) -> list[dict]:
         stopper = _EarlyStopping(self.network, self.config.patience)
         history = []
         bar = tqdm(range(max_epochs), desc=phase, disable=not self.progress, leave=False)
