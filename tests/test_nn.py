@@ -4,7 +4,6 @@ import torch
 
 from butterfly.data import _to_sparse_rows
 from butterfly.modalities import PRESETS
-from butterfly.training import reconstruction_loss
 from butterfly.nn import (
     ChromosomeBlockedDecoderLinear,
     ChromosomeBlockedEncoderLinear,
@@ -14,6 +13,7 @@ from butterfly.nn import (
     Translator,
     kl_divergence,
 )
+from butterfly.training import reconstruction_loss
 
 # 11 features on 3 chromosomes, interleaved as a user's peak order might be
 CODES = [2, 0, 0, 1, 2, 0, 1, 1, 1, 0, 2]
@@ -63,6 +63,11 @@ def test_blocked_decoder_equals_per_chromosome_loop(batched, chunk_width):
     layer.batched = batched
     z = torch.randn(5, 3 * 4, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(layer(z), _loop_decoder(layer, z))
+    # an input without gradient (its gradient is then not computed): the weights' gradient is unchanged
+    frozen = z.detach()
+    ours = torch.autograd.grad(layer(frozen).pow(2).sum(), layer.weight)[0]
+    loop = torch.autograd.grad(_loop_decoder(layer, frozen).pow(2).sum(), layer.weight)[0]
+    torch.testing.assert_close(ours, loop)
     assert torch.autograd.gradcheck(lambda w, b, z: _with(layer, w, b)(z), (layer.weight, layer.bias, z))
 
 

@@ -317,15 +317,26 @@ class _PerChromosomeDecode(torch.autograd.Function):
         z, weight = ctx.saved_tensors
         sizes, units = ctx.sizes, z.shape[1] // len(ctx.sizes)
         grad = grad.to(z.dtype).contiguous()
-        grad_z, grad_weight = z.new_empty(z.shape[1], z.shape[0]), torch.empty_like(weight)
+        need_z, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_z = z.new_empty(z.shape[1], z.shape[0]) if need_z else None
+        grad_weight = torch.empty_like(weight) if need_weight else None
+        none = [None] * len(sizes)
         parts = zip(
-            grad.split(sizes), weight.split(sizes), z.t().split(units), grad_z.split(units),
-            grad_weight.split(sizes), strict=True,
+            grad.split(sizes), weight.split(sizes), z.t().split(units),
+            grad_z.split(units) if need_z else none, grad_weight.split(sizes) if need_weight else none,
+            strict=True,
         )  # fmt: skip
         for grad_c, weight_c, z_c, grad_z_c, grad_weight_c in parts:
-            torch.mm(weight_c.t(), grad_c, out=grad_z_c)
-            torch.mm(grad_c, z_c.t(), out=grad_weight_c)
-        return grad_z.t(), grad_weight.to(ctx.dtypes[0]), grad.sum(dim=1).to(ctx.dtypes[1]), None
+            if need_z:
+                torch.mm(weight_c.t(), grad_c, out=grad_z_c)
+            if need_weight:
+                torch.mm(grad_c, z_c.t(), out=grad_weight_c)
+        return (
+            grad_z.t() if need_z else None,
+            grad_weight.to(ctx.dtypes[0]) if need_weight else None,
+            grad.sum(dim=1).to(ctx.dtypes[1]) if need_bias else None,
+            None,
+        )
 
 
 class ChromosomeBlockedDecoderLinear(_Blocked):
