@@ -38,6 +38,15 @@ def test_losses_fall(trained):
         assert part["train_recon"].iloc[-3:].mean() < part["train_recon"].iloc[0], phase
 
 
+def test_training_leaves_the_blocked_layers_in_user_order(trained):
+    from butterfly.nn import _Blocked
+
+    layers = [m for m in trained.network.modules() if isinstance(m, _Blocked)]
+    assert len(layers) == 2 and not any(layer.chromosome_io for layer in layers)
+    # the shipped peaks interleave chromosomes, so training did run on reordered columns
+    assert not layers[0].sorted_already and "atac" in trained.network.chromosome_orders()
+
+
 def test_validation_records_each_translation_term(trained):
     part = trained.history_[trained.history_["phase"] == "integrative"]
     terms = part[["val_rna_to_rna", "val_atac_to_rna", "val_atac_to_atac", "val_rna_to_atac"]]

@@ -116,7 +116,7 @@ class _Blocked(nn.Module):
 
     The row gathers run backward as gathers too (:class:`_RowGather`), never as zero-fill and scatter-add.
 
-    With ``chromosome_io`` set (training does so, see :meth:`TranslatorNetwork.chromosome_order`), inputs and
+    With ``chromosome_io`` set (training does so, see :meth:`TranslatorNetwork.chromosome_io`), inputs and
     outputs come in chromosome order instead of the user's: no row gathers at all.
     """
 
