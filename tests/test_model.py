@@ -22,7 +22,8 @@ def trained(snare_split):
     """A short RNA<->ATAC training on 1,600 shipped SNARE-seq cells (CPU).
 
     50 integrative epochs: with 25, the ATAC->RNA alignment failed on 22 of 32 seed runs (AMI 0.01-0.04;
-    seeds 0-12); with 50 it held on every seed of 0-5 (AMI 0.14-0.19).
+    seeds 0-12); with 50 it held on every seed of 0-5 (AMI 0.14-0.19; 0.13-0.16 on one thread since dropout
+    draws its mask with ``rand``, measured ATAC 0.02).
     """
     rna, atac, _, _ = snare_split
     model = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0, device="cpu")
@@ -68,7 +69,7 @@ def test_atac_to_rna_recovers_cell_types_better_than_measured_atac(trained, snar
     ami_translated = metrics.cell_heterogeneity(translated.X, labels)["AMI"]
     ami_measured = metrics.cell_heterogeneity(measured_atac, labels)["AMI"]
     # Measured SNARE-seq ATAC barely separates cell types (AMI ~0.01 here); a 20-nearest-neighbour translator
-    # reaches 0.07 on this split, and this short training 0.14-0.19. The translation must clearly beat both.
+    # reaches 0.07 on this split, and this short training 0.13-0.19. The translation must clearly beat both.
     assert ami_translated > ami_measured + 0.08
     assert ami_translated > 0.10
 
