@@ -124,6 +124,29 @@ def test_save_load_round_trip_is_exact(trained, snare_split, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folders left behind
 
 
+def test_version_2_model_files_still_load(trained, snare_split, tmp_path):
+    """Format 2 stored the encoders' input layers as nn.Linear's [out, in] weight; loading transposes them."""
+    import json
+
+    import torch
+
+    _, _, rna_test, _ = snare_split
+    trained.save(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    config["version"] = 2
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    state = torch.load(tmp_path / "model" / "weights.pt", weights_only=True)
+    key = "encoders.rna.net.0.0.weight"
+    assert state[key].shape == (1677, 256)  # input-major since format 3
+    state[key] = state[key].t().contiguous()
+    torch.save(state, tmp_path / "model" / "weights.pt")
+    loaded = bf.Butterfly.load(tmp_path / "model", device="cpu")
+    np.testing.assert_array_equal(
+        trained.translate(rna_test, source="rna", target="atac").X,
+        loaded.translate(rna_test, source="rna", target="atac").X,
+    )
+
+
 def test_model_file_cannot_run_code_on_load(trained, tmp_path):
     trained.save(tmp_path / "model")
     marker = tmp_path / "pwned"

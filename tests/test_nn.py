@@ -10,6 +10,7 @@ from butterfly.nn import (
     Discriminator,
     Dropout,
     Encoder,
+    InputLinear,
     Translator,
     kl_divergence,
 )
@@ -104,6 +105,27 @@ def test_encoders_read_sparse_rows_as_the_dense_matrix(codes):
     torch.testing.assert_close(sparse_out, dense_out)
     torch.testing.assert_close(sparse_grad, dense_grad)
     torch.testing.assert_close(encoder(rows), encoder(rows.dense()))
+
+
+def test_input_linear_is_nn_linear_stored_input_major():
+    """Same initial draws as nn.Linear, the same map (dense and sparse input), gradients transposed."""
+    import scipy.sparse as sp
+
+    torch.manual_seed(3)
+    reference = torch.nn.Linear(40, 7)
+    torch.manual_seed(3)
+    layer = InputLinear(40, 7)
+    assert layer.weight.shape == (40, 7) and layer.weight.is_contiguous()
+    torch.testing.assert_close(layer.weight, reference.weight.t(), rtol=0, atol=0)
+    torch.testing.assert_close(layer.bias, reference.bias, rtol=0, atol=0)
+    X = sp.random(9, 40, density=0.2, random_state=0, format="csr", dtype=np.float32)
+    dense = torch.tensor(X.toarray())
+    for x in (dense, _to_sparse_rows(X, torch.device("cpu"))):
+        out = layer(x)
+        torch.testing.assert_close(out, reference(dense))
+        grads = torch.autograd.grad(out.pow(2).sum(), layer.weight)[0]
+        expected = torch.autograd.grad(reference(dense).pow(2).sum(), reference.weight)[0]
+        torch.testing.assert_close(grads, expected.t())
 
 
 @pytest.mark.parametrize(("batched", "chunk_width"), FORMS)

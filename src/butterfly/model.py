@@ -22,6 +22,7 @@ from ._validation import ButterflyInputError, check_label_key, check_paired
 from .data import PairedRows, dense_rows, split_validation
 from .genome import group_by_chromosome
 from .modalities import ModalitySpec
+from .nn import InputLinear
 from .pairing import (
     joint_clusters,
     measured_pairs,
@@ -33,7 +34,7 @@ from .preprocessing import ATACPreprocessor, Preprocessor, binarize_accessibilit
 from .training import Trainer, TrainingConfig, TranslatorNetwork, resolve_device
 
 MODEL_FORMAT = "butterfly-model"
-MODEL_FORMAT_VERSION = 2  # 2: chromosome-blocked weights stored one row per feature
+MODEL_FORMAT_VERSION = 3  # 2: chromosome-blocked weights one row per feature; 3: encoders' input layers too
 #: Predicted RNA/ATAC values below this are set to 0 (paper post-processing).
 ZERO_THRESHOLD = 1e-4
 LATENT_KEY = "X_butterfly"
@@ -495,6 +496,10 @@ class Butterfly:
         model.cluster_options = config.get("cluster_options", {})
         model._build_network()
         state = torch.load(path / "weights.pt", map_location=model.device, weights_only=True)
+        if config.get("version", 0) < 3:  # input layers stored as nn.Linear's [out, in] weight then
+            for name, module in model.network.named_modules():
+                if isinstance(module, InputLinear):
+                    state[f"{name}.weight"] = state[f"{name}.weight"].t().contiguous()
         model.network.load_state_dict(state)
         model.network.eval()
         history = path / "history.csv"
