@@ -34,7 +34,8 @@ from .preprocessing import ATACPreprocessor, Preprocessor, binarize_accessibilit
 from .training import Trainer, TrainingConfig, TranslatorNetwork, resolve_device
 
 MODEL_FORMAT = "butterfly-model"
-MODEL_FORMAT_VERSION = 3  # 2: chromosome-blocked weights one row per feature; 3: encoders' input layers too
+# 2: chromosome-blocked weights stored one row per feature; 3: the encoders' input layers too
+MODEL_FORMAT_VERSION = 3
 #: Predicted RNA/ATAC values below this are set to 0 (paper post-processing).
 ZERO_THRESHOLD = 1e-4
 LATENT_KEY = "X_butterfly"
