@@ -190,6 +190,25 @@ def test_same_seed_reproduces_training_and_inputs_untouched(multiome):
     assert rna.obs.equals(before[2])
 
 
+def test_closed_adversarial_gate_trains_as_no_adversarial_term(multiome):
+    """A gate that never opens gives exactly the training without the adversarial term (weight 0); the
+    paper's always-on term changes it. The history records how often the gate let the term through."""
+    rna, atac = multiome
+
+    def run(**options):
+        model = bf.Butterfly(rna, atac, seed=3, device="cpu")
+        history = model.fit(pretrain_epochs=1, epochs=2, progress=False, **options)
+        applied = history.loc[history["phase"] == "integrative", "train_adversarial_applied"].to_numpy()
+        return model.translate(atac, source="atac", target="rna").X, applied
+
+    closed, closed_applied = run(adversarial_gate=-1.0)
+    without, _ = run(adversarial_gate=None, adversarial_weight=0.0)
+    always, always_applied = run(adversarial_gate=None)
+    np.testing.assert_array_equal(closed, without)
+    assert not np.array_equal(closed, always)
+    assert (closed_applied == 0).all() and (always_applied == 1).all()
+
+
 def test_bfloat16_training_learns_and_stays_close_to_float32(multiome):
     rna, atac = multiome
     runs = {}
