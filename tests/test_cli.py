@@ -30,6 +30,27 @@ def test_train_then_translate(files, capsys):
     assert "wrote 500 cells x 600 rna features" in capsys.readouterr().out
 
 
+def test_fast_setting_and_explicit_flags(files):
+    """--fast trains with FAST_SETTING; flags given explicitly override it; without --fast, the paper's defaults."""
+    from butterfly import FAST_SETTING
+
+    model_dir = files / "model"
+    code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
+                 "--out", str(model_dir), "--fast", "--pretrain-epochs", "2", "--epochs", "3"])  # fmt: skip
+    assert code == 0
+    training = json.loads((model_dir / "config.json").read_text())["training"]
+    assert {k: training[k] for k in FAST_SETTING} == {**FAST_SETTING, "pretrain_epochs": 2, "epochs": 3}
+    code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
+                 "--out", str(model_dir), "--overwrite", "--pretrain-epochs", "1", "--epochs", "1"])  # fmt: skip
+    training = json.loads((model_dir / "config.json").read_text())["training"]
+    assert (training["batch_size"], training["lr"], training["patience"], training["kl_warmup_epochs"]) == (
+        64,
+        1e-3,
+        50,
+        0,
+    )
+
+
 def test_user_mistakes_give_one_line_errors(files, capsys):
     code = main(["translate", "--model", str(files / "missing"), "--input", str(files / "atac.h5ad"),
                  "--source", "atac", "--target", "rna", "--out", str(files / "x.h5ad")])  # fmt: skip

@@ -11,11 +11,13 @@ from .preprocessing import (
     RNAPreprocessor,
     binarize_accessibility,
 )
+from .training import FAST_SETTING
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ADTPreprocessor",
+    "FAST_SETTING",
     "Butterfly",
     "ATACPreprocessor",
     "ButterflyInputError",

@@ -89,6 +89,21 @@ class TrainingConfig:
         return asdict(self)
 
 
+#: The recommended fast setting: ``model.fit(**FAST_SETTING)`` or ``butterfly train --fast``. Batches of
+#: 256 with the learning rates validation cells picked, the authors' KL warm-up over 15 epochs of each
+#: phase, and early stopping (patience 15) within 30 pretraining and 150 integrative epochs. On SNARE-seq it
+#: trains in a few minutes on two CPU cores and beats the paper defaults' translations (README).
+FAST_SETTING: dict = {
+    "pretrain_epochs": 30,
+    "epochs": 150,
+    "patience": 15,
+    "batch_size": 256,
+    "lr": 2e-3,
+    "discriminator_lr": 1e-2,
+    "kl_warmup_epochs": 15,
+}
+
+
 def activate(spec: ModalitySpec, raw: torch.Tensor) -> torch.Tensor:
     """The decoder's output activation of a modality, applied to its pre-activation values."""
     if spec.output == "sigmoid":
