@@ -62,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, type=Path, help="folder to save the trained model in")
     train.add_argument("--fast", action="store_true",
                        help="the recommended fast setting instead of the paper's defaults: batch 256, learning "
-                       "rates 2e-3 / 1e-2, KL warm-up 15, up to 30 + 150 epochs, patience 15 (a few minutes on a "
-                       "laptop-class CPU for 10,000 cells); flags given explicitly still apply")  # fmt: skip
+                       "rates 2e-3 / 1e-2, KL warm-up 15, up to 30 + 150 epochs, patience 15 (under 3 minutes for "
+                       "8,000 cells on two CPU cores); flags given explicitly still apply")  # fmt: skip
     train.add_argument("--pretrain-epochs", type=int, default=None,
                        help="max epochs of pretraining (default 100; --fast: 30)")  # fmt: skip
     train.add_argument("--epochs", type=int, default=None,
