@@ -8,8 +8,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from types import MappingProxyType
 
 import numpy as np
 import scipy.sparse as sp
@@ -94,15 +95,17 @@ class TrainingConfig:
 #: phase, and early stopping (patience 15) within 30 pretraining and 150 integrative epochs. On the SNARE-seq
 #: split of issue 3 (8,247 cells) it trains in under 3 minutes on two CPU cores, and its translations beat
 #: the paper defaults' and the authors' code's on average (README, "Headline figures").
-FAST_SETTING: dict = {
-    "pretrain_epochs": 30,
-    "epochs": 150,
-    "patience": 15,
-    "batch_size": 256,
-    "lr": 2e-3,
-    "discriminator_lr": 1e-2,
-    "kl_warmup_epochs": 15,
-}
+FAST_SETTING: Mapping[str, int | float] = MappingProxyType(  # read-only
+    {
+        "pretrain_epochs": 30,
+        "epochs": 150,
+        "patience": 15,
+        "batch_size": 256,
+        "lr": 2e-3,
+        "discriminator_lr": 1e-2,
+        "kl_warmup_epochs": 15,
+    }
+)
 
 
 def activate(spec: ModalitySpec, raw: torch.Tensor) -> torch.Tensor:
