@@ -189,10 +189,10 @@ def _add_optimizer_options(
     defaults or, with ``--fast``, from ``FAST_SETTING``."""
     paper = TrainingConfig()
 
-    def default(key: str, help: str) -> tuple[object, str]:
+    def default(key: str, what: str) -> tuple[object, str]:
         if not fast_defaults:
-            return getattr(paper, key), f"{help} (default {getattr(paper, key)})"
-        return None, f"{help} (default {getattr(paper, key)}; --fast: {FAST_SETTING[key]})"
+            return getattr(paper, key), f"{what} (default {getattr(paper, key)})"
+        return None, f"{what} (default {getattr(paper, key)}; --fast: {FAST_SETTING[key]})"
 
     value, text = default("lr", f"{prefix}Adam learning rate")
     parser.add_argument("--lr", type=float, default=value, help=text)
@@ -211,15 +211,7 @@ def _training_options(args: argparse.Namespace) -> dict:
     base = FAST_SETTING if args.fast else {}
     paper = TrainingConfig()
     options = {}
-    for key in (
-        "pretrain_epochs",
-        "epochs",
-        "patience",
-        "batch_size",
-        "lr",
-        "discriminator_lr",
-        "kl_warmup_epochs",
-    ):
+    for key in FAST_SETTING:  # the seven options --fast sets
         given = getattr(args, key)
         options[key] = given if given is not None else base.get(key, getattr(paper, key))
     return {**options, "precision": args.precision}
