@@ -150,7 +150,7 @@ def main() -> None:
             history = model.fit(pretrain_epochs, epochs, patience, batch_size, progress=False, **options)
             train_seconds = time.perf_counter() - t
         scores = evaluate_translation(
-            model, first[test], second[test], label_key=args.label_key, seed=args.seed
+            model, first[test], second[test], label_key=args.label_key, seed=args.seed, latent=True
         )
         phases = {}
         gflop = step_gflop(model, batch_size)
@@ -223,6 +223,11 @@ def main() -> None:
             lines.append(
                 f"Clustering the {key}: AMI {measured[key]['AMI']:.3f}, ARI {measured[key]['ARI']:.3f}."
             )
+    for name, run in runs.items():  # the latent each translation starts from, same protocol
+        for key in (f"{a} latent", f"{b} latent"):
+            if key in run["scores"]:
+                s = run["scores"][key]
+                lines.append(f"Clustering {name}'s {key}: AMI {s['AMI']:.3f}, ARI {s['ARI']:.3f}.")
     write_results(
         args.out, args.name or f"translate_quality_{args.data.name}", results, "\n".join(lines) + "\n"
     )

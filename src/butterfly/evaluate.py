@@ -5,7 +5,7 @@ from __future__ import annotations
 import anndata as ad
 
 from . import metrics
-from .model import Butterfly
+from .model import LATENT_KEY, Butterfly
 
 
 def score_prediction(pred, truth, labels, *, target_kind: str, seed: int = 0) -> dict[str, float]:
@@ -29,13 +29,16 @@ def score_prediction(pred, truth, labels, *, target_kind: str, seed: int = 0) ->
 
 def evaluate_translation(
     model, first: ad.AnnData, second: ad.AnnData, *, label_key: str = "cell_type", seed: int = 0,
-    reference: Butterfly | None = None,
+    reference: Butterfly | None = None, latent: bool = False,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Translate held-out paired cells both ways and score each translation against the measured profiles.
 
     ``model`` is a trained :class:`~butterfly.Butterfly` or a baseline with the same ``translate``; truths
     are preprocessed with ``reference`` (default: ``model`` itself, or a baseline's own preprocessing). The
-    measured profiles of each modality are clustered too (``measured <name>``), as a reference.
+    measured profiles of each modality are clustered too (``measured <name>``), as a reference. With
+    ``latent``, the latent means each translation returns (``obsm["X_butterfly"]``) are clustered as well
+    (``<source> latent``, the same protocol on the 128-d latent): does the cell-type structure a
+    translated profile lacks already miss from the latent, or is it lost in decoding?
     """
     reference = reference or (model if isinstance(model, Butterfly) else model._model)
     names = reference.names
@@ -46,11 +49,15 @@ def evaluate_translation(
     for name in names:
         results[f"measured {name}"] = metrics.cell_heterogeneity(truth[name], labels, seed=seed)
     for source, target in (names, names[::-1]):
-        pred = model.translate(data[source], source=source, target=target).X
+        translated = model.translate(data[source], source=source, target=target)
         kind = reference.specs[target].preprocessing
         results[f"{source}->{target}"] = score_prediction(
-            pred, truth[target], labels, target_kind=kind, seed=seed
+            translated.X, truth[target], labels, target_kind=kind, seed=seed
         )
+        if latent and LATENT_KEY in translated.obsm:
+            results[f"{source} latent"] = metrics.cell_heterogeneity(
+                translated.obsm[LATENT_KEY], labels, seed=seed
+            )
     return results
 
 
