@@ -62,6 +62,15 @@ def test_user_mistakes_give_one_line_errors(files, capsys):
     code = main(["train", "--first", str(files / "nope.h5ad"), "--second", str(files / "atac.h5ad"),
                  "--out", str(files / "m3")])  # fmt: skip
     assert code == 2 and "no such file" in capsys.readouterr().err
+    # a bad setting is refused before the data are read (the first file does not exist)
+    code = main(["train", "--first", str(files / "nope.h5ad"), "--second", str(files / "atac.h5ad"),
+                 "--out", str(files / "m4"), "--batch-size", "0"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "batch_size (--batch-size) must be a whole number of at least 1, got 0" in err
+    code = main(["benchmark", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
+                 "--out", str(files / "b"), "--lr", "-1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "lr (--lr) must be a positive number, got -1.0" in err and not (files / "b").exists()
 
 
 def test_help_explains_commands(capsys):

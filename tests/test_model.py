@@ -222,7 +222,7 @@ def test_bfloat16_training_learns_and_stays_close_to_float32(multiome):
     # bfloat16 keeps ~3 significant digits; after a few epochs the translations still agree closely
     correlation = np.corrcoef(runs["float32"].ravel(), runs["bfloat16"].ravel())[0, 1]
     assert correlation > 0.95
-    with pytest.raises(ValueError, match="precision must be"):
+    with pytest.raises(ValueError, match=r"precision \(--precision\) must be"):
         bf.Butterfly(rna, atac, seed=0, device="cpu").fit(pretrain_epochs=1, epochs=1, precision="fp8")
 
 
@@ -263,6 +263,49 @@ def test_mismatched_cells_refused_at_construction(multiome):
         bf.Butterfly(rna, atac[::-1].copy())
     with pytest.raises(ButterflyInputError, match="two different modalities"):
         bf.Butterfly(rna, rna, modalities=("rna", "rna"))
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"batch_size": 0}, "batch_size (--batch-size) must be a whole number of at least 1, got 0"),
+        ({"epochs": 2.5}, "epochs (--epochs) must be a whole number of at least 0, got 2.5"),
+        ({"patience": 0}, "patience (--patience) must be a whole number of at least 1"),
+        ({"lr": float("nan")}, "lr (--lr) must be a positive number, got nan"),
+        ({"discriminator_lr": 0}, "discriminator_lr (--discriminator-lr) must be a positive number"),
+        ({"adversarial_weight": -1}, "adversarial_weight must be a number of at least 0"),
+        ({"adversarial_gate": 0.0}, "adversarial_gate must be None or a positive number"),
+        ({"kl_reduction": "max"}, "kl_reduction must be 'mean' or 'sum'"),
+    ],
+)
+def test_bad_training_settings_are_refused_before_training(multiome, option, message):
+    rna, atac = multiome
+    model = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0)
+    with pytest.raises(ButterflyInputError) as err:
+        model.fit(**{"pretrain_epochs": 1, "epochs": 1, **option}, progress=False)
+    assert message in str(err.value)
+    assert not model.is_trained_ and model.history_ is None
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"validation_fraction": 1.5}, "validation_fraction is the share of training cells held out"),
+        ({"dropout": 1.0}, "dropout must be at least 0 and below 1"),
+        ({"seed": "a"}, "seed must be a whole number"),
+        ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    ],
+)
+def test_bad_model_options_are_refused(multiome, option, message):
+    rna, atac = multiome
+    with pytest.raises(ButterflyInputError, match=message):
+        bf.Butterfly(rna, atac, modalities=("rna", "atac"), **option)
+
+
+def test_translate_refuses_a_bad_batch_size(trained, snare_split):
+    _, _, rna_test, _ = snare_split
+    with pytest.raises(ButterflyInputError, match="batch_size must be a whole number of at least 1, got 0"):
+        trained.translate(rna_test, source="rna", target="atac", batch_size=0)
 
 
 def test_untrained_model_refuses_to_translate(multiome):

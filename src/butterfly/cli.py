@@ -248,6 +248,8 @@ def _run(args: argparse.Namespace) -> None:
             raise FileExistsError(
                 f"{args.out} exists; pass --overwrite to replace it, or choose another --out."
             )
+        options = _training_options(args)
+        TrainingConfig(**options)  # refuses a bad setting before the data are read
         first, second = _read(args.first), _read(args.second)
         common = {"modalities": tuple(args.modalities), "seed": args.seed, "device": args.device}
         if args.unpaired:
@@ -260,7 +262,7 @@ def _run(args: argparse.Namespace) -> None:
                 **common,
             )  # fmt: skip
         print(model)
-        model.fit(**_training_options(args))
+        model.fit(**options)
         model.save(args.out, overwrite=args.overwrite)
         print(f"saved the trained model to {args.out}")
     elif args.command == "translate":
@@ -298,6 +300,7 @@ def _run(args: argparse.Namespace) -> None:
             "pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "batch_size": args.batch_size,
             "patience": args.patience, **_optimizer_options(args),
         }  # fmt: skip
+        TrainingConfig(**fit_options)  # refuses a bad setting before any fold runs
         args.out.mkdir(parents=True, exist_ok=True)
         scores, examples = protocols.run_protocol(
             first, second, [folds[i] for i in fold_ids], fold_numbers=fold_ids,

@@ -200,6 +200,17 @@ class Butterfly:
             )
         self.specs = {s.name: s for s in specs}
         self.names = (specs[0].name, specs[1].name)
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise ButterflyInputError(f"seed must be a whole number, got {seed!r}.")
+        if not isinstance(validation_fraction, (int, float)) or not 0 <= validation_fraction < 1:
+            raise ButterflyInputError(
+                f"validation_fraction is the share of training cells held out for early stopping, between 0 "
+                f"and 1 (e.g. 0.2); got {validation_fraction!r}."
+            )
+        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ButterflyInputError(
+                f"dropout must be at least 0 and below 1 (paper: 0.1), got {dropout!r}."
+            )
         self.seed = int(seed)
         self.device = resolve_device(device)
         self.validation_fraction = validation_fraction
@@ -350,6 +361,8 @@ class Butterfly:
             raise ButterflyInputError("source and target must differ; use the measured data itself.")
 
     def _run(self, adata: ad.AnnData, source: str, target: str | None, batch_size: int):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ButterflyInputError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
         X = self.preprocessors[source].transform(adata).X
         self.network.eval()
         outputs, latents = [], []

@@ -19,9 +19,24 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._validation import ButterflyInputError
 from .data import PairedRows, minibatches
 from .modalities import ModalitySpec
 from .nn import Decoder, Discriminator, Encoder, Translator, _Blocked, kl_divergence
+
+_WHOLE_NUMBER_MINIMA = {
+    "pretrain_epochs": 0,
+    "epochs": 0,
+    "kl_warmup_epochs": 0,
+    "patience": 1,
+    "batch_size": 1,
+}
+_CLI_OPTIONS = {
+    *_WHOLE_NUMBER_MINIMA,
+    "lr",
+    "discriminator_lr",
+    "precision",
+}  # TrainingConfig fields with a flag
 
 
 @dataclass
@@ -83,8 +98,34 @@ class TrainingConfig:
     sparse_inputs: bool = True
 
     def __post_init__(self) -> None:
+        """Refuse settings training cannot run with, naming the setting (and its CLI flag, if it has one)."""
+
+        def refuse(name: str, wanted: str) -> None:
+            flag = f" (--{name.replace('_', '-')})" if name in _CLI_OPTIONS else ""
+            raise ButterflyInputError(f"{name}{flag} must be {wanted}, got {getattr(self, name)!r}.")
+
+        def whole(value) -> bool:
+            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+        def finite(value) -> bool:
+            number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+            return number and math.isfinite(value)
+
+        for name, low in _WHOLE_NUMBER_MINIMA.items():
+            if not whole(getattr(self, name)) or getattr(self, name) < low:
+                refuse(name, f"a whole number of at least {low}")
+        for name in ("lr", "discriminator_lr"):
+            if not finite(getattr(self, name)) or getattr(self, name) <= 0:
+                refuse(name, "a positive number")
+        if not finite(self.adversarial_weight) or self.adversarial_weight < 0:
+            refuse("adversarial_weight", "a number of at least 0")
+        gate = self.adversarial_gate
+        if gate is not None and (not finite(gate) or gate <= 0):
+            refuse("adversarial_gate", "None or a positive number")
+        if self.kl_reduction not in ("mean", "sum"):
+            refuse("kl_reduction", "'mean' or 'sum'")
         if self.precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}.")
+            refuse("precision", "'float32' or 'bfloat16'")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -235,10 +276,15 @@ class TranslatorNetwork(nn.Module):
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ButterflyInputError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (a torch device), got {device!r}."
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            "device='cuda' was requested but torch sees no CUDA GPU; use device='auto' or 'cpu'."
+        raise ButterflyInputError(
+            f"device={str(device)!r} was requested but torch sees no CUDA GPU; use device='auto' or 'cpu'."
         )
     return device
 
