@@ -84,7 +84,7 @@ def main() -> None:
         lines += [f"## {name}: seeds {seeds}", "", "| direction | figure | mean ± sd | min - max | authors | seeds reaching it | kNN |",
                   "|---|---|---|---|---|---|---|"]  # fmt: skip
         for direction in group[0]["scores"]:
-            if "->" not in direction:
+            if "->" not in direction and not direction.endswith(" latent"):  # translations, their latents
                 continue
             for figure in FIGURES:
                 if figure not in group[0]["scores"][direction]:
@@ -102,7 +102,7 @@ def main() -> None:
                     f"| {direction} | {figure} | {entry['mean']:.3f} ± {entry['sd']:.3f} | "
                     f"{values.min():.3f} - {values.max():.3f} | {reference if reference is not None else ''} | "
                     f"{'' if reached is None else f'{reached} of {len(values)}'} | "
-                    f"{knn.get(direction, {}).get(figure, float('nan')):.3f} |"
+                    + (f"{knn[direction][figure]:.3f} |" if figure in knn.get(direction, {}) else " |")
                 )
         seconds = summary[name]["train_seconds"]
         lines += ["", f"Training seconds: {min(seconds):.0f} - {max(seconds):.0f}."]
