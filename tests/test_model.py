@@ -274,7 +274,7 @@ def test_mismatched_cells_refused_at_construction(multiome):
         ({"lr": float("nan")}, "lr (--lr) must be a positive number, got nan"),
         ({"discriminator_lr": 0}, "discriminator_lr (--discriminator-lr) must be a positive number"),
         ({"adversarial_weight": -1}, "adversarial_weight must be a number of at least 0"),
-        ({"adversarial_gate": 0.0}, "adversarial_gate must be None or a positive number"),
+        ({"adversarial_gate": float("inf")}, "adversarial_gate must be None or a finite number"),
         ({"kl_reduction": "max"}, "kl_reduction must be 'mean' or 'sum'"),
     ],
 )

@@ -120,8 +120,8 @@ class TrainingConfig:
         if not finite(self.adversarial_weight) or self.adversarial_weight < 0:
             refuse("adversarial_weight", "a number of at least 0")
         gate = self.adversarial_gate
-        if gate is not None and (not finite(gate) or gate <= 0):
-            refuse("adversarial_gate", "None or a positive number")
+        if gate is not None and not finite(gate):  # at or below 0 the gate never opens
+            refuse("adversarial_gate", "None or a finite number")
         if self.kl_reduction not in ("mean", "sum"):
             refuse("kl_reduction", "'mean' or 'sum'")
         if self.precision not in ("float32", "bfloat16"):
