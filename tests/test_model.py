@@ -94,6 +94,12 @@ def test_atac_counts_and_binary_outputs(trained, snare_split):
     counts = trained.translate(rna_test[:50], source="rna", target="atac", atac_output="counts").X
     pre = trained.preprocessors["atac"]
     np.testing.assert_allclose(counts, pre.inverse_transform(prob), rtol=1e-5)
+    assert counts.dtype == np.float32
+    np.testing.assert_allclose(counts, pre.inverse_transform(prob.astype(np.float64)), rtol=1e-5)
+    with pytest.raises(ButterflyInputError, match="one finite, non-negative open-peak count per cell"):
+        trained.translate(
+            rna_test[:50], source="rna", target="atac", atac_output="counts", library_size=[1.0, 2.0]
+        )
     binary = trained.translate(rna_test[:50], source="rna", target="atac", atac_output="binary").X
     np.testing.assert_array_equal(binary, bf.binarize_accessibility(counts))
     with pytest.raises(ButterflyInputError, match="applies to an ATAC target"):

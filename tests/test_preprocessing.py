@@ -208,3 +208,16 @@ def test_explicitly_stored_zeros_are_closed_peaks():
     np.testing.assert_allclose(
         _dense(fitted.transform(stored).X), _dense(pre.transform(_adata(expected_counts, PEAKS)).X)
     )
+
+
+def test_binarize_accessibility_in_chunks_and_in_place():
+    rng = np.random.default_rng(0)
+    counts = rng.gamma(0.5, 2.0, size=(50, 30)).astype(np.float32)
+    expected = (counts > counts.mean(1, keepdims=True)) & (counts > counts.mean(0, keepdims=True))
+    binary = bf.binarize_accessibility(counts, chunk=7)
+    assert binary.dtype == np.float32 and binary is not counts
+    np.testing.assert_array_equal(binary, expected)
+    np.testing.assert_array_equal(bf.binarize_accessibility(sp.csr_matrix(counts)), expected)
+    same = bf.binarize_accessibility(counts, copy=False, chunk=7)
+    assert same is counts  # written over the counts, no second matrix
+    np.testing.assert_array_equal(counts, expected)

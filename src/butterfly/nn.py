@@ -481,6 +481,7 @@ class Translator(nn.Module):
         self, names: Sequence[str], embedding: int = 128, latent: int = 128, *, batch_norm: bool = False
     ):
         super().__init__()
+        self.latent = latent
         self.mean = nn.ModuleDict({n: block(embedding, latent, batch_norm=batch_norm) for n in names})
         self.logvar = nn.ModuleDict({n: block(embedding, latent, batch_norm=batch_norm) for n in names})
         self.heads = nn.ModuleDict({n: block(latent, embedding, batch_norm=batch_norm) for n in names})

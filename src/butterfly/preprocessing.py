@@ -363,19 +363,33 @@ class ATACPreprocessor(Preprocessor):
             index=pd.Index(self.features_.astype(str)),
         )
 
-    def inverse_transform(self, values, library_size=None) -> np.ndarray:
+    def inverse_transform(self, values, library_size=None, *, copy: bool = True) -> np.ndarray:
         """Turn scaled TF-IDF values (e.g. predictions) back into counts (paper eq. 12).
 
         ``count[i, j] = value[i, j] * S / IDF[j] * library_size[i]``, where ``library_size`` is the number of
         open (kept) peaks of each cell. For cells whose ATAC was never measured, it defaults to the median
-        of the training cells.
+        of the training cells. Float32 values give float32 counts (half the memory), others float64;
+        ``copy=False`` turns a dense array of that type into counts in place.
         """
         self._check_fitted()
-        values = values.toarray() if sp.issparse(values) else np.asarray(values, dtype=np.float64)
+        values = values.toarray() if sp.issparse(values) else np.asarray(values)
+        dtype = np.float32 if values.dtype == np.float32 else np.float64
         if library_size is None:
             library_size = np.full(values.shape[0], self.median_open_peaks_)
-        library_size = np.asarray(library_size, dtype=np.float64).reshape(-1, 1)
-        return values * (self.scale_ / self.idf_)[None, :] * library_size
+        library_size = np.asarray(library_size, dtype=np.float64).reshape(-1)
+        if (
+            library_size.shape != (values.shape[0],)
+            or not (np.isfinite(library_size) & (library_size >= 0)).all()
+        ):
+            raise ButterflyInputError(
+                f"library_size needs one finite, non-negative open-peak count per cell ({values.shape[0]} cells); "
+                f"got {library_size.size} value(s), from {library_size.min(initial=np.inf)} to "
+                f"{library_size.max(initial=-np.inf)}."
+            )
+        counts = values.astype(dtype, copy=copy)  # the products below work in place on it
+        counts *= (self.scale_ / self.idf_).astype(dtype)[None, :]
+        counts *= library_size.astype(dtype)[:, None]
+        return counts
 
     def _state(self):
         config = {
@@ -395,12 +409,22 @@ class ATACPreprocessor(Preprocessor):
         self.end_ = np.asarray(arrays["end"], dtype=np.int64)
 
 
-def binarize_accessibility(counts) -> np.ndarray:
-    """Binarise predicted ATAC counts: 1 where a value exceeds both its row mean and its column mean."""
+def binarize_accessibility(counts, *, copy: bool = True, chunk: int = 4096) -> np.ndarray:
+    """Binarise predicted ATAC counts: 1 where a value exceeds both its row mean and its column mean.
+
+    Returns float32 0/1 values; ``copy=False`` writes them into a dense float32 ``counts`` itself. Rows are
+    compared ``chunk`` at a time, so no whole-matrix temporaries are made.
+    """
     counts = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
     row_mean = counts.mean(axis=1, keepdims=True)
     col_mean = counts.mean(axis=0, keepdims=True)
-    return ((counts > row_mean) & (counts > col_mean)).astype(np.float32)
+    in_place = not copy and counts.dtype == np.float32 and counts.flags.writeable
+    binary = counts if in_place else np.empty(counts.shape, np.float32)
+    for start in range(0, counts.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        block = counts[rows]
+        binary[rows] = (block > row_mean[rows]) & (block > col_mean)
+    return binary
 
 
 class ADTPreprocessor(Preprocessor):
