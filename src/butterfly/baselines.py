@@ -55,8 +55,9 @@ class KNNTranslator(_SVDBaseline):
             name: NearestNeighbors(n_neighbors=k).fit(self._components[name]) for name in self.names
         }
 
-    def translate(self, adata: ad.AnnData, source: str, target: str) -> ad.AnnData:
-        """Predict ``target`` for cells measured in ``source``."""
+    def translate(self, adata: ad.AnnData, source: str, target: str, *, progress: bool = False) -> ad.AnnData:
+        """Predict ``target`` for cells measured in ``source`` (``progress``: the signature of
+        :meth:`Butterfly.translate`; one search, no bar)."""
         _, neighbours = self._index[source].kneighbors(self._source_components(adata, source))
         n, n_train = neighbours.shape[0], self._train[target].shape[0]
         rows = np.repeat(np.arange(n), self.k)
@@ -87,7 +88,8 @@ class LinearTranslator(_SVDBaseline):
                 self._components[source], self._components[target]
             )
 
-    def translate(self, adata: ad.AnnData, source: str, target: str) -> ad.AnnData:
+    def translate(self, adata: ad.AnnData, source: str, target: str, *, progress: bool = False) -> ad.AnnData:
+        """Predict ``target`` for cells measured in ``source`` (``progress``: as :meth:`KNNTranslator.translate`)."""
         components = self._ridge[source, target].predict(self._source_components(adata, source))
         pred = self._svd[target].inverse_transform(components)
         low = 0.0 if self._model.specs[target].output in ("sigmoid", "leaky_relu") else -np.inf

@@ -49,7 +49,7 @@ def evaluate_translation(
     for name in names:
         results[f"measured {name}"] = metrics.cell_heterogeneity(truth[name], labels, seed=seed)
     for source, target in (names, names[::-1]):
-        translated = model.translate(data[source], source=source, target=target)
+        translated = model.translate(data[source], source=source, target=target, progress=False)
         kind = reference.specs[target].preprocessing
         results[f"{source}->{target}"] = score_prediction(
             translated.X, truth[target], labels, target_kind=kind, seed=seed

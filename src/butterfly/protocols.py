@@ -170,7 +170,7 @@ def run_protocol(
                 names = reference.names
                 data = dict(zip(names, (first[test], second[test]), strict=True))
                 for source, target in (names, names[::-1]):
-                    translated = model.translate(data[source], source=source, target=target).X
+                    translated = model.translate(data[source], source=source, target=target, progress=False).X
                     examples["profiles"][name, f"{source}->{target}"] = translated
                     measured = reference.preprocessors[target].transform(data[target]).X
                     examples["profiles"]["measured", target] = measured
