@@ -1,6 +1,7 @@
 import json
 
 import anndata as ad
+import numpy as np
 import pytest
 
 from butterfly.cli import main
@@ -28,6 +29,13 @@ def test_train_then_translate(files, capsys):
     pred = ad.read_h5ad(out)
     assert pred.n_obs == 500 and pred.n_vars == 600
     assert "wrote 500 cells x 600 rna features" in capsys.readouterr().out
+    again = ["translate", "--model", str(model_dir), "--input", str(files / "rna.h5ad"), "--source", "rna",
+             "--target", "atac", "--out", str(out), "--atac-output", "binary", "--batch-size", "64"]  # fmt: skip
+    assert main(again) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
+    assert ad.read_h5ad(out).n_vars == 600  # the earlier result is untouched
+    assert main([*again, "--overwrite"]) == 0
+    binary = ad.read_h5ad(out).X
+    assert set(np.unique(binary)) == {0.0, 1.0} and 0 < binary.mean() < 0.5
 
 
 def test_fast_setting_and_explicit_flags(files):

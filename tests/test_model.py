@@ -2,6 +2,7 @@ import pickle
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -104,6 +105,23 @@ def test_atac_counts_and_binary_outputs(trained, snare_split):
     np.testing.assert_array_equal(binary, bf.binarize_accessibility(counts))
     with pytest.raises(ButterflyInputError, match="applies to an ATAC target"):
         trained.translate(atac_test[:5].copy(), source="atac", target="rna", atac_output="counts")
+
+
+@pytest.mark.parametrize("form", ["probability", "counts", "binary"])
+def test_translate_to_h5ad_writes_what_translate_returns(trained, snare_split, tmp_path, form):
+    _, _, rna_test, _ = snare_split
+    expected = trained.translate(rna_test, source="rna", target="atac", atac_output=form)
+    path = tmp_path / "out.h5ad"
+    trained.translate_to_h5ad(rna_test, path, source="rna", target="atac", atac_output=form, batch_size=37)
+    written = ad.read_h5ad(path)
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+    assert isinstance(written.X, np.ndarray) and written.X.dtype == np.float32
+    np.testing.assert_array_equal(written.X, expected.X)
+    np.testing.assert_array_equal(written.obsm["X_butterfly"], expected.obsm["X_butterfly"])
+    # (h5ad stores string columns as categories)
+    pd.testing.assert_frame_equal(written.var.astype(str), expected.var.astype(str))
+    pd.testing.assert_frame_equal(written.obs.astype(str), expected.obs.astype(str))
+    assert written.uns["butterfly"]["output"] == form
 
 
 def test_feature_shuffled_input_gives_same_translation(trained, snare_split):

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._io import write_h5ad_atomic, write_text_atomic
+from ._io import write_text_atomic
 from .protocols import MODEL_NAMES
 from .training import FAST_SETTING, TrainingConfig
 
@@ -97,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
         help="for an ATAC target: model output, recovered counts, or binarised peaks (default probability)",
     )  # fmt: skip
     translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    translate.add_argument(
+        "--batch-size", type=int, default=1024, help="cells per forward pass (default 1024)"
+    )
+    translate.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     bench = commands.add_parser(
         "benchmark",
@@ -266,12 +270,19 @@ def _run(args: argparse.Namespace) -> None:
         model.save(args.out, overwrite=args.overwrite)
         print(f"saved the trained model to {args.out}")
     elif args.command == "translate":
+        if args.out.exists() and not args.overwrite:
+            raise FileExistsError(
+                f"{args.out} exists; pass --overwrite to replace it, or choose another --out."
+            )
         model = Butterfly.load(args.model, device=args.device)
-        result = model.translate(
-            _read(args.input), source=args.source, target=args.target, atac_output=args.atac_output
-        )
-        write_h5ad_atomic(result, args.out)
-        print(f"wrote {result.n_obs} cells x {result.n_vars} {args.target} features to {args.out}")
+        cells = _read(args.input)
+        # batch by batch into the file: memory stays that of one batch, however many cells
+        model.translate_to_h5ad(
+            cells, args.out, source=args.source, target=args.target, atac_output=args.atac_output,
+            batch_size=args.batch_size,
+        )  # fmt: skip
+        n_features = model.preprocessors[args.target].n_features
+        print(f"wrote {cells.n_obs} cells x {n_features} {args.target} features to {args.out}")
     elif args.command == "benchmark":
         from . import protocols, report
         from ._validation import ButterflyInputError, check_label_key, check_paired

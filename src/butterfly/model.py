@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import modalities as _modalities
+from ._io import _write_atomic
 from ._validation import ButterflyInputError, check_label_key, check_paired
 from .data import PairedRows, dense_rows, split_validation
 from .genome import group_by_chromosome
@@ -31,7 +32,13 @@ from .pairing import (
     unpaired_pairs,
     unpaired_sampling_sizes,
 )
-from .preprocessing import ATACPreprocessor, Preprocessor, binarize_accessibility, preprocessor_from_state
+from .preprocessing import (
+    ATACPreprocessor,
+    Preprocessor,
+    binarize_accessibility,
+    binary_block,
+    preprocessor_from_state,
+)
 from .training import Trainer, TrainingConfig, TranslatorNetwork, resolve_device
 
 MODEL_FORMAT = "butterfly-model"
@@ -361,36 +368,66 @@ class Butterfly:
         if target is not None and source == target:
             raise ButterflyInputError("source and target must differ; use the measured data itself.")
 
-    def _run(
-        self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool = False
-    ) -> tuple[np.ndarray | None, np.ndarray]:
-        """Translations (``None`` without a target; RNA/ATAC values below 1e-4 set to 0) and latent means of
-        ``adata``, ``batch_size`` cells at a time, written into arrays allocated once: no list of chunks to
-        concatenate and no whole-matrix temporaries (half the peak memory)."""
+    def _translated_batches(
+        self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool
+    ) -> Iterator[tuple[slice, np.ndarray | None, np.ndarray]]:
+        """``(rows, translation, latent mean)`` for ``batch_size`` cells at a time; the translation is ``None``
+        without a target, and its RNA/ATAC values below 1e-4 are set to 0."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ButterflyInputError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
         X = self.preprocessors[source].transform(adata).X
         self.network.eval()
-        n_cells = X.shape[0]
-        latent = np.zeros((n_cells, self.network.translator.latent), np.float32)
-        output = (
-            None if target is None else np.zeros((n_cells, self.preprocessors[target].n_features), np.float32)
-        )
         layout = source in self.network.feature_major
-        starts = range(0, n_cells, batch_size)
+        starts = range(0, X.shape[0], batch_size)
         bar = tqdm(starts, desc=f"{source} -> {target or 'latent'}", unit="batch", leave=False,
                    disable=not progress or len(starts) < 2)  # fmt: skip
         for start in bar:
-            rows = slice(start, min(start + batch_size, n_cells))
+            rows = slice(start, min(start + batch_size, X.shape[0]))
             x = dense_rows(X, np.arange(rows.start, rows.stop), self.device, layout)
             if target is None:
-                latent[rows] = self.network.latent_mean(x, source).cpu().numpy()
-            else:
-                out, mean = self.network.translate(x, source, target)
-                if self.specs[target].preprocessing in ("rna", "atac", "expression"):
-                    out[out < ZERO_THRESHOLD] = 0
-                output[rows], latent[rows] = out.cpu().numpy(), mean.cpu().numpy()
+                yield rows, None, self.network.latent_mean(x, source).cpu().numpy()
+                continue
+            out, mean = self.network.translate(x, source, target)
+            if self.specs[target].preprocessing in ("rna", "atac", "expression"):
+                out[out < ZERO_THRESHOLD] = 0
+            yield rows, out.cpu().numpy(), mean.cpu().numpy()
+
+    def _run(
+        self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool = False
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """Translations (``None`` without a target) and latent means of ``adata``, written batch by batch into
+        arrays allocated once: no list of chunks to concatenate, no whole-matrix temporaries."""
+        latent = np.zeros((adata.n_obs, self.network.translator.latent), np.float32)
+        output = None
+        if target is not None:
+            output = np.zeros((adata.n_obs, self.preprocessors[target].n_features), np.float32)
+        for rows, out, mean in self._translated_batches(adata, source, target, batch_size, progress):
+            latent[rows] = mean
+            if output is not None:
+                output[rows] = out
         return output, latent
+
+    def _check_translation(self, source: str, target: str, atac_output: str) -> Preprocessor:
+        """Refuse a translation that cannot run; returns the target's preprocessor."""
+        self._check_names(source, target)
+        if not self.is_trained_:
+            raise RuntimeError("The model is not trained yet; call fit() first.")
+        target_pre = self.preprocessors[target]
+        if atac_output not in ("probability", "counts", "binary"):
+            raise ButterflyInputError(
+                f"atac_output must be 'probability', 'counts' or 'binary', got {atac_output!r}."
+            )
+        if atac_output != "probability" and not isinstance(target_pre, ATACPreprocessor):
+            raise ButterflyInputError(
+                f"atac_output={atac_output!r} applies to an ATAC target, not {target!r}."
+            )
+        return target_pre
+
+    def _translation_anndata(self, adata, target_pre, X, latent, source, target, atac_output) -> ad.AnnData:
+        result = ad.AnnData(X=X, obs=adata.obs.copy(), var=target_pre._output_var())
+        result.obsm[LATENT_KEY] = latent
+        result.uns["butterfly"] = {"source": source, "target": target, "output": atac_output}
+        return result
 
     def translate(
         self,
@@ -407,7 +444,8 @@ class Butterfly:
 
         Features of ``adata`` are aligned by name to those the model was trained on. Returns an AnnData with
         the target's features (in the training data's order and names), ``obs`` copied from ``adata``, the
-        latent mean in ``obsm["X_butterfly"]``, and predicted RNA/ATAC values below 1e-4 set to 0.
+        latent mean in ``obsm["X_butterfly"]``, and predicted RNA/ATAC values below 1e-4 set to 0. For more
+        cells than fit in memory, :meth:`translate_to_h5ad` writes the same result to a file batch by batch.
 
         Parameters
         ----------
@@ -419,27 +457,60 @@ class Butterfly:
         batch_size, progress
             Cells per forward pass, and a progress bar over them when there are several.
         """
-        self._check_names(source, target)
-        if not self.is_trained_:
-            raise RuntimeError("The model is not trained yet; call fit() first.")
-        target_pre = self.preprocessors[target]
-        if atac_output not in ("probability", "counts", "binary"):
-            raise ButterflyInputError(
-                f"atac_output must be 'probability', 'counts' or 'binary', got {atac_output!r}."
-            )
-        if atac_output != "probability" and not isinstance(target_pre, ATACPreprocessor):
-            raise ButterflyInputError(
-                f"atac_output={atac_output!r} applies to an ATAC target, not {target!r}."
-            )
+        target_pre = self._check_translation(source, target, atac_output)
         output, latent = self._run(adata, source, target, batch_size, progress)
         if atac_output != "probability":
             output = target_pre.inverse_transform(output, library_size, copy=False)  # in place, float32
             if atac_output == "binary":
                 output = binarize_accessibility(output, copy=False)
-        result = ad.AnnData(X=output, obs=adata.obs.copy(), var=target_pre._output_var())
-        result.obsm[LATENT_KEY] = latent
-        result.uns["butterfly"] = {"source": source, "target": target, "output": atac_output}
-        return result
+        return self._translation_anndata(adata, target_pre, output, latent, source, target, atac_output)
+
+    def translate_to_h5ad(
+        self,
+        adata: ad.AnnData,
+        path: str | os.PathLike,
+        source: str,
+        target: str,
+        *,
+        atac_output: str = "probability",
+        library_size: np.ndarray | None = None,
+        batch_size: int = 1024,
+        progress: bool = True,
+    ) -> None:
+        """:meth:`translate` into an ``.h5ad`` file, ``batch_size`` cells at a time: memory stays that of one
+        batch whatever the number of cells (the result's ``X`` is dense: cells x target features x 4 bytes
+        on disk). The same values as :meth:`translate`; the file is written atomically. ``"binary"`` ATAC
+        reads the written counts back once, for the column means."""
+        import h5py
+
+        target_pre = self._check_translation(source, target, atac_output)
+        n_cells, n_features = adata.n_obs, target_pre.n_features
+        library = None if atac_output == "probability" else target_pre.library_sizes(n_cells, library_size)
+        skeleton = self._translation_anndata(
+            adata, target_pre, None, np.zeros((n_cells, self.network.translator.latent), np.float32),
+            source, target, atac_output,
+        )  # fmt: skip
+
+        def write(tmp: Path) -> None:
+            skeleton.write_h5ad(tmp)
+            with h5py.File(tmp, "r+") as f:
+                chunk_rows = max(1, min(n_cells, (1 << 20) // max(1, n_features)))  # chunks of about 4 MB
+                X = f.create_dataset("X", (n_cells, n_features), np.float32, chunks=(chunk_rows, n_features))
+                X.attrs["encoding-type"], X.attrs["encoding-version"] = "array", "0.2.0"
+                latent = f["obsm"][LATENT_KEY]
+                col_sum = np.zeros(n_features)
+                for rows, out, mean in self._translated_batches(adata, source, target, batch_size, progress):
+                    if library is not None:
+                        out = target_pre.inverse_transform(out, library[rows], copy=False)
+                    if atac_output == "binary":
+                        col_sum += out.sum(axis=0, dtype=np.float64)
+                    X[rows], latent[rows] = out, mean
+                if atac_output == "binary":
+                    for start in range(0, n_cells, batch_size):
+                        rows = slice(start, min(start + batch_size, n_cells))
+                        X[rows] = binary_block(X[rows], col_sum / n_cells)
+
+        _write_atomic(path, write)
 
     def latent(
         self, adata: ad.AnnData, source: str, *, batch_size: int = 1024, progress: bool = True

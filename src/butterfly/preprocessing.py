@@ -374,22 +374,26 @@ class ATACPreprocessor(Preprocessor):
         self._check_fitted()
         values = values.toarray() if sp.issparse(values) else np.asarray(values)
         dtype = np.float32 if values.dtype == np.float32 else np.float64
-        if library_size is None:
-            library_size = np.full(values.shape[0], self.median_open_peaks_)
-        library_size = np.asarray(library_size, dtype=np.float64).reshape(-1)
-        if (
-            library_size.shape != (values.shape[0],)
-            or not (np.isfinite(library_size) & (library_size >= 0)).all()
-        ):
-            raise ButterflyInputError(
-                f"library_size needs one finite, non-negative open-peak count per cell ({values.shape[0]} cells); "
-                f"got {library_size.size} value(s), from {library_size.min(initial=np.inf)} to "
-                f"{library_size.max(initial=-np.inf)}."
-            )
+        library_size = self.library_sizes(values.shape[0], library_size)
         counts = values.astype(dtype, copy=copy)  # the products below work in place on it
         counts *= (self.scale_ / self.idf_).astype(dtype)[None, :]
         counts *= library_size.astype(dtype)[:, None]
         return counts
+
+    def library_sizes(self, n_cells: int, library_size=None) -> np.ndarray:
+        """Open-peak counts of ``n_cells`` cells for :meth:`inverse_transform`: ``library_size`` checked, or the
+        training median for every cell."""
+        self._check_fitted()
+        if library_size is None:
+            return np.full(n_cells, self.median_open_peaks_)
+        library_size = np.asarray(library_size, dtype=np.float64).reshape(-1)
+        if library_size.shape != (n_cells,) or not (np.isfinite(library_size) & (library_size >= 0)).all():
+            raise ButterflyInputError(
+                f"library_size needs one finite, non-negative open-peak count per cell ({n_cells} cells); got "
+                f"{library_size.size} value(s), from {library_size.min(initial=np.inf)} to "
+                f"{library_size.max(initial=-np.inf)}."
+            )
+        return library_size
 
     def _state(self):
         config = {
@@ -416,15 +420,18 @@ def binarize_accessibility(counts, *, copy: bool = True, chunk: int = 4096) -> n
     compared ``chunk`` at a time, so no whole-matrix temporaries are made.
     """
     counts = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
-    row_mean = counts.mean(axis=1, keepdims=True)
-    col_mean = counts.mean(axis=0, keepdims=True)
+    col_mean = counts.mean(axis=0, dtype=np.float64)
     in_place = not copy and counts.dtype == np.float32 and counts.flags.writeable
     binary = counts if in_place else np.empty(counts.shape, np.float32)
     for start in range(0, counts.shape[0], chunk):
         rows = slice(start, start + chunk)
-        block = counts[rows]
-        binary[rows] = (block > row_mean[rows]) & (block > col_mean)
+        binary[rows] = binary_block(counts[rows], col_mean)
     return binary
+
+
+def binary_block(block: np.ndarray, col_mean: np.ndarray) -> np.ndarray:
+    """:func:`binarize_accessibility` of whole rows, given the column means of all rows (float64)."""
+    return (block > block.mean(axis=1, keepdims=True, dtype=np.float64)) & (block > col_mean)
 
 
 class ADTPreprocessor(Preprocessor):
