@@ -477,10 +477,10 @@ class Butterfly:
         batch_size: int = 1024,
         progress: bool = True,
     ) -> None:
-        """:meth:`translate` into an ``.h5ad`` file, ``batch_size`` cells at a time: memory stays that of one
-        batch whatever the number of cells (the result's ``X`` is dense: cells x target features x 4 bytes
-        on disk). The same values as :meth:`translate`; the file is written atomically. ``"binary"`` ATAC
-        reads the written counts back once, for the column means."""
+        """:meth:`translate` into an ``.h5ad`` file, ``batch_size`` cells at a time: the output (dense, cells x
+        target features x 4 bytes) never sits in memory, only one batch of it; what memory grows with is the
+        input and the 128-d latent. The same values as :meth:`translate`; the file is written atomically.
+        ``"binary"`` ATAC reads the written counts back once, for the column means."""
         import h5py
 
         target_pre = self._check_translation(source, target, atac_output)
