@@ -276,7 +276,7 @@ def _run(args: argparse.Namespace) -> None:
             )
         model = Butterfly.load(args.model, device=args.device)
         cells = _read(args.input)
-        # batch by batch into the file: memory stays that of one batch, however many cells
+        # batch by batch into the file: the output never sits in memory, however many cells
         model.translate_to_h5ad(
             cells, args.out, source=args.source, target=args.target, atac_output=args.atac_output,
             batch_size=args.batch_size,

@@ -31,12 +31,8 @@ _WHOLE_NUMBER_MINIMA = {
     "patience": 1,
     "batch_size": 1,
 }
-_CLI_OPTIONS = {
-    *_WHOLE_NUMBER_MINIMA,
-    "lr",
-    "discriminator_lr",
-    "precision",
-}  # TrainingConfig fields with a flag
+# the TrainingConfig fields that butterfly train/benchmark take as flags (--batch-size, ...)
+_CLI_OPTIONS = {*_WHOLE_NUMBER_MINIMA, "lr", "discriminator_lr", "precision"}
 
 
 @dataclass
