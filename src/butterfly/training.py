@@ -182,6 +182,11 @@ def reconstruction_loss(spec: ModalitySpec, raw: torch.Tensor, target: torch.Ten
     return F.mse_loss(activate(spec, raw), target)
 
 
+#: Cells per validation minibatch, whatever the training batch: enough for full-speed products; at 1,024
+#: (4x a batch of 256) every validation pass page-faulted in fresh 20 MB buffers and an integrative epoch's
+#: validation took 0.11 s instead of 0.08 s on SNARE-seq (two CPU threads).
+VALIDATION_ROWS = 256
+
 SPARSE_INPUT_DENSITY = 0.25  # below this fraction of non-zeros, encoders read training minibatches sparse
 
 
@@ -358,12 +363,11 @@ class Trainer:
 
     # -- pieces ---------------------------------------------------------------------------------------------
     def _batches(self, matrices, pairs, *, shuffle: bool = True):
-        """Training minibatches (shuffled, masked) or, with ``shuffle=False``, validation ones (4x larger)."""
+        """Training minibatches (shuffled, masked) or, with ``shuffle=False``, validation ones
+        (``VALIDATION_ROWS`` cells)."""
         layouts = self.network.feature_major
         if not shuffle:
-            return minibatches(
-                matrices, pairs, 4 * self.config.batch_size, self.device, feature_major=layouts
-            )
+            return minibatches(matrices, pairs, VALIDATION_ROWS, self.device, feature_major=layouts)
         rates = {n: self.network.specs[n].mask_rate for n in pairs.rows}
         return minibatches(
             matrices, pairs, self.config.batch_size, self.device, self.rng, rates, self.config.mask_scaling,
