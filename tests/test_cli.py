@@ -79,6 +79,15 @@ def test_user_mistakes_give_one_line_errors(files, capsys):
                  "--out", str(files / "b"), "--lr", "-1"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "lr (--lr) must be a positive number, got -1.0" in err and not (files / "b").exists()
+    code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
+                 "--out", str(files / "m5"), "--modalities", "rna", "chromatin"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Unknown modality 'chromatin'" in err and "Traceback" not in err
+    (files / "odd").mkdir()
+    (files / "odd" / "config.json").write_text("{not json")
+    code = main(["translate", "--model", str(files / "odd"), "--input", str(files / "atac.h5ad"),
+                 "--source", "atac", "--target", "rna", "--out", str(files / "y.h5ad")])  # fmt: skip
+    assert code == 2 and "is not a butterfly model" in capsys.readouterr().err
 
 
 def test_help_explains_commands(capsys):

@@ -342,7 +342,10 @@ def test_load_refuses_other_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a saved butterfly model"):
         bf.Butterfly.load(tmp_path)
     (tmp_path / "config.json").write_text('{"format": "something-else"}')
-    with pytest.raises(ValueError, match="not a butterfly model"):
+    with pytest.raises(ButterflyInputError, match="not a butterfly model"):
+        bf.Butterfly.load(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ButterflyInputError, match="its config.json is not JSON"):
         bf.Butterfly.load(tmp_path)
 
 

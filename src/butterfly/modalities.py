@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._validation import ButterflyInputError
 from .preprocessing import (
     ADTPreprocessor,
     ATACPreprocessor,
@@ -125,7 +126,7 @@ def get(modality: str | ModalitySpec) -> ModalitySpec:
     if key in ("protein", "cite"):
         key = "adt"
     if key not in PRESETS:
-        raise ValueError(
+        raise ButterflyInputError(
             f"Unknown modality {modality!r}. Use one of {sorted(PRESETS)}, or a ModalitySpec, e.g. "
             "dataclasses.replace(butterfly.modalities.EXPRESSION, name='control')."
         )

@@ -571,11 +571,17 @@ class Butterfly:
         config_file = path / "config.json"
         if not config_file.is_file():
             raise FileNotFoundError(f"{path} is not a saved butterfly model (no config.json).")
-        config = json.loads(config_file.read_text())
-        if config.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{path} is not a butterfly model (format {config.get('format')!r}).")
+        try:
+            config = json.loads(config_file.read_text())
+        except json.JSONDecodeError as err:
+            raise ButterflyInputError(
+                f"{path} is not a butterfly model (its config.json is not JSON: {err})."
+            ) from None
+        if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
+            found = config.get("format") if isinstance(config, dict) else None
+            raise ButterflyInputError(f"{path} is not a butterfly model (format {found!r}).")
         if config.get("version", 0) > MODEL_FORMAT_VERSION:
-            raise ValueError(
+            raise ButterflyInputError(
                 f"{path} was saved by a newer butterfly (format version {config['version']}); upgrade butterfly."
             )
         model = cls.__new__(cls)
