@@ -88,6 +88,14 @@ def test_user_mistakes_give_one_line_errors(files, capsys):
     code = main(["translate", "--model", str(files / "odd"), "--input", str(files / "atac.h5ad"),
                  "--source", "atac", "--target", "rna", "--out", str(files / "y.h5ad")])  # fmt: skip
     assert code == 2 and "is not a butterfly model" in capsys.readouterr().err
+    from butterfly import Butterfly
+
+    rna, atac = ad.read_h5ad(files / "rna.h5ad"), ad.read_h5ad(files / "atac.h5ad")
+    Butterfly(rna, atac).save(files / "untrained")
+    code = main(["translate", "--model", str(files / "untrained"), "--input", str(files / "atac.h5ad"),
+                 "--source", "atac", "--target", "rna", "--out", str(files / "z.h5ad")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "not trained yet" in err and "Traceback" not in err
 
 
 def test_help_explains_commands(capsys):

@@ -18,6 +18,11 @@ class ButterflyInputError(ValueError):
     """The data given to butterfly cannot be used as it is; the message says why and how to fix it."""
 
 
+class NotTrainedError(ButterflyInputError, RuntimeError):
+    """A model asked to translate before :meth:`~butterfly.Butterfly.fit` (a RuntimeError, as before, and a
+    user mistake the CLI reports in one line)."""
+
+
 def _preview(names: Sequence, limit: int = 5) -> str:
     names = [str(n) for n in list(names)[:limit]]
     return ", ".join(repr(n) for n in names)

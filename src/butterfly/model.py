@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import modalities as _modalities
 from ._io import _write_atomic
-from ._validation import ButterflyInputError, check_label_key, check_paired
+from ._validation import ButterflyInputError, NotTrainedError, check_label_key, check_paired
 from .data import PairedRows, dense_rows, split_validation
 from .genome import group_by_chromosome
 from .modalities import ModalitySpec
@@ -411,7 +411,7 @@ class Butterfly:
         """Refuse a translation that cannot run; returns the target's preprocessor."""
         self._check_names(source, target)
         if not self.is_trained_:
-            raise RuntimeError("The model is not trained yet; call fit() first.")
+            raise NotTrainedError("The model is not trained yet; call fit() first.")
         target_pre = self.preprocessors[target]
         if atac_output not in ("probability", "counts", "binary"):
             raise ButterflyInputError(
