@@ -37,9 +37,8 @@ def child(args: argparse.Namespace) -> None:
     if args.copies > 1:
         rna = ad.concat([rna] * args.copies, index_unique="-")
     model = bf.Butterfly.load(args.model, device="cpu")
-    quiet = (
-        {"progress": False} if "progress" in inspect.signature(model.translate).parameters else {}
-    )  # older
+    # releases before translate(progress=...) take no such argument
+    quiet = {"progress": False} if "progress" in inspect.signature(model.translate).parameters else {}
     to_file = args.method == "translate_to_h5ad"
     with PeakMemory() as mem, tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
