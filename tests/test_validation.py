@@ -103,3 +103,37 @@ def test_missing_label_column():
 def test_non_anndata_input():
     with pytest.raises(ButterflyInputError, match="must be an AnnData"):
         bf.RNAPreprocessor().fit(np.ones((3, 3)))
+
+
+def test_modalities_passed_in_the_wrong_order_are_named(multiome):
+    rna, atac = multiome
+    with pytest.raises(
+        ButterflyInputError, match=r"rna training data's feature names look like chromatin peaks"
+    ):
+        bf.Butterfly(atac, rna, modalities=("rna", "atac"))
+    with pytest.raises(ButterflyInputError, match=r"adt training data's .* look like chromatin peaks"):
+        bf.ADTPreprocessor().fit(atac)
+    with pytest.raises(ButterflyInputError, match=r"do not look like chromatin peaks.*order of `modalities`"):
+        bf.ATACPreprocessor().fit(rna)
+
+
+def test_genes_given_as_proteins_warn(snare):
+    rna = snare[0]
+    assert rna.n_vars > 1000
+    with pytest.warns(UserWarning, match=r"antibody panels hold tens to a few hundred.*'rna' modality"):
+        bf.ADTPreprocessor().fit(rna)
+
+
+def test_wrong_feature_names_are_reported_before_empty_cells(snare):
+    rna, atac = snare
+    pre = bf.RNAPreprocessor().fit(rna)
+    few = rna[:50, :3]  # most of these cells have no counts in three genes
+    assert (np.asarray(few.X.sum(axis=1)).ravel() == 0).any()
+    with pytest.raises(ButterflyInputError, match="Only 3 of the .* rna features"):
+        pre.transform(few)
+
+
+def test_one_sided_cell_mismatch_reads_well():
+    a = _counts()
+    with pytest.raises(ButterflyInputError, match=r"2 cell\(s\) only in rna .*, none only in atac\."):
+        check_paired(a, a[:4].copy(), ("rna", "atac"))

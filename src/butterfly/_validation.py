@@ -137,9 +137,14 @@ def check_paired(first: ad.AnnData, second: ad.AnnData, names: tuple[str, str]) 
     )
     raise ButterflyInputError(
         f"The {a} data ({first.n_obs} cells) and the {b} data ({second.n_obs} cells) are not the same cells: "
-        f"{len(only_first)} cell(s) only in {a} (e.g. {_preview(only_first)}), {len(only_second)} only in {b} "
-        f"(e.g. {_preview(only_second)}). {hint}"
+        f"{_only_in(only_first, a)}, {_only_in(only_second, b)}. {hint}"
     )
+
+
+def _only_in(names: pd.Index, modality: str) -> str:
+    if len(names) == 0:
+        return f"none only in {modality}"
+    return f"{len(names)} cell(s) only in {modality} (e.g. {_preview(names)})"
 
 
 def align_cells(first: ad.AnnData, second: ad.AnnData) -> tuple[ad.AnnData, ad.AnnData]:

@@ -36,6 +36,17 @@ def _first_column(var: pd.DataFrame, candidates: tuple[str, ...]) -> str | None:
     return next((c for c in candidates if c in var.columns), None)
 
 
+def has_coordinate_columns(var: pd.DataFrame) -> bool:
+    """Whether ``var`` has chromosome, start and end columns (under any of the accepted names)."""
+    return all(_first_column(var, c) for c in (_CHROM_COLUMNS, _START_COLUMNS, _END_COLUMNS))
+
+
+def looks_like_peaks(names) -> bool:
+    """Whether most names read as genomic intervals (``chr1:100-200`` and the like)."""
+    names = pd.Index(names).astype(str)
+    return len(names) > 0 and bool(names.str.match(_PEAK_NAME).mean() > 0.5)
+
+
 def parse_peaks(var: pd.DataFrame) -> PeakCoordinates:
     """Read peak coordinates from ``var`` columns (chrom/start/end or aliases) or from the var names.
 

@@ -27,10 +27,13 @@ from ._validation import (
     check_values,
     row_sums,
 )
-from .genome import parse_peaks
+from .genome import has_coordinate_columns, looks_like_peaks, parse_peaks
 
 #: Smallest fraction of the fitted features a new dataset must contain before ``transform`` accepts it.
 MIN_FEATURE_OVERLAP = 0.5
+
+#: More proteins than any antibody panel holds: an "adt" dataset this wide is probably something else.
+MAX_ADT_FEATURES = 1000
 
 
 def align_features(
@@ -108,7 +111,9 @@ class Preprocessor:
 
     def fit(self, adata: ad.AnnData) -> Preprocessor:
         """Fit on training cells. ``adata`` is not modified."""
-        X = self._checked_matrix(adata, what=f"The {self.kind} training data")
+        what = f"The {self.kind} training data"
+        X = self._checked_matrix(adata, what=what)
+        self._check_feature_kind(adata, what=what)
         self._fit(X, adata)
         return self
 
@@ -116,8 +121,12 @@ class Preprocessor:
         """Apply the fitted transform to any cells; returns a new AnnData (obs copied)."""
         self._check_fitted()
         what = f"The {self.kind} data"
-        X = self._checked_matrix(adata, what=what)
-        X = align_features(X, self._input_names(adata), self.input_features_, what=self.kind)
+        X = self._checked_matrix(adata, what=what, check_cells=False)
+        # Feature names first: input with the wrong kind of names often has "empty" cells as well, and the
+        # names are what the user has to fix.
+        aligned = align_features(X, self._input_names(adata), self.input_features_, what=self.kind)
+        check_nonempty_cells(X, adata.obs_names, what=what)
+        X = aligned
         out = ad.AnnData(X=self._transform(X, adata), obs=adata.obs.copy(), var=self._output_var())
         return out
 
@@ -160,6 +169,16 @@ class Preprocessor:
     def _input_names(self, adata: ad.AnnData) -> pd.Index:
         return adata.var_names
 
+    def _check_feature_kind(self, adata: ad.AnnData, *, what: str) -> None:
+        """Refuse peaks given as genes or proteins (two datasets passed in the wrong order, say)."""
+        if looks_like_peaks(adata.var_names):
+            raise ButterflyInputError(
+                f"{what}'s feature names look like chromatin peaks (e.g. {_preview(adata.var_names)}), not "
+                f"{self.kind} features. Pass the datasets in the order of `modalities`, e.g. "
+                "Butterfly(rna, atac, modalities=('rna', 'atac')) (CLI: --first and --second in the order "
+                "of --modalities)."
+            )
+
     def _output_var(self) -> pd.DataFrame:
         return pd.DataFrame(index=pd.Index(self.features_.astype(str)))
 
@@ -168,7 +187,7 @@ class Preprocessor:
         if self.features_ is None:
             raise RuntimeError(f"This {type(self).__name__} is not fitted yet; call fit(adata) first.")
 
-    def _checked_matrix(self, adata: ad.AnnData, *, what: str) -> sp.csr_matrix:
+    def _checked_matrix(self, adata: ad.AnnData, *, what: str, check_cells: bool = True) -> sp.csr_matrix:
         if not isinstance(adata, ad.AnnData):
             raise ButterflyInputError(f"{what} must be an AnnData object, got {type(adata).__name__}.")
         if adata.n_obs == 0 or adata.n_vars == 0:
@@ -176,7 +195,8 @@ class Preprocessor:
         check_unique_names(adata, what=what)
         X = as_csr(adata.X)
         check_values(X, what=what, require_integer=self.requires_integer)
-        check_nonempty_cells(X, adata.obs_names, what=what)
+        if check_cells:
+            check_nonempty_cells(X, adata.obs_names, what=what)
         return X
 
 
@@ -280,6 +300,16 @@ class ATACPreprocessor(Preprocessor):
 
     def _input_names(self, adata: ad.AnnData) -> pd.Index:
         return pd.Index(parse_peaks(adata.var).names)
+
+    def _check_feature_kind(self, adata: ad.AnnData, *, what: str) -> None:
+        if not looks_like_peaks(adata.var_names) and not has_coordinate_columns(adata.var):
+            raise ButterflyInputError(
+                f"{what}'s feature names do not look like chromatin peaks (e.g. {_preview(adata.var_names)}) "
+                "and var has no 'chrom', 'start' and 'end' columns. If these are genes or proteins, pass the "
+                "datasets in the order of `modalities`, e.g. Butterfly(rna, atac, modalities=('rna', "
+                "'atac')) (CLI: --first and --second in the order of --modalities); if they are peaks, "
+                "name them 'chr1:100-200' or add those var columns."
+            )
 
     @staticmethod
     def _open_entries(X: sp.csr_matrix) -> np.ndarray | None:
@@ -445,6 +475,16 @@ class ADTPreprocessor(Preprocessor):
     """
 
     kind = "adt"
+
+    def _check_feature_kind(self, adata: ad.AnnData, *, what: str) -> None:
+        super()._check_feature_kind(adata, what=what)
+        if adata.n_vars > MAX_ADT_FEATURES:
+            warnings.warn(
+                f"{what} has {adata.n_vars} features; antibody panels hold tens to a few hundred proteins. "
+                "If these are genes, use the 'rna' modality.",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _fit(self, X: sp.csr_matrix, adata: ad.AnnData) -> None:
         self.input_features_ = adata.var_names.to_numpy().astype(object)
