@@ -96,6 +96,15 @@ def test_user_mistakes_give_one_line_errors(files, capsys):
                  "--source", "atac", "--target", "rna", "--out", str(files / "z.h5ad")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "not trained yet" in err and "Traceback" not in err
+    (files / "garbage.h5ad").write_text("not an h5ad file")
+    code = main(["train", "--first", str(files / "garbage.h5ad"), "--second", str(files / "atac.h5ad"),
+                 "--out", str(files / "m6")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "garbage.h5ad could not be read as an .h5ad file" in err and "write_h5ad" in err
+    code = main(["train", "--first", str(files / "atac.h5ad"), "--second", str(files / "rna.h5ad"),
+                 "--out", str(files / "m7")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "look like chromatin peaks" in err and "--first and --second" in err
 
 
 def test_help_explains_commands(capsys):

@@ -137,3 +137,14 @@ def test_one_sided_cell_mismatch_reads_well():
     a = _counts()
     with pytest.raises(ButterflyInputError, match=r"2 cell\(s\) only in rna .*, none only in atac\."):
         check_paired(a, a[:4].copy(), ("rna", "atac"))
+
+
+def test_translating_from_the_wrong_source_names_the_flag(multiome, tmp_path):
+    rna, atac = multiome
+    pre = {"rna": bf.RNAPreprocessor().fit(rna), "atac": bf.ATACPreprocessor().fit(atac)}
+    with pytest.raises(
+        ButterflyInputError, match=r"rna data's feature names look like .*Check that `source`"
+    ):
+        pre["rna"].transform(atac)
+    with pytest.raises(ButterflyInputError, match=r"do not look like chromatin peaks.*Check that `source`"):
+        pre["atac"].transform(rna)

@@ -239,9 +239,17 @@ def _scvi_options(args: argparse.Namespace) -> dict | None:
 def _read(path: Path):
     import anndata as ad
 
+    from ._validation import ButterflyInputError
+
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    return ad.read_h5ad(path)
+    try:
+        return ad.read_h5ad(path)
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise ButterflyInputError(
+            f"{path} could not be read as an .h5ad file ({err}). Save the data with adata.write_h5ad(path) "
+            "(for 10x output: sc.read_10x_h5(...).write_h5ad(path))."
+        ) from None
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -43,7 +43,8 @@ def has_coordinate_columns(var: pd.DataFrame) -> bool:
 
 def looks_like_peaks(names) -> bool:
     """Whether most names read as genomic intervals (``chr1:100-200`` and the like)."""
-    names = pd.Index(names).astype(str)
+    names = pd.Index(names)
+    names = names[:: len(names) // 10_000 + 1].astype(str)  # an even sample decides as well as all
     return len(names) > 0 and bool(names.str.match(_PEAK_NAME).mean() > 0.5)
 
 

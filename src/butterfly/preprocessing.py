@@ -32,6 +32,12 @@ from .genome import has_coordinate_columns, looks_like_peaks, parse_peaks
 #: Smallest fraction of the fitted features a new dataset must contain before ``transform`` accepts it.
 MIN_FEATURE_OVERLAP = 0.5
 
+_ORDER_FIX = (
+    "Pass the datasets in the order of `modalities`, e.g. Butterfly(rna, atac, modalities=('rna', 'atac')) "
+    "(CLI: --first and --second in the order of --modalities)."
+)
+_SOURCE_FIX = "Check that `source` (CLI: --source) names the modality these cells were measured in."
+
 #: More proteins than any antibody panel holds: an "adt" dataset this wide is probably something else.
 MAX_ADT_FEATURES = 1000
 
@@ -113,7 +119,7 @@ class Preprocessor:
         """Fit on training cells. ``adata`` is not modified."""
         what = f"The {self.kind} training data"
         X = self._checked_matrix(adata, what=what)
-        self._check_feature_kind(adata, what=what)
+        self._check_feature_kind(adata, what=what, fix=_ORDER_FIX)
         self._fit(X, adata)
         return self
 
@@ -122,6 +128,7 @@ class Preprocessor:
         self._check_fitted()
         what = f"The {self.kind} data"
         X = self._checked_matrix(adata, what=what, check_cells=False)
+        self._check_feature_kind(adata, what=what, fix=_SOURCE_FIX)
         # Feature names first: input with the wrong kind of names often has "empty" cells as well, and the
         # names are what the user has to fix.
         aligned = align_features(X, self._input_names(adata), self.input_features_, what=self.kind)
@@ -169,14 +176,12 @@ class Preprocessor:
     def _input_names(self, adata: ad.AnnData) -> pd.Index:
         return adata.var_names
 
-    def _check_feature_kind(self, adata: ad.AnnData, *, what: str) -> None:
+    def _check_feature_kind(self, adata: ad.AnnData, *, what: str, fix: str) -> None:
         """Refuse peaks given as genes or proteins (two datasets passed in the wrong order, say)."""
         if looks_like_peaks(adata.var_names):
             raise ButterflyInputError(
                 f"{what}'s feature names look like chromatin peaks (e.g. {_preview(adata.var_names)}), not "
-                f"{self.kind} features. Pass the datasets in the order of `modalities`, e.g. "
-                "Butterfly(rna, atac, modalities=('rna', 'atac')) (CLI: --first and --second in the order "
-                "of --modalities)."
+                f"{self.kind} features. {fix}"
             )
 
     def _output_var(self) -> pd.DataFrame:
@@ -301,14 +306,12 @@ class ATACPreprocessor(Preprocessor):
     def _input_names(self, adata: ad.AnnData) -> pd.Index:
         return pd.Index(parse_peaks(adata.var).names)
 
-    def _check_feature_kind(self, adata: ad.AnnData, *, what: str) -> None:
+    def _check_feature_kind(self, adata: ad.AnnData, *, what: str, fix: str) -> None:
         if not looks_like_peaks(adata.var_names) and not has_coordinate_columns(adata.var):
             raise ButterflyInputError(
                 f"{what}'s feature names do not look like chromatin peaks (e.g. {_preview(adata.var_names)}) "
-                "and var has no 'chrom', 'start' and 'end' columns. If these are genes or proteins, pass the "
-                "datasets in the order of `modalities`, e.g. Butterfly(rna, atac, modalities=('rna', "
-                "'atac')) (CLI: --first and --second in the order of --modalities); if they are peaks, "
-                "name them 'chr1:100-200' or add those var columns."
+                f"and var has no 'chrom', 'start' and 'end' columns. {fix} "
+                "If they are peaks, name them 'chr1:100-200' or add those var columns."
             )
 
     @staticmethod
@@ -476,17 +479,14 @@ class ADTPreprocessor(Preprocessor):
 
     kind = "adt"
 
-    def _check_feature_kind(self, adata: ad.AnnData, *, what: str) -> None:
-        super()._check_feature_kind(adata, what=what)
+    def _fit(self, X: sp.csr_matrix, adata: ad.AnnData) -> None:
         if adata.n_vars > MAX_ADT_FEATURES:
             warnings.warn(
-                f"{what} has {adata.n_vars} features; antibody panels hold tens to a few hundred proteins. "
-                "If these are genes, use the 'rna' modality.",
+                f"The adt training data has {adata.n_vars} features; antibody panels hold tens to a few "
+                "hundred proteins. If these are genes, use the 'rna' modality.",
                 UserWarning,
                 stacklevel=4,
             )
-
-    def _fit(self, X: sp.csr_matrix, adata: ad.AnnData) -> None:
         self.input_features_ = adata.var_names.to_numpy().astype(object)
         self.features_ = self.input_features_
 
