@@ -79,6 +79,11 @@ def row_sums(X) -> np.ndarray:
 def check_nonempty_cells(X, obs_names: Sequence, *, what: str) -> None:
     """Refuse cells whose counts are all zero."""
     empty = np.flatnonzero(row_sums(X) == 0)
+    if empty.size and empty.size == X.shape[0]:
+        raise ButterflyInputError(
+            f"{what} holds no counts at all: adata.X is all zeros in every cell. If the counts are in a layer, "
+            "put them in X first, e.g. adata = adata.copy(); adata.X = adata.layers['counts']."
+        )
     if empty.size:
         raise ButterflyInputError(
             f"{what} has {empty.size} cell(s) with zero counts (for example {_preview(np.asarray(obs_names)[empty])}). "
