@@ -224,3 +224,17 @@ def test_benchmark_passes_scvi_epochs_to_the_scvi_backend(files, monkeypatch, ca
     assert json.loads((out / "summary.json").read_text())["settings"]["scvi_epochs"] == 7
     assert main([*args, "--scvi-epochs", "0", "--out", str(files / "b0")]) == 2
     assert "--scvi-epochs must be at least 1" in capsys.readouterr().err
+
+
+def test_demo_refuses_a_folder_of_the_users(tmp_path, capsys):
+    """Checked before any training: a folder with other files is not replaced without --overwrite."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds files the demo did not write (e.g. 'notes.txt')" in err and "--overwrite" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "notes.txt"]
+    (tmp_path / "notes.txt").unlink()  # only what an earlier demo writes: accepted (the check passes)
+    from butterfly.demo import _check_report_folder
+
+    _check_report_folder(tmp_path, overwrite=False)

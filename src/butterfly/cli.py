@@ -183,6 +183,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    demo.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into --out even if it holds files other than an earlier demo report",
+    )
     return parser
 
 
@@ -366,6 +371,7 @@ def _run(args: argparse.Namespace) -> None:
             epochs=args.epochs,
             seed=args.seed,
             device=args.device,
+            overwrite=args.overwrite,
         )
         print(scores_table(summary["scores"]))
         print(f"finished in {summary['total_seconds']:.0f} s; report in {args.out}/")

@@ -11,8 +11,41 @@ import numpy as np
 
 from . import datasets, report
 from ._io import write_h5ad_atomic, write_text_atomic
+from ._validation import ButterflyInputError, _preview
 from .evaluate import evaluate_translation, scores_table
 from .model import Butterfly
+
+#: Everything the demo writes into its report folder.
+REPORT_FILES = frozenset(
+    {
+        "metrics.json",
+        "metrics.md",
+        "tsne_rna.png",
+        "tsne_atac.png",
+        "loss_curves.png",
+        "translated_rna_from_atac.h5ad",
+        "translated_atac_from_rna.h5ad",
+        "model",
+    }
+)
+
+
+def _check_report_folder(out: Path, overwrite: bool) -> None:
+    """Refuse a folder that is not an earlier demo report, so that a 'model' or 'metrics.json' of the
+    user's is never replaced."""
+    if not out.exists() or overwrite:
+        return
+    if not out.is_dir():
+        raise ButterflyInputError(f"--out {out} is a file; give a folder for the demo's report.")
+    # Hidden files (.DS_Store, a killed run's .metrics.json.<pid>.tmp) never clash with the report's names.
+    foreign = sorted(
+        p.name for p in out.iterdir() if p.name not in REPORT_FILES and not p.name.startswith(".")
+    )
+    if foreign:
+        raise ButterflyInputError(
+            f"{out} already holds files the demo did not write (e.g. {_preview(foreign)}). Give a new or empty "
+            "folder with --out, or pass --overwrite (overwrite=True) to write the report into it anyway."
+        )
 
 
 def run_demo(
@@ -24,6 +57,7 @@ def run_demo(
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Train RNA<->ATAC on 80% of the 2,000 shipped SNARE-seq cells and report on the other 20%.
 
@@ -32,8 +66,11 @@ def run_demo(
     for ATAC->RNA; AUROC for RNA->ATAC),
     ``tsne_rna.png`` and ``tsne_atac.png`` (measured vs translated, coloured by cell type),
     ``loss_curves.png``, the translated test cells (``translated_*.h5ad``) and the trained model (``model/``).
+    A folder holding only an earlier demo's report is replaced; one holding anything else is refused unless
+    ``overwrite=True`` (its other files are left alone either way).
     """
     out = Path(out)
+    _check_report_folder(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rna, atac = datasets.snare_mcc_demo()
