@@ -105,6 +105,11 @@ def test_user_mistakes_give_one_line_errors(files, capsys):
                  "--out", str(files / "m7")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "look like chromatin peaks" in err and "--first and --second" in err
+    code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
+                 "--out", str(files), "--overwrite"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a saved butterfly model, so it is not replaced" in err
+    assert (files / "rna.h5ad").is_file()
 
 
 def test_help_explains_commands(capsys):

@@ -148,6 +148,22 @@ def test_save_load_round_trip_is_exact(trained, snare_split, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folders left behind
 
 
+def test_overwrite_replaces_only_a_saved_model(trained, tmp_path):
+    """Saving replaces the folder, so a folder of the user's is never deleted, even with overwrite=True."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "data.h5ad").write_text("the user's data")
+    with pytest.raises(bf.ButterflyInputError, match="not a saved butterfly model, so it is not replaced"):
+        trained.save(project, overwrite=True)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(bf.ButterflyInputError, match="not a saved butterfly model"):
+        trained.save(tmp_path / "notes.txt", overwrite=True)
+    assert (project / "data.h5ad").read_text() == "the user's data" and (tmp_path / "notes.txt").is_file()
+    (tmp_path / "empty").mkdir()
+    trained.save(tmp_path / "empty")  # an empty folder is filled without overwrite
+    assert (tmp_path / "empty" / "config.json").is_file()
+
+
 def test_version_2_model_files_still_load(trained, snare_split, tmp_path):
     """Format 2 stored the encoders' input layers as nn.Linear's [out, in] weight; loading transposes them."""
     import json

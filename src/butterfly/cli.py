@@ -258,13 +258,10 @@ def _read(path: Path):
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .model import Butterfly
+    from .model import Butterfly, check_save_target
 
     if args.command == "train":
-        if args.out.exists() and not args.overwrite:
-            raise FileExistsError(
-                f"{args.out} exists; pass --overwrite to replace it, or choose another --out."
-            )
+        check_save_target(args.out, overwrite=args.overwrite)  # before hours of training, not after
         options = _training_options(args)
         TrainingConfig(**options)  # refuses a bad setting before the data are read
         first, second = _read(args.first), _read(args.second)

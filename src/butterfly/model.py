@@ -523,9 +523,8 @@ class Butterfly:
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Save the model to a folder: ``config.json``, ``weights.pt`` (a state dict), the fitted preprocessing
         (JSON + ``.npz``) and the loss history. The folder is written atomically."""
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+        path = Path(path).absolute()
+        check_save_target(path, overwrite=overwrite)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
@@ -568,18 +567,7 @@ class Butterfly:
         """Load a model saved with :meth:`save`. Weights are read with ``weights_only=True``: a model file
         cannot run code."""
         path = Path(path)
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{path} is not a saved butterfly model (no config.json).")
-        try:
-            config = json.loads(config_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ButterflyInputError(
-                f"{path} is not a butterfly model (its config.json is not JSON: {err})."
-            ) from None
-        if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
-            found = config.get("format") if isinstance(config, dict) else None
-            raise ButterflyInputError(f"{path} is not a butterfly model (format {found!r}).")
+        config = _read_model_config(path)
         if config.get("version", 0) > MODEL_FORMAT_VERSION:
             raise ButterflyInputError(
                 f"{path} was saved by a newer butterfly (format version {config['version']}); upgrade butterfly."
@@ -614,6 +602,47 @@ class Butterfly:
         history = path / "history.csv"
         model.history_ = pd.read_csv(history) if history.is_file() else None
         return model
+
+
+def _read_model_config(path: Path) -> dict:
+    """The config of a saved model folder; raises when ``path`` is not one."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} is not a saved butterfly model (no config.json).")
+    try:
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ButterflyInputError(
+            f"{path} is not a butterfly model (its config.json is not JSON: {err})."
+        ) from None
+    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
+        found = config.get("format") if isinstance(config, dict) else None
+        raise ButterflyInputError(f"{path} is not a butterfly model (format {found!r}).")
+    return config
+
+
+def check_save_target(path: str | os.PathLike, *, overwrite: bool) -> None:
+    """Refuse to save over anything but an earlier saved model (with ``overwrite``) or an empty folder.
+
+    Replacing a folder deletes it, so ``overwrite=True`` on a folder of the user's (say, the project folder)
+    must not be honoured.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    try:
+        is_model = path.is_dir() and not path.is_symlink() and bool(_read_model_config(path))
+    except (OSError, ButterflyInputError):
+        is_model = False
+    if not is_model:
+        raise ButterflyInputError(
+            f"{path} exists and is not a saved butterfly model, so it is not replaced even with overwrite: "
+            "saving deletes what the folder held. Choose a new or empty folder."
+        )
 
 
 def _package_version() -> str:
