@@ -331,6 +331,7 @@ def test_bad_training_settings_are_refused_before_training(multiome, option, mes
     ("option", "message"),
     [
         ({"validation_fraction": 1.5}, "validation_fraction is the share of training cells held out"),
+        ({"validation_fraction": 0}, "early stopping \\(which needs some\\), above 0"),
         ({"dropout": 1.0}, "dropout must be at least 0 and below 1"),
         ({"seed": "a"}, "seed must be a whole number"),
         ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
@@ -340,6 +341,13 @@ def test_bad_model_options_are_refused(multiome, option, message):
     rna, atac = multiome
     with pytest.raises(ButterflyInputError, match=message):
         bf.Butterfly(rna, atac, modalities=("rna", "atac"), **option)
+
+
+def test_too_few_cells_are_refused_by_fit(snare):
+    rna, atac = snare
+    model = bf.Butterfly(rna[:2], atac[:2], seed=0)
+    with pytest.raises(ButterflyInputError, match="2 paired cells are too few to train on: .* at least 3"):
+        model.fit(pretrain_epochs=1, epochs=1, progress=False)
 
 
 def test_translate_refuses_a_bad_batch_size(trained, snare_split):

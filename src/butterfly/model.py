@@ -41,6 +41,9 @@ from .preprocessing import (
 )
 from .training import Trainer, TrainingConfig, TranslatorNetwork, resolve_device
 
+#: Fewest paired cells ``fit`` accepts (one is held out for validation whatever the fraction).
+MIN_TRAINING_CELLS = 3
+
 MODEL_FORMAT = "butterfly-model"
 # 2: chromosome-blocked weights stored one row per feature; 3: the encoders' input layers too
 MODEL_FORMAT_VERSION = 3
@@ -210,10 +213,10 @@ class Butterfly:
         self.names = (specs[0].name, specs[1].name)
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise ButterflyInputError(f"seed must be a whole number, got {seed!r}.")
-        if not isinstance(validation_fraction, (int, float)) or not 0 <= validation_fraction < 1:
+        if not isinstance(validation_fraction, (int, float)) or not 0 < validation_fraction < 1:
             raise ButterflyInputError(
-                f"validation_fraction is the share of training cells held out for early stopping, between 0 "
-                f"and 1 (e.g. 0.2); got {validation_fraction!r}."
+                f"validation_fraction is the share of training cells held out for early stopping (which needs "
+                f"some), above 0 and below 1 (e.g. 0.2); got {validation_fraction!r}."
             )
         if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ButterflyInputError(
@@ -328,9 +331,10 @@ class Butterfly:
             return pairs[0], pairs[1]
         n_cells = self._matrices[a].shape[0]
         train_cells, val_cells = split_validation(n_cells, self.validation_fraction, rng)
-        if len(val_cells) == 0:
+        if n_cells < MIN_TRAINING_CELLS:
             raise ButterflyInputError(
-                "validation_fraction=0 leaves no cells for early stopping; use e.g. 0.2."
+                f"{n_cells} paired cells are too few to train on: butterfly needs at least {MIN_TRAINING_CELLS} "
+                "(some for training, some held out for early stopping), and far more for a useful model."
             )
         validation = measured_pairs(len(val_cells), self.names).mapped({a: val_cells, b: val_cells})
         if self.pairing == "measured":
