@@ -4,6 +4,7 @@ import anndata as ad
 import numpy as np
 import pytest
 
+from butterfly._io import check_report_folder
 from butterfly.cli import main
 
 
@@ -231,15 +232,25 @@ def test_benchmark_passes_scvi_epochs_to_the_scvi_backend(files, monkeypatch, ca
     assert "--scvi-epochs must be at least 1" in capsys.readouterr().err
 
 
-def test_demo_refuses_a_folder_of_the_users(tmp_path, capsys):
-    """Checked before any training: a folder with other files is not replaced without --overwrite."""
-    (tmp_path / "model").mkdir()
-    (tmp_path / "notes.txt").write_text("mine")
-    assert main(["demo", "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "holds files the demo did not write (e.g. 'notes.txt')" in err and "--overwrite" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "notes.txt"]
-    (tmp_path / "notes.txt").unlink()  # only what an earlier demo writes: accepted (the check passes)
-    from butterfly.demo import _check_report_folder
+def test_reports_refuse_a_folder_of_the_users(files, tmp_path, capsys):
+    """Checked before any training: demo and benchmark do not write into a folder holding other files
+    (it may hold a model/ or summary.md of the user's) without --overwrite; an earlier report is replaced."""
+    from butterfly import demo
 
-    _check_report_folder(tmp_path, overwrite=False)
+    user = tmp_path / "project"
+    user.mkdir()
+    (user / "model").mkdir()
+    (user / "notes.txt").write_text("mine")
+    assert main(["demo", "--out", str(user)]) == 2
+    err = capsys.readouterr().err
+    assert "holds files this command did not write (e.g. 'notes.txt')" in err and "--overwrite" in err
+    bench = ["benchmark", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
+             "--models", "knn", "--folds", "2", "--out", str(user)]  # fmt: skip
+    assert main(bench) == 2 and "did not write (e.g. 'model', 'notes.txt')" in capsys.readouterr().err
+    assert sorted(p.name for p in user.iterdir()) == ["model", "notes.txt"]
+    (user / "notes.txt").unlink()
+    check_report_folder(user, demo.REPORT_FILES, overwrite=False)  # only what a demo writes: accepted
+    report = files / "bench"
+    assert main([*bench[:-1], str(report)]) == 0
+    assert main([*bench[:-1], str(report)]) == 0  # an earlier benchmark report is replaced
+    assert main(["benchmark-merge", str(report), "--out", str(user)]) == 2

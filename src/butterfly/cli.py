@@ -155,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--seed", type=int, default=0, help="random seed of folds and models (default 0)")
     bench.add_argument("--out", required=True, type=Path, help="folder for the results")
+    bench.add_argument("--overwrite", action="store_true", help=_REPORT_OVERWRITE_HELP)
 
     merge = commands.add_parser(
         "benchmark-merge",
@@ -164,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="result folders of benchmark runs")
     merge.add_argument("--out", required=True, type=Path, help="folder for the merged results")
+    merge.add_argument("--overwrite", action="store_true", help=_REPORT_OVERWRITE_HELP)
     merge.add_argument("--title", default=None, help="report title (default: from the first run)")
 
     demo = commands.add_parser(
@@ -183,12 +185,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    demo.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="write into --out even if it holds files other than an earlier demo report",
-    )
+    demo.add_argument("--overwrite", action="store_true", help=_REPORT_OVERWRITE_HELP)
     return parser
+
+
+_REPORT_OVERWRITE_HELP = "write into --out even if it holds files other than an earlier report of this kind"
 
 
 def _add_optimizer_options(
@@ -295,6 +296,7 @@ def _run(args: argparse.Namespace) -> None:
         print(f"wrote {cells.n_obs} cells x {n_features} {args.target} features to {args.out}")
     elif args.command == "benchmark":
         from . import protocols, report
+        from ._io import check_report_folder
         from ._validation import ButterflyInputError, check_label_key, check_paired
 
         first, second = _read(args.first), _read(args.second)
@@ -322,6 +324,7 @@ def _run(args: argparse.Namespace) -> None:
             "patience": args.patience, **_optimizer_options(args),
         }  # fmt: skip
         TrainingConfig(**fit_options)  # refuses a bad setting before any fold runs
+        check_report_folder(args.out, report.BENCHMARK_FILES, overwrite=args.overwrite)
         args.out.mkdir(parents=True, exist_ok=True)
         scores, examples = protocols.run_protocol(
             first, second, [folds[i] for i in fold_ids], fold_numbers=fold_ids,
@@ -355,7 +358,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "benchmark-merge":
         from .report import merge_benchmarks
 
-        paths = merge_benchmarks(args.runs, args.out, title=args.title)
+        paths = merge_benchmarks(args.runs, args.out, title=args.title, overwrite=args.overwrite)
         print(paths["summary"].read_text())
         print(f"report: {paths['html']}")
     elif args.command == "demo":

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets, report
-from ._io import write_h5ad_atomic, write_text_atomic
-from ._validation import ButterflyInputError, _preview
+from ._io import check_report_folder, write_h5ad_atomic, write_text_atomic
 from .evaluate import evaluate_translation, scores_table
 from .model import Butterfly
 
@@ -28,24 +27,6 @@ REPORT_FILES = frozenset(
         "model",
     }
 )
-
-
-def _check_report_folder(out: Path, overwrite: bool) -> None:
-    """Refuse a folder that is not an earlier demo report, so that a 'model' or 'metrics.json' of the
-    user's is never replaced."""
-    if not out.exists() or overwrite:
-        return
-    if not out.is_dir():
-        raise ButterflyInputError(f"--out {out} is a file; give a folder for the demo's report.")
-    # Hidden files (.DS_Store, a killed run's .metrics.json.<pid>.tmp) never clash with the report's names.
-    foreign = sorted(
-        p.name for p in out.iterdir() if p.name not in REPORT_FILES and not p.name.startswith(".")
-    )
-    if foreign:
-        raise ButterflyInputError(
-            f"{out} already holds files the demo did not write (e.g. {_preview(foreign)}). Give a new or empty "
-            "folder with --out, or pass --overwrite (overwrite=True) to write the report into it anyway."
-        )
 
 
 def run_demo(
@@ -70,7 +51,7 @@ def run_demo(
     ``overwrite=True`` (its other files are left alone either way).
     """
     out = Path(out)
-    _check_report_folder(out, overwrite)
+    check_report_folder(out, REPORT_FILES, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rna, atac = datasets.snare_mcc_demo()

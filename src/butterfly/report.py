@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._io import copy_file_atomic, save_figure_atomic, write_text_atomic
+from ._io import check_report_folder, copy_file_atomic, save_figure_atomic, write_text_atomic
 
 
 def _pyplot():
@@ -202,6 +202,19 @@ def write_html(
     write_text_atomic(path, page)
 
 
+#: Every file ``butterfly benchmark`` and ``benchmark-merge`` write into their --out (names or patterns).
+BENCHMARK_FILES = (
+    "scores.csv",
+    "scores.partial.csv",
+    "summary.json",
+    "summary.md",
+    "metrics_boxplot.png",
+    "tsne_*.png",
+    "*_run*.png",
+    "report.html",
+)
+
+
 def write_benchmark_report(
     out: str | os.PathLike,
     scores: pd.DataFrame,
@@ -256,7 +269,11 @@ _SETTING_DEFAULTS = {"precision": "float32", "seed": 0, "kl_warmup_epochs": 0}
 
 
 def merge_benchmarks(
-    runs: list[str | os.PathLike], out: str | os.PathLike, *, title: str | None = None
+    runs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    title: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Merge the results of several ``butterfly benchmark`` runs of one protocol into one report.
 
@@ -266,7 +283,8 @@ def merge_benchmarks(
     budget, or the merged table would compare unlike things; which folds and models each ran may differ.
     A model's score on a fold may appear in one run only. The measured profiles' scores ("measured" rows)
     are the same data scored again, so the first run's are kept. The t-SNE figures of each run that brings
-    models not shown by an earlier run's figures are copied in.
+    models not shown by an earlier run's figures are copied in. ``out`` holding files other than a benchmark
+    report's is refused unless ``overwrite``.
     """
     import json
 
@@ -328,6 +346,7 @@ def merge_benchmarks(
         title = (
             base if n_folds is not None and len(folds) == n_folds else f"{base}, folds {folds} of {n_folds}"
         )
+    check_report_folder(out, BENCHMARK_FILES, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     images, shown = {}, set()
     for i, (run, settings) in enumerate(zip(map(Path, runs), settings_list, strict=True)):
