@@ -295,6 +295,10 @@ def test_mudata_like_input(multiome):
     assert model.preprocessors["atac"].n_features > 0
     with pytest.raises(ButterflyInputError, match="no modality 'adt'"):
         bf.Butterfly(FakeMuData(), modalities=("rna", "adt"))
+    FakeMuData.mod = {"gex": rna, "peaks": atac}
+    fix = r"Butterfly\(mdata.mod\['gex'\], mdata.mod\['peaks'\], modalities=\('rna', 'atac'\)\)"
+    with pytest.raises(ButterflyInputError, match=fix):
+        bf.Butterfly(FakeMuData(), modalities=("rna", "atac"))
 
 
 def test_mismatched_cells_refused_at_construction(multiome):

@@ -60,9 +60,11 @@ def _split_input(first, second, names: tuple[str, str]) -> tuple[ad.AnnData, ad.
     if second is None and hasattr(first, "mod"):  # MuData, without importing mudata
         missing = [n for n in names if n not in first.mod]
         if missing:
+            found = sorted(first.mod)
+            example = ", ".join(f"mdata.mod[{k!r}]" for k in found[:2])
             raise ButterflyInputError(
-                f"The MuData has no modality {missing[0]!r}; it has {sorted(first.mod)}. Pass modalities= "
-                "with its modality names."
+                f"The MuData has no modality {missing[0]!r}; it has {found}. Pass its two AnnData with their "
+                f"kinds instead, e.g. Butterfly({example}, modalities={names!r})."
             )
         return first.mod[names[0]], first.mod[names[1]]
     for data, name in ((first, names[0]), (second, names[1])):
