@@ -332,12 +332,12 @@ class Butterfly:
                 pairs.append(local.mapped(cells))
             return pairs[0], pairs[1]
         n_cells = self._matrices[a].shape[0]
-        train_cells, val_cells = split_validation(n_cells, self.validation_fraction, rng)
         if n_cells < MIN_TRAINING_CELLS:
             raise ButterflyInputError(
                 f"{n_cells} paired cells are too few to train on: butterfly needs at least {MIN_TRAINING_CELLS} "
                 "(some for training, some held out for early stopping), and far more for a useful model."
             )
+        train_cells, val_cells = split_validation(n_cells, self.validation_fraction, rng)
         validation = measured_pairs(len(val_cells), self.names).mapped({a: val_cells, b: val_cells})
         if self.pairing == "measured":
             local = measured_pairs(len(train_cells), self.names)
