@@ -287,7 +287,8 @@ class Butterfly:
 
         Other :class:`~butterfly.training.TrainingConfig` fields (``lr``, ``kl_warmup_epochs``, ...) can be given
         as keyword arguments. Returns the loss history (one row per epoch and phase), also kept in
-        ``history_``; plot it with :func:`butterfly.report.plot_history`.
+        ``history_``; plot it with :func:`butterfly.report.plot_history`. A second ``fit`` continues from the
+        current weights (as scvi-tools' ``train`` does); for a fresh run, build a new ``Butterfly``.
         """
         if not self._matrices:
             raise RuntimeError(
