@@ -37,6 +37,12 @@ def test_train_then_translate(files, capsys):
     assert main([*again, "--overwrite"]) == 0
     binary = ad.read_h5ad(out).X
     assert set(np.unique(binary)) == {0.0, 1.0} and 0 < binary.mean() < 0.5
+    # butterfly's warnings print as one line each, without a source path
+    ad.read_h5ad(files / "rna.h5ad")[:, 100:].copy().write_h5ad(files / "partial.h5ad")
+    partial = [*again[:4], str(files / "partial.h5ad"), *again[5:], "--overwrite"]
+    assert main(partial) == 0
+    err = capsys.readouterr().err
+    assert "butterfly translate: warning: 100 of the 600 rna features" in err and ".py:" not in err
 
 
 def test_fast_setting_and_explicit_flags(files):

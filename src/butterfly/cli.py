@@ -379,14 +379,28 @@ def _run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import warnings
+
     from ._validation import ButterflyInputError
 
-    try:
-        _run(args)
-    except (ButterflyInputError, OSError) as err:  # user mistakes: bad data, missing or unreadable files
-        print(f"butterfly {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        # butterfly's own warnings speak to the user: one line, no source path
+        if filename.startswith(_PACKAGE_DIR):
+            print(f"butterfly {args.command}: warning: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        default_show, warnings.showwarning = warnings.showwarning, show
+        try:
+            _run(args)
+        except (ButterflyInputError, OSError) as err:  # user mistakes: bad data, missing or unreadable files
+            print(f"butterfly {args.command}: error: {err}", file=sys.stderr)
+            return 2
     return 0
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
 if __name__ == "__main__":
