@@ -423,3 +423,19 @@ def test_evaluation_clusters_the_latent_each_translation_starts_from(trained, sn
     assert "rna latent" not in evaluate_translation(trained, rna_test, atac_test)  # opt-in
     knn = KNNTranslator(rna, atac, modalities=("rna", "atac"))
     assert set(evaluate_translation(knn, rna_test, atac_test, latent=True)) == profiles  # no latent
+
+
+def test_evaluation_refuses_unpaired_cells_and_bad_labels(trained, snare_split):
+    """Scoring one cell's translation against another cell's profile would be a silent wrong answer."""
+    _, _, rna_test, atac_test = snare_split
+    with pytest.raises(ButterflyInputError, match="not the same cells"):
+        bf.evaluate_translation(trained, rna_test[:100], atac_test[50:150])
+    with pytest.raises(ButterflyInputError, match="different order"):
+        bf.evaluate_translation(trained, rna_test, atac_test[::-1])
+    with pytest.raises(ButterflyInputError, match=r"no column 'celltype'"):
+        bf.evaluate_translation(trained, rna_test, atac_test, label_key="celltype")
+    unlabelled = rna_test.copy()
+    unlabelled.obs["cell_type"] = unlabelled.obs["cell_type"].astype(object)
+    unlabelled.obs.iloc[0, unlabelled.obs.columns.get_loc("cell_type")] = None
+    with pytest.raises(ButterflyInputError, match="1 missing label"):
+        bf.evaluate_translation(trained, unlabelled, atac_test)

@@ -1,7 +1,8 @@
 """butterfly: single-cell cross-modality translation with dual-aligned variational autoencoders (scButterfly)."""
 
-from . import datasets, metrics, modalities, preprocessing, report
-from ._validation import ButterflyInputError, align_cells
+from . import datasets, evaluate, metrics, modalities, preprocessing, protocols, report
+from ._validation import ButterflyInputError, NotTrainedError, align_cells
+from .evaluate import evaluate_translation
 from .genome import parse_peaks
 from .model import Butterfly
 from .preprocessing import (
@@ -22,13 +23,17 @@ __all__ = [
     "ATACPreprocessor",
     "ButterflyInputError",
     "ExpressionPreprocessor",
+    "NotTrainedError",
     "RNAPreprocessor",
     "align_cells",
     "binarize_accessibility",
     "datasets",
+    "evaluate",
+    "evaluate_translation",
     "metrics",
     "modalities",
     "parse_peaks",
     "preprocessing",
+    "protocols",
     "report",
 ]

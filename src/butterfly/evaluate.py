@@ -5,6 +5,7 @@ from __future__ import annotations
 import anndata as ad
 
 from . import metrics
+from ._validation import check_label_key, check_paired
 from .model import LATENT_KEY, Butterfly
 
 
@@ -42,8 +43,9 @@ def evaluate_translation(
     """
     reference = reference or (model if isinstance(model, Butterfly) else model._model)
     names = reference.names
+    check_paired(first, second, names)  # scoring one cell's translation against another's profile is silent
+    labels = check_label_key(first, label_key, what=f"The {names[0]} data").to_numpy()
     data = dict(zip(names, (first, second), strict=True))
-    labels = first.obs[label_key].to_numpy()
     results: dict[str, dict[str, float]] = {}
     truth = {name: reference.preprocessors[name].transform(data[name]).X for name in names}
     for name in names:
