@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from butterfly import metrics
+from butterfly import ButterflyInputError, metrics
 
 
 def test_clustering_scores_hand_case():
@@ -99,3 +99,34 @@ def test_perturbation_metrics_on_a_planted_response():
         control, stimulated, stimulated + rng.normal(0, 0.01, stimulated.shape), genes, repeats=20
     )
     assert 0 <= mean <= 1 and std >= 0
+
+
+@pytest.mark.parametrize(
+    "score",
+    [
+        metrics.pearson_per_feature,
+        metrics.pearson_per_cell,
+        metrics.spearman_per_feature,
+        metrics.spearman_per_cell,
+        metrics.rmse,
+        metrics.auroc,
+        metrics.auprc,
+    ],
+)
+def test_scores_refuse_prediction_and_truth_of_different_shapes(score):
+    """(cells, features) against (cells, 1) would broadcast and score silently."""
+    rng = np.random.default_rng(0)
+    pred, truth = rng.random((30, 8)), (rng.random((30, 8)) > 0.5).astype(float)
+    assert np.isfinite(score(pred, truth))
+    for wrong in (truth[:, :1], truth[:20], truth.T):
+        with pytest.raises(ButterflyInputError, match="same cells x features"):
+            score(pred, wrong)
+
+
+def test_clustering_and_annotation_need_one_label_per_cell():
+    with pytest.raises(ButterflyInputError, match="one label per cell: 4 cells"):
+        metrics.clustering_scores(["0", "0", "1", "1"], ["a", "b", "a"])
+    with pytest.raises(ButterflyInputError, match="one label per cell: 10 cells"):
+        metrics.cell_heterogeneity(np.ones((10, 3)), ["a"] * 9)
+    with pytest.raises(ButterflyInputError, match="one label per cell"):
+        metrics.annotation_scores(["a", "b"], ["a"])

@@ -14,6 +14,30 @@ def _dense(X) -> np.ndarray:
     return X.toarray() if sp.issparse(X) else np.asarray(X)
 
 
+def _pair(pred, truth, dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """Dense ``pred`` and ``truth``, refused unless they have one shape (broadcasting would score silently
+    the wrong entries against each other)."""
+    pred, truth = _dense(pred), _dense(truth)
+    if pred.shape != truth.shape:
+        from ._validation import ButterflyInputError
+
+        raise ButterflyInputError(
+            f"Prediction and truth must be the same cells x features, got shapes {pred.shape} and {truth.shape}."
+        )
+    return (pred, truth) if dtype is None else (pred.astype(dtype), truth.astype(dtype))
+
+
+def _check_labels(n_cells: int, labels) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != (n_cells,):
+        from ._validation import ButterflyInputError
+
+        raise ButterflyInputError(
+            f"Give one label per cell: {n_cells} cells, labels of shape {labels.shape}."
+        )
+    return labels
+
+
 def leiden_clusters(X, *, n_pcs: int = 50, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
     """The paper's clustering: PCA to ``n_pcs`` (or fewer when the data are smaller), 15-nearest-neighbour
     graph (exact), Leiden at ``resolution`` with the leidenalg implementation (scanpy ``flavor="leidenalg"``)."""
@@ -53,7 +77,8 @@ def leiden_on(data: ad.AnnData, use_rep: str, *, resolution: float, seed: int = 
 
 def clustering_scores(clusters, labels) -> dict[str, float]:
     """AMI, ARI, NMI and homogeneity of clusters against true labels."""
-    labels, clusters = np.asarray(labels).astype(str), np.asarray(clusters).astype(str)
+    clusters = np.asarray(clusters).astype(str)
+    labels = _check_labels(len(clusters), labels).astype(str)
     return {
         "AMI": float(skm.adjusted_mutual_info_score(labels, clusters)),
         "ARI": float(skm.adjusted_rand_score(labels, clusters)),
@@ -66,6 +91,7 @@ def cell_heterogeneity(
     X, labels, *, n_pcs: int = 50, resolution: float = 1.0, seed: int = 0
 ) -> dict[str, float]:
     """Cluster a profile matrix as the paper does and score the clusters against ``labels``."""
+    _check_labels(X.shape[0], labels)
     return clustering_scores(leiden_clusters(X, n_pcs=n_pcs, resolution=resolution, seed=seed), labels)
 
 
@@ -85,20 +111,19 @@ def _mean_or_nan(values: np.ndarray) -> float:
 def pearson_per_feature(pred, truth) -> float:
     """Mean over features of the Pearson correlation across cells (features constant in either are skipped;
     NaN when all are)."""
-    return _mean_or_nan(_pearson_columns(_dense(pred).astype(np.float64), _dense(truth).astype(np.float64)))
+    return _mean_or_nan(_pearson_columns(*_pair(pred, truth, np.float64)))
 
 
 def pearson_per_cell(pred, truth) -> float:
     """Mean over cells of the Pearson correlation across features."""
-    return float(
-        np.mean(_pearson_columns(_dense(pred).T.astype(np.float64), _dense(truth).T.astype(np.float64)))
-    )
+    pred, truth = _pair(pred, truth, np.float64)
+    return float(np.mean(_pearson_columns(pred.T, truth.T)))
 
 
 def auroc(pred, truth) -> float:
     """AUROC of predicted accessibility against the binarised measured accessibility, over all entries."""
-    truth = (_dense(truth) > 0).ravel()
-    return float(skm.roc_auc_score(truth, _dense(pred).ravel()))
+    pred, truth = _pair(pred, truth)
+    return float(skm.roc_auc_score((truth > 0).ravel(), pred.ravel()))
 
 
 def _rank_columns(a: np.ndarray) -> np.ndarray:
@@ -109,29 +134,33 @@ def _rank_columns(a: np.ndarray) -> np.ndarray:
 
 def spearman_per_feature(pred, truth) -> float:
     """Mean over features of the Spearman correlation across cells (ties get average ranks)."""
-    return _mean_or_nan(_pearson_columns(_rank_columns(_dense(pred)), _rank_columns(_dense(truth))))
+    pred, truth = _pair(pred, truth)
+    return _mean_or_nan(_pearson_columns(_rank_columns(pred), _rank_columns(truth)))
 
 
 def spearman_per_cell(pred, truth) -> float:
     """Mean over cells of the Spearman correlation across features."""
-    return _mean_or_nan(_pearson_columns(_rank_columns(_dense(pred).T), _rank_columns(_dense(truth).T)))
+    pred, truth = _pair(pred, truth)
+    return _mean_or_nan(_pearson_columns(_rank_columns(pred.T), _rank_columns(truth.T)))
 
 
 def rmse(pred, truth) -> float:
     """Root mean squared error over all entries (the NeurIPS 2021 predict-modality score)."""
-    diff = _dense(pred).astype(np.float64) - _dense(truth).astype(np.float64)
+    pred, truth = _pair(pred, truth, np.float64)
+    diff = pred - truth
     return float(np.sqrt(np.mean(diff * diff)))
 
 
 def auprc(pred, truth) -> float:
     """Average precision of predicted accessibility against the binarised measured accessibility."""
-    truth = (_dense(truth) > 0).ravel()
-    return float(skm.average_precision_score(truth, _dense(pred).ravel()))
+    pred, truth = _pair(pred, truth)
+    return float(skm.average_precision_score((truth > 0).ravel(), pred.ravel()))
 
 
 def annotation_scores(predicted, true) -> dict[str, float]:
     """Accuracy, Cohen's kappa, F1-macro and F1-weighted of predicted cell-type labels."""
-    predicted, true = np.asarray(predicted).astype(str), np.asarray(true).astype(str)
+    predicted = np.asarray(predicted).astype(str)
+    true = _check_labels(len(predicted), true).astype(str)
     return {
         "accuracy": float(skm.accuracy_score(true, predicted)),
         "kappa": float(skm.cohen_kappa_score(true, predicted)),
