@@ -151,3 +151,21 @@ def test_translating_from_the_wrong_source_names_the_flag(multiome, tmp_path):
         pre["rna"].transform(atac)
     with pytest.raises(ButterflyInputError, match=r"do not look like chromatin peaks.*Check that `source`"):
         pre["atac"].transform(rna)
+
+
+def test_helpers_name_a_wrong_shape(snare):
+    import pandas as pd
+
+    atac = snare[1]
+    pre = bf.ATACPreprocessor().fit(atac[:300])
+    values = pre.transform(atac[:20]).X.toarray()
+    with pytest.raises(ButterflyInputError, match=r"cells x the \d+ fitted peaks .* got shape \(20, 100\)"):
+        pre.inverse_transform(values[:, :100])
+    with pytest.raises(ButterflyInputError, match="cells x peaks matrix, got shape"):
+        bf.binarize_accessibility(values[0])
+    with pytest.raises(ButterflyInputError, match="loss history that fit\\(\\) returns"):
+        bf.report.plot_history(pd.DataFrame())
+    with pytest.raises(ButterflyInputError, match="same cells; got cell counts"):
+        bf.report.plot_tsne_panels({"measured": values}, {"cell type": ["x"] * 19})
+    with pytest.raises(ButterflyInputError, match="end before they start.*'chr1:100-50'"):
+        bf.parse_peaks(pd.DataFrame(index=["chr1:10-20", "chr1:100-50"]))

@@ -67,7 +67,7 @@ def parse_peaks(var: pd.DataFrame) -> PeakCoordinates:
                 f"Peak columns {start_col!r}/{end_col!r} must hold whole numbers: {err}"
             ) from None
         chrom = var[chrom_col].astype(str).to_numpy()
-        return PeakCoordinates(chrom=chrom.astype(object), start=start, end=end)
+        return _checked(PeakCoordinates(chrom=chrom.astype(object), start=start, end=end), var.index)
 
     names = var.index.astype(str)
     parts = names.str.extract(_PEAK_NAME)
@@ -78,11 +78,25 @@ def parse_peaks(var: pd.DataFrame) -> PeakCoordinates:
             f"{_preview(names[bad])}. Name peaks 'chr1:100-200' (or chr1-100-200, chr1_100_200), or add var "
             "columns 'chrom', 'start' and 'end'."
         )
-    return PeakCoordinates(
-        chrom=parts["chrom"].to_numpy().astype(object),
-        start=parts["start"].to_numpy().astype(np.int64),
-        end=parts["end"].to_numpy().astype(np.int64),
+    return _checked(
+        PeakCoordinates(
+            chrom=parts["chrom"].to_numpy().astype(object),
+            start=parts["start"].to_numpy().astype(np.int64),
+            end=parts["end"].to_numpy().astype(np.int64),
+        ),
+        names,
     )
+
+
+def _checked(coords: PeakCoordinates, names) -> PeakCoordinates:
+    """Refuse peaks that end before they start (swapped columns, or names that are not intervals)."""
+    bad = coords.end < coords.start
+    if bad.any():
+        raise ButterflyInputError(
+            f"{int(bad.sum())} peak(s) end before they start, for example {_preview(np.asarray(names)[bad])}. "
+            "Check that start and end are not swapped."
+        )
+    return coords
 
 
 def chromosome_sort_key(name: str) -> tuple:

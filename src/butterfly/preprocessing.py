@@ -406,6 +406,11 @@ class ATACPreprocessor(Preprocessor):
         """
         self._check_fitted()
         values = values.toarray() if sp.issparse(values) else np.asarray(values)
+        if values.ndim != 2 or values.shape[1] != self.n_features:
+            raise ButterflyInputError(
+                f"inverse_transform needs cells x the {self.n_features} fitted peaks (in their order, as "
+                f"translate returns them), got shape {values.shape}."
+            )
         dtype = np.float32 if values.dtype == np.float32 else np.float64
         library_size = self.library_sizes(values.shape[0], library_size)
         counts = values.astype(dtype, copy=copy)  # the products below work in place on it
@@ -453,6 +458,10 @@ def binarize_accessibility(counts, *, copy: bool = True, chunk: int = 4096) -> n
     compared ``chunk`` at a time, so no whole-matrix temporaries are made.
     """
     counts = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
+    if counts.ndim != 2:
+        raise ButterflyInputError(
+            f"binarize_accessibility needs a cells x peaks matrix, got shape {counts.shape}."
+        )
     col_mean = counts.mean(axis=0, dtype=np.float64)
     in_place = not copy and counts.dtype == np.float32 and counts.flags.writeable
     binary = counts if in_place else np.empty(counts.shape, np.float32)

@@ -26,6 +26,15 @@ def _pyplot():
 
 def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None):
     """Training and validation loss per epoch for each phase; returns the figure (saved when ``path`` given)."""
+    needed = {"phase", "epoch", "train_loss", "val_loss"}
+    if not isinstance(history, pd.DataFrame) or not needed <= set(history.columns) or history.empty:
+        from ._validation import ButterflyInputError
+
+        raise ButterflyInputError(
+            "plot_history needs the loss history that fit() returns (also model.history_), a DataFrame with "
+            f"columns {sorted(needed)} and one row per epoch; got {type(history).__name__}"
+            + (f" with {len(history)} rows." if isinstance(history, pd.DataFrame) else ".")
+        )
     plt = _pyplot()
     phases = list(dict.fromkeys(history["phase"]))
     fig, axes = plt.subplots(1, len(phases), figsize=(4.2 * len(phases), 3.4), squeeze=False)
@@ -70,9 +79,17 @@ def plot_tsne_panels(
     ``colourings`` is a label array (one row) or ``{name: labels}`` (e.g. cell type and batch). Each
     embedding is computed once and drawn in every row.
     """
-    plt = _pyplot()
     if not isinstance(colourings, dict):
         colourings = {"": colourings}
+    sizes = {name: X.shape[0] for name, X in profiles.items()}
+    sizes.update({f"labels {name!r}": len(labels) for name, labels in colourings.items()})
+    if len(set(sizes.values())) > 1:
+        from ._validation import ButterflyInputError
+
+        raise ButterflyInputError(
+            f"Every profile and label array must hold the same cells; got cell counts {sizes}."
+        )
+    plt = _pyplot()
     embeddings = {name: tsne_embedding(X) for name, X in profiles.items()}
     n_rows, n_cols = len(colourings), len(profiles)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.6 * n_cols + 2.4, 4.3 * n_rows), squeeze=False)
