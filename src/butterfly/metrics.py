@@ -9,6 +9,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn import metrics as skm
 
+from ._validation import ButterflyInputError
+
 
 def _dense(X) -> np.ndarray:
     return X.toarray() if sp.issparse(X) else np.asarray(X)
@@ -19,8 +21,6 @@ def _pair(pred, truth, dtype=None) -> tuple[np.ndarray, np.ndarray]:
     the wrong entries against each other)."""
     pred, truth = _dense(pred), _dense(truth)
     if pred.shape != truth.shape:
-        from ._validation import ButterflyInputError
-
         raise ButterflyInputError(
             f"Prediction and truth must be the same cells x features, got shapes {pred.shape} and {truth.shape}."
         )
@@ -30,8 +30,6 @@ def _pair(pred, truth, dtype=None) -> tuple[np.ndarray, np.ndarray]:
 def _check_labels(n_cells: int, labels) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.shape != (n_cells,):
-        from ._validation import ButterflyInputError
-
         raise ButterflyInputError(
             f"Give one label per cell: {n_cells} cells, labels of shape {labels.shape}."
         )

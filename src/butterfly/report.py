@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import check_report_folder, copy_file_atomic, save_figure_atomic, write_text_atomic
+from ._validation import ButterflyInputError
 
 
 def _pyplot():
@@ -28,8 +29,6 @@ def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None):
     """Training and validation loss per epoch for each phase; returns the figure (saved when ``path`` given)."""
     needed = {"phase", "epoch", "train_loss", "val_loss"}
     if not isinstance(history, pd.DataFrame) or not needed <= set(history.columns) or history.empty:
-        from ._validation import ButterflyInputError
-
         raise ButterflyInputError(
             "plot_history needs the loss history that fit() returns (also model.history_), a DataFrame with "
             f"columns {sorted(needed)} and one row per epoch; got {type(history).__name__}"
@@ -84,8 +83,6 @@ def plot_tsne_panels(
     sizes = {name: X.shape[0] for name, X in profiles.items()}
     sizes.update({f"labels {name!r}": len(labels) for name, labels in colourings.items()})
     if len(set(sizes.values())) > 1:
-        from ._validation import ButterflyInputError
-
         raise ButterflyInputError(
             f"Every profile and label array must hold the same cells; got cell counts {sizes}."
         )
@@ -304,8 +301,6 @@ def merge_benchmarks(
     report's is refused unless ``overwrite``.
     """
     import json
-
-    from ._validation import ButterflyInputError
 
     if not runs:
         raise ButterflyInputError("Give at least one benchmark run folder to merge.")
