@@ -142,7 +142,7 @@ def test_one_sided_cell_mismatch_reads_well():
         check_paired(a, a[:4].copy(), ("rna", "atac"))
 
 
-def test_translating_from_the_wrong_source_names_the_flag(multiome, tmp_path):
+def test_translating_from_the_wrong_source_names_the_flag(multiome):
     rna, atac = multiome
     pre = {"rna": bf.RNAPreprocessor().fit(rna), "atac": bf.ATACPreprocessor().fit(atac)}
     with pytest.raises(
