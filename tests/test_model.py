@@ -439,3 +439,16 @@ def test_evaluation_refuses_unpaired_cells_and_bad_labels(trained, snare_split):
     unlabelled.obs.iloc[0, unlabelled.obs.columns.get_loc("cell_type")] = None
     with pytest.raises(ButterflyInputError, match="1 missing label"):
         bf.evaluate_translation(trained, unlabelled, atac_test)
+
+
+def test_a_gpu_number_beyond_the_machine_is_refused(monkeypatch):
+    """Checked without a GPU: torch is told it has one."""
+    import torch
+
+    from butterfly.training import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ButterflyInputError, match=r"'cuda:3' was requested but torch sees 1 CUDA GPU\(s\)"):
+        resolve_device("cuda:3")

@@ -287,6 +287,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ButterflyInputError(
             f"device={str(device)!r} was requested but torch sees no CUDA GPU; use device='auto' or 'cpu'."
         )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ButterflyInputError(
+            f"device={str(device)!r} was requested but torch sees {torch.cuda.device_count()} CUDA GPU(s), "
+            f"numbered from 0; use 'cuda:0' to 'cuda:{torch.cuda.device_count() - 1}'."
+        )
     return device
 
 
