@@ -12,7 +12,7 @@ import numpy as np
 from . import datasets, report
 from ._io import check_report_folder, write_h5ad_atomic, write_text_atomic
 from .evaluate import evaluate_translation, scores_table
-from .model import Butterfly
+from .model import Butterfly, check_save_target
 
 #: Everything the demo writes into its report folder.
 REPORT_FILES = frozenset(
@@ -52,6 +52,7 @@ def run_demo(
     """
     out = Path(out)
     check_report_folder(out, REPORT_FILES, overwrite=overwrite)
+    check_save_target(out / "model", overwrite=True)  # an earlier demo's model, or none: before training
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rna, atac = datasets.snare_mcc_demo()
