@@ -517,6 +517,9 @@ class ExpressionPreprocessor(Preprocessor):
     kind = "expression"
     requires_integer = False
 
+    def _check_feature_kind(self, adata: ad.AnnData, *, what: str, fix: str) -> None:
+        """Any features, region-named ones included: this kind is the generic 'use as given' path."""
+
     def _fit(self, X: sp.csr_matrix, adata: ad.AnnData) -> None:
         self.input_features_ = adata.var_names.to_numpy().astype(object)
         self.features_ = self.input_features_
