@@ -257,7 +257,9 @@ def test_reports_refuse_a_folder_of_the_users(files, tmp_path, capsys):
     (user / "notes.txt").unlink()
     check_report_folder(user, demo.REPORT_FILES, overwrite=False)  # only what a demo writes: accepted
     (user / "model" / "weights.txt").write_text("not a butterfly model")
-    assert main(["demo", "--out", str(user)]) == 2  # a model/ that is not butterfly's: refused before training
+    assert (
+        main(["demo", "--out", str(user)]) == 2
+    )  # a model/ that is not butterfly's: refused before training
     assert "not a saved butterfly model" in capsys.readouterr().err
     report = files / "bench"
     assert main([*bench[:-1], str(report)]) == 0

@@ -169,3 +169,12 @@ def test_helpers_name_a_wrong_shape(snare):
         bf.report.plot_tsne_panels({"measured": values}, {"cell type": ["x"] * 19})
     with pytest.raises(ButterflyInputError, match="end before they start.*'chr1:100-50'"):
         bf.parse_peaks(pd.DataFrame(index=["chr1:10-20", "chr1:100-50"]))
+
+
+def test_expression_kind_accepts_region_named_features():
+    """The peak-name check guards rna and adt; 'expression' takes data as given, whatever its feature names."""
+    data = _counts(m=3)
+    data.var_names = ["chr1:1-10", "chr1:20-30", "chr2:1-5"]
+    assert bf.ExpressionPreprocessor().fit_transform(data).shape == data.shape
+    with pytest.raises(ButterflyInputError, match="look like chromatin peaks"):
+        bf.RNAPreprocessor().fit(data)
