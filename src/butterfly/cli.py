@@ -259,7 +259,8 @@ def _read(path: Path):
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .model import Butterfly, check_save_target
+    from .model import Butterfly
+    from .persistence import check_save_target
 
     if args.command == "train":
         check_save_target(args.out, overwrite=args.overwrite)  # before hours of training, not after

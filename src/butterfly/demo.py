@@ -12,7 +12,8 @@ import numpy as np
 from . import datasets, report
 from ._io import check_report_folder, write_h5ad_atomic, write_text_atomic
 from .evaluate import evaluate_translation, scores_table
-from .model import Butterfly, check_save_target
+from .model import Butterfly
+from .persistence import check_save_target
 
 #: Everything the demo writes into its report folder.
 REPORT_FILES = frozenset(

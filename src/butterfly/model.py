@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,7 +21,6 @@ from ._validation import ButterflyInputError, NotTrainedError, check_label_key, 
 from .data import PairedRows, dense_rows, split_validation
 from .genome import group_by_chromosome
 from .modalities import ModalitySpec
-from .nn import InputLinear
 from .pairing import (
     joint_clusters,
     measured_pairs,
@@ -32,21 +28,18 @@ from .pairing import (
     unpaired_pairs,
     unpaired_sampling_sizes,
 )
+from .persistence import load_model, save_model
 from .preprocessing import (
     ATACPreprocessor,
     Preprocessor,
     binarize_accessibility,
     binary_block,
-    preprocessor_from_state,
 )
 from .training import Trainer, TrainingConfig, TranslatorNetwork, resolve_device
 
 #: Fewest paired cells ``fit`` accepts (one is held out for validation whatever the fraction).
 MIN_TRAINING_CELLS = 3
 
-MODEL_FORMAT = "butterfly-model"
-# 2: chromosome-blocked weights stored one row per feature; 3: the encoders' input layers too
-MODEL_FORMAT_VERSION = 3
 #: Predicted RNA/ATAC values below this are set to 0 (paper post-processing).
 ZERO_THRESHOLD = 1e-4
 LATENT_KEY = "X_butterfly"
@@ -526,133 +519,15 @@ class Butterfly:
         self._check_names(source)
         return self._run(adata, source, None, batch_size, progress)[1]
 
-    # -- persistence --------------------------------------------------------------------------------------
+    # -- persistence (butterfly.persistence) ------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Save the model to a folder: ``config.json``, ``weights.pt`` (a state dict), the fitted preprocessing
-        (JSON + ``.npz``) and the loss history. The folder is written atomically."""
-        path = Path(path).absolute()
-        check_save_target(path, overwrite=overwrite)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            config = {
-                "format": MODEL_FORMAT,
-                "version": MODEL_FORMAT_VERSION,
-                "butterfly_version": _package_version(),
-                "modalities": [self.specs[n].to_dict() for n in self.names],
-                "seed": self.seed,
-                "validation_fraction": self.validation_fraction,
-                "network": self.network_options,
-                "training": self.training_config.to_dict() if self.training_config else None,
-                "is_trained": self.is_trained_,
-                "pairing": self.pairing,
-                "label_key": self.label_key,
-                "cluster_backend": self.cluster_backend,
-                "cluster_options": self.cluster_options,
-            }
-            (tmp / "config.json").write_text(json.dumps(config, indent=2))
-            torch.save({k: v.cpu() for k, v in self.network.state_dict().items()}, tmp / "weights.pt")
-            for name, pre in self.preprocessors.items():
-                pre_config, arrays = pre.state()
-                (tmp / f"preprocessing_{name}.json").write_text(json.dumps(pre_config, indent=2))
-                np.savez(tmp / f"preprocessing_{name}.npz", **arrays)
-            if self.history_ is not None:
-                self.history_.to_csv(tmp / "history.csv", index=False)
-            if path.exists():
-                backup = path.with_name(f".{path.name}.old")
-                shutil.rmtree(backup, ignore_errors=True)
-                os.replace(path, backup)
-                os.replace(tmp, path)
-                shutil.rmtree(backup, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        (JSON + ``.npz``) and the loss history. The folder is written atomically; ``overwrite`` replaces an
+        earlier saved model (or an empty folder), never a folder holding anything else."""
+        save_model(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "auto") -> Butterfly:
         """Load a model saved with :meth:`save`. Weights are read with ``weights_only=True``: a model file
         cannot run code."""
-        path = Path(path)
-        config = _read_model_config(path)
-        if config.get("version", 0) > MODEL_FORMAT_VERSION:
-            raise ButterflyInputError(
-                f"{path} was saved by a newer butterfly (format version {config['version']}); upgrade butterfly."
-            )
-        model = cls.__new__(cls)
-        specs = [ModalitySpec.from_dict(d) for d in config["modalities"]]
-        model.specs = {s.name: s for s in specs}
-        model.names = (specs[0].name, specs[1].name)
-        model.seed = config["seed"]
-        model.device = resolve_device(device)
-        model.validation_fraction = config["validation_fraction"]
-        model.network_options = config["network"]
-        model.training_config = TrainingConfig(**config["training"]) if config.get("training") else None
-        model.is_trained_ = config["is_trained"]
-        model.preprocessors = {}
-        for name in model.names:
-            pre_config = json.loads((path / f"preprocessing_{name}.json").read_text())
-            with np.load(path / f"preprocessing_{name}.npz", allow_pickle=False) as stored:
-                model.preprocessors[name] = preprocessor_from_state(pre_config, dict(stored))
-        model._matrices = {}
-        model.pairing, model.label_key = config.get("pairing", "measured"), config.get("label_key")
-        model.cluster_backend, model._raw = config.get("cluster_backend"), None
-        model.cluster_options = config.get("cluster_options", {})
-        model._build_network()
-        state = torch.load(path / "weights.pt", map_location=model.device, weights_only=True)
-        if config.get("version", 0) < 3:  # input layers stored as nn.Linear's [out, in] weight then
-            for name, module in model.network.named_modules():
-                if isinstance(module, InputLinear):
-                    state[f"{name}.weight"] = state[f"{name}.weight"].t().contiguous()
-        model.network.load_state_dict(state)
-        model.network.eval()
-        history = path / "history.csv"
-        model.history_ = pd.read_csv(history) if history.is_file() else None
-        return model
-
-
-def _read_model_config(path: Path) -> dict:
-    """The config of a saved model folder; raises when ``path`` is not one."""
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{path} is not a saved butterfly model (no config.json).")
-    try:
-        config = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ButterflyInputError(
-            f"{path} is not a butterfly model (its config.json is not JSON: {err})."
-        ) from None
-    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
-        found = config.get("format") if isinstance(config, dict) else None
-        raise ButterflyInputError(f"{path} is not a butterfly model (format {found!r}).")
-    return config
-
-
-def check_save_target(path: str | os.PathLike, *, overwrite: bool) -> None:
-    """Refuse to save over anything but an earlier saved model (with ``overwrite``) or an empty folder.
-
-    Replacing a folder deletes it, so ``overwrite=True`` on a folder of the user's (say, the project folder)
-    must not be honoured.
-    """
-    path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        return
-    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
-        return
-    if not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
-    try:
-        is_model = path.is_dir() and not path.is_symlink() and bool(_read_model_config(path))
-    except (OSError, ButterflyInputError):
-        is_model = False
-    if not is_model:
-        raise ButterflyInputError(
-            f"{path} exists and is not a saved butterfly model, so it is not replaced even with overwrite: "
-            "saving deletes what the folder held. Choose a new or empty folder."
-        )
-
-
-def _package_version() -> str:
-    from . import __version__
-
-    return __version__
+        return load_model(cls, path, device=device)

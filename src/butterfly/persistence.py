@@ -1,0 +1,157 @@
+"""Saved models: a folder of JSON, ``.npz`` arrays and a ``weights.pt`` state dict, written atomically and read
+without running code (``weights_only=True``, no pickles)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ._validation import ButterflyInputError
+from .modalities import ModalitySpec
+from .nn import InputLinear
+from .preprocessing import preprocessor_from_state
+from .training import TrainingConfig, resolve_device
+
+if TYPE_CHECKING:
+    from .model import Butterfly
+
+MODEL_FORMAT = "butterfly-model"
+# 2: chromosome-blocked weights stored one row per feature; 3: the encoders' input layers too
+MODEL_FORMAT_VERSION = 3
+
+
+def save_model(model: Butterfly, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Write ``model`` to the folder ``path`` (see :meth:`butterfly.Butterfly.save`)."""
+    path = Path(path).absolute()
+    check_save_target(path, overwrite=overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        config = {
+            "format": MODEL_FORMAT,
+            "version": MODEL_FORMAT_VERSION,
+            "butterfly_version": _package_version(),
+            "modalities": [model.specs[n].to_dict() for n in model.names],
+            "seed": model.seed,
+            "validation_fraction": model.validation_fraction,
+            "network": model.network_options,
+            "training": model.training_config.to_dict() if model.training_config else None,
+            "is_trained": model.is_trained_,
+            "pairing": model.pairing,
+            "label_key": model.label_key,
+            "cluster_backend": model.cluster_backend,
+            "cluster_options": model.cluster_options,
+        }
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        torch.save({k: v.cpu() for k, v in model.network.state_dict().items()}, tmp / "weights.pt")
+        for name, pre in model.preprocessors.items():
+            pre_config, arrays = pre.state()
+            (tmp / f"preprocessing_{name}.json").write_text(json.dumps(pre_config, indent=2))
+            np.savez(tmp / f"preprocessing_{name}.npz", **arrays)
+        if model.history_ is not None:
+            model.history_.to_csv(tmp / "history.csv", index=False)
+        if path.exists():
+            backup = path.with_name(f".{path.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(path, backup)
+            os.replace(tmp, path)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_model(cls: type[Butterfly], path: str | os.PathLike, *, device: str = "auto") -> Butterfly:
+    """Read a folder written by :func:`save_model` into a new ``cls`` (see :meth:`butterfly.Butterfly.load`)."""
+    path = Path(path)
+    config = read_model_config(path)
+    if config.get("version", 0) > MODEL_FORMAT_VERSION:
+        raise ButterflyInputError(
+            f"{path} was saved by a newer butterfly (format version {config['version']}); upgrade butterfly."
+        )
+    model = cls.__new__(cls)
+    specs = [ModalitySpec.from_dict(d) for d in config["modalities"]]
+    model.specs = {s.name: s for s in specs}
+    model.names = (specs[0].name, specs[1].name)
+    model.seed = config["seed"]
+    model.device = resolve_device(device)
+    model.validation_fraction = config["validation_fraction"]
+    model.network_options = config["network"]
+    model.training_config = TrainingConfig(**config["training"]) if config.get("training") else None
+    model.is_trained_ = config["is_trained"]
+    model.preprocessors = {}
+    for name in model.names:
+        pre_config = json.loads((path / f"preprocessing_{name}.json").read_text())
+        with np.load(path / f"preprocessing_{name}.npz", allow_pickle=False) as stored:
+            model.preprocessors[name] = preprocessor_from_state(pre_config, dict(stored))
+    model._matrices = {}
+    model.pairing, model.label_key = config.get("pairing", "measured"), config.get("label_key")
+    model.cluster_backend, model._raw = config.get("cluster_backend"), None
+    model.cluster_options = config.get("cluster_options", {})
+    model._build_network()
+    state = torch.load(path / "weights.pt", map_location=model.device, weights_only=True)
+    if config.get("version", 0) < 3:  # input layers stored as nn.Linear's [out, in] weight then
+        for name, module in model.network.named_modules():
+            if isinstance(module, InputLinear):
+                state[f"{name}.weight"] = state[f"{name}.weight"].t().contiguous()
+    model.network.load_state_dict(state)
+    model.network.eval()
+    history = path / "history.csv"
+    model.history_ = pd.read_csv(history) if history.is_file() else None
+    return model
+
+
+def read_model_config(path: Path) -> dict:
+    """The config of a saved model folder; raises when ``path`` is not one."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} is not a saved butterfly model (no config.json).")
+    try:
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ButterflyInputError(
+            f"{path} is not a butterfly model (its config.json is not JSON: {err})."
+        ) from None
+    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
+        found = config.get("format") if isinstance(config, dict) else None
+        raise ButterflyInputError(f"{path} is not a butterfly model (format {found!r}).")
+    return config
+
+
+def check_save_target(path: str | os.PathLike, *, overwrite: bool) -> None:
+    """Refuse to save over anything but an earlier saved model (with ``overwrite``) or an empty folder.
+
+    Replacing a folder deletes it, so ``overwrite=True`` on a folder of the user's (say, the project folder)
+    must not be honoured.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    try:
+        is_model = path.is_dir() and not path.is_symlink() and bool(read_model_config(path))
+    except (OSError, ButterflyInputError):
+        is_model = False
+    if not is_model:
+        raise ButterflyInputError(
+            f"{path} exists and is not a saved butterfly model, so it is not replaced even with overwrite: "
+            "saving deletes what the folder held. Choose a new or empty folder."
+        )
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
