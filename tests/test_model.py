@@ -339,6 +339,9 @@ def test_bad_training_settings_are_refused_before_training(multiome, option, mes
         ({"dropout": 1.0}, "dropout must be at least 0 and below 1"),
         ({"seed": "a"}, "seed must be a whole number"),
         ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        ({"discriminator_layers": 5}, "discriminator_layers must be 2 .* or 1"),
+        ({"batch_norm": "no"}, "batch_norm must be True or False"),
+        ({"pairing": "cluster", "cluster_resolution": 0}, "cluster_resolution .* must be a positive number"),
     ],
 )
 def test_bad_model_options_are_refused(multiome, option, message):

@@ -138,6 +138,11 @@ class Butterfly:
         )
         if pairing not in PAIRINGS:
             raise ButterflyInputError(f"pairing must be one of {list(PAIRINGS)}, got {pairing!r}.")
+        if not isinstance(cluster_resolution, (int, float)) or not 0 < cluster_resolution < np.inf:
+            raise ButterflyInputError(
+                f"cluster_resolution (Leiden's, for pairing='cluster') must be a positive number (paper: 3), got "
+                f"{cluster_resolution!r}."
+            )
         if cluster_backend not in CLUSTER_BACKENDS:
             raise ButterflyInputError(
                 f"cluster_backend must be one of {list(CLUSTER_BACKENDS)}, got {cluster_backend!r}."
@@ -216,6 +221,12 @@ class Butterfly:
         if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ButterflyInputError(
                 f"dropout must be at least 0 and below 1 (paper: 0.1), got {dropout!r}."
+            )
+        if not isinstance(batch_norm, (bool, np.bool_)):
+            raise ButterflyInputError(f"batch_norm must be True or False, got {batch_norm!r}.")
+        if discriminator_layers not in (1, 2) or isinstance(discriminator_layers, bool):
+            raise ButterflyInputError(
+                f"discriminator_layers must be 2 (the paper's) or 1 (the authors' code), got {discriminator_layers!r}."
             )
         self.seed = int(seed)
         self.device = resolve_device(device)

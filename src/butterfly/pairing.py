@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import ButterflyInputError
+from ._validation import ButterflyInputError, _preview
 from .data import PairedRows
 
 
@@ -57,8 +57,8 @@ def unpaired_sampling_sizes(first_labels, second_labels) -> dict[str, int]:
     if shared.size == 0:
         raise ButterflyInputError(
             "The two unpaired datasets share no label, so no cells can be matched. Check that label_key names "
-            f"the same annotation on both sides (first: {sorted(set(first_labels))[:5]}, second: "
-            f"{sorted(set(second_labels))[:5]})."
+            f"the same annotation on both sides (first: {_preview(sorted(set(first_labels)))}; second: "
+            f"{_preview(sorted(set(second_labels)))})."
         )
     n_a, n_b = len(first_labels), len(second_labels)
     share = {g: np.mean(first_labels == g) + np.mean(second_labels == g) for g in shared}
