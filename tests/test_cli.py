@@ -154,6 +154,15 @@ def test_benchmark_refuses_missing_label_column(files, capsys):
     code = main(["benchmark", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
                  "--label-key", "celltype", "--out", str(files / "b")])  # fmt: skip
     assert code == 2 and "no column 'celltype'" in capsys.readouterr().err
+    common = ["benchmark", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
+              "--models", "knn", "--out", str(files / "b")]  # fmt: skip
+    assert main([*common, "--protocol", "batch", "--batch-key", "donor"]) == 2
+    assert "no column 'donor' in .obs. Available columns: " in (err := capsys.readouterr().err)
+    assert "Pass --batch-key one of them" in err
+    assert main([*common, "--protocol", "cell_type", "--folds", "100"]) == 2
+    assert (
+        "(the number of folds; CLI: --folds) must be between 2 and the number of" in capsys.readouterr().err
+    )
 
 
 def test_benchmark_only_folds_keeps_protocol_fold_numbers(files, capsys):

@@ -106,12 +106,13 @@ def check_unique_names(adata: ad.AnnData, *, what: str) -> None:
             )
 
 
-def check_label_key(adata: ad.AnnData, key: str, *, what: str) -> pd.Series:
-    """Return ``adata.obs[key]``, refusing a missing column or missing labels."""
+def check_label_key(adata: ad.AnnData, key: str, *, what: str, option: str = "label_key=") -> pd.Series:
+    """Return ``adata.obs[key]``, refusing a missing column or missing labels. ``option``: how the user names
+    the column (a keyword argument or a CLI flag)."""
     if key not in adata.obs.columns:
         raise ButterflyInputError(
             f"{what} has no column {key!r} in .obs. Available columns: {_preview(adata.obs.columns, 20)}. "
-            "Pass label_key= one of them, or add the labels to adata.obs first."
+            f"Pass {option} one of them, or add the labels to adata.obs first."
         )
     labels = adata.obs[key]
     if labels.isna().any():

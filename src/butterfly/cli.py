@@ -302,12 +302,14 @@ def _run(args: argparse.Namespace) -> None:
 
         first, second = _read(args.first), _read(args.second)
         check_paired(first, second, tuple(args.modalities))
-        check_label_key(first, args.label_key, what=f"The {args.modalities[0]} data")
+        what = f"The {args.modalities[0]} data"
+        check_label_key(first, args.label_key, what=what, option="--label-key")
         if args.protocol == "cell":
             folds = protocols.folds_by_cell(first.n_obs, args.folds or 5, seed=args.seed)
         else:
             key = args.label_key if args.protocol == "cell_type" else args.batch_key
-            groups = check_label_key(first, key, what=f"The {args.modalities[0]} data")
+            flag = "--label-key" if args.protocol == "cell_type" else "--batch-key"
+            groups = check_label_key(first, key, what=what, option=flag)
             make = protocols.folds_by_cell_type if args.protocol == "cell_type" else protocols.folds_by_batch
             folds = make(
                 groups.to_numpy(), args.folds or (3 if args.protocol == "cell_type" else 4), seed=args.seed

@@ -13,7 +13,10 @@ from ._validation import ButterflyInputError
 def folds_by_cell(n_cells: int, k: int = 5, *, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """``k`` random folds of cells: a list of (train, test) index arrays; every cell is tested exactly once."""
     if not 2 <= k <= n_cells:
-        raise ButterflyInputError(f"k must be between 2 and the number of cells ({n_cells}), got {k}.")
+        raise ButterflyInputError(
+            f"k (the number of folds; CLI: --folds) must be between 2 and the number of cells ({n_cells}), "
+            f"got {k}."
+        )
     order = np.random.default_rng(seed).permutation(n_cells)
     return [(np.sort(np.setdiff1d(order, part)), np.sort(part)) for part in np.array_split(order, k)]
 
@@ -29,7 +32,10 @@ def folds_by_group(
     groups = np.asarray(groups).astype(str)
     names, counts = np.unique(groups, return_counts=True)
     if not 2 <= k <= len(names):
-        raise ButterflyInputError(f"k must be between 2 and the number of {what} ({len(names)}), got {k}.")
+        raise ButterflyInputError(
+            f"k (the number of folds; CLI: --folds) must be between 2 and the number of {what} "
+            f"({len(names)}), got {k}."
+        )
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(len(names))
     order = shuffled[np.argsort(-counts[shuffled], kind="stable")]
