@@ -106,7 +106,9 @@ def check_unique_names(adata: ad.AnnData, *, what: str) -> None:
             )
 
 
-def check_label_key(adata: ad.AnnData, key: str, *, what: str, option: str = "label_key=") -> pd.Series:
+def check_label_key(
+    adata: ad.AnnData, key: str, *, what: str, option: str = "label_key= (CLI: --label-key)"
+) -> pd.Series:
     """Return ``adata.obs[key]``, refusing a missing column or missing labels. ``option``: how the user names
     the column (a keyword argument or a CLI flag)."""
     if key not in adata.obs.columns:
