@@ -223,8 +223,7 @@ BENCHMARK_FILES = (
     "summary.json",
     "summary.md",
     "metrics_boxplot.png",
-    "tsne_*.png",
-    "*_run*.png",
+    "tsne_*.png",  # a merge's copies too (tsne_..._run1.png)
     "report.html",
 )
 
