@@ -455,3 +455,14 @@ def test_a_gpu_number_beyond_the_machine_is_refused(monkeypatch):
     assert resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(ButterflyInputError, match=r"'cuda:3' was requested but torch sees 1 CUDA GPU\(s\)"):
         resolve_device("cuda:3")
+
+
+def test_numpy_typed_options_save(multiome, tmp_path):
+    """Options given as numpy scalars (from a config array, say) are stored as JSON numbers and booleans."""
+    rna, atac = multiome
+    options = {"batch_norm": np.bool_(True), "discriminator_layers": np.int64(2), "dropout": np.float64(0.1)}
+    model = bf.Butterfly(rna, atac, seed=np.int64(3), validation_fraction=np.float64(0.2), **options)
+    model.save(tmp_path / "model")
+    loaded = bf.Butterfly.load(tmp_path / "model")
+    assert loaded.network_options == {"dropout": 0.1, "batch_norm": True, "discriminator_layers": 2}
+    assert (loaded.seed, loaded.validation_fraction) == (3, 0.2)

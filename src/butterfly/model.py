@@ -230,11 +230,11 @@ class Butterfly:
             )
         self.seed = int(seed)
         self.device = resolve_device(device)
-        self.validation_fraction = validation_fraction
+        self.validation_fraction = float(validation_fraction)
         self.network_options = {
-            "dropout": dropout,
-            "batch_norm": batch_norm,
-            "discriminator_layers": discriminator_layers,
+            "dropout": float(dropout),
+            "batch_norm": bool(batch_norm),
+            "discriminator_layers": int(discriminator_layers),
         }
         self.training_config: TrainingConfig | None = None
         self.history_: pd.DataFrame | None = None
