@@ -466,3 +466,7 @@ def test_numpy_typed_options_save(multiome, tmp_path):
     loaded = bf.Butterfly.load(tmp_path / "model")
     assert loaded.network_options == {"dropout": 0.1, "batch_norm": True, "discriminator_layers": 2}
     assert (loaded.seed, loaded.validation_fraction) == (3, 0.2)
+    model.fit(pretrain_epochs=np.int64(1), epochs=np.int64(1), lr=np.float32(1e-3), progress=False)
+    model.save(tmp_path / "model", overwrite=True)
+    config = bf.Butterfly.load(tmp_path / "model").training_config
+    assert (config.pretrain_epochs, config.epochs, config.lr) == (1, 1, pytest.approx(1e-3))

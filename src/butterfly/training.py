@@ -124,7 +124,8 @@ class TrainingConfig:
             refuse("precision", "'float32' or 'bfloat16'")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as plain Python values (numpy scalars given to ``fit`` become numbers), JSON-ready."""
+        return {k: v.item() if isinstance(v, np.generic) else v for k, v in asdict(self).items()}
 
 
 #: The recommended fast setting: ``model.fit(**FAST_SETTING)`` or ``butterfly train --fast``. Batches of
