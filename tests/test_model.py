@@ -461,11 +461,14 @@ def test_numpy_typed_options_save(multiome, tmp_path):
     """Options given as numpy scalars (from a config array, say) are stored as JSON numbers and booleans."""
     rna, atac = multiome
     options = {"batch_norm": np.bool_(True), "discriminator_layers": np.int64(2), "dropout": np.float64(0.1)}
-    model = bf.Butterfly(rna, atac, seed=np.int64(3), validation_fraction=np.float64(0.2), **options)
+    model = bf.Butterfly(
+        rna, atac, seed=np.int64(3), validation_fraction=np.float64(0.2), cluster_options={"n": np.int64(5)},
+        **options,
+    )  # fmt: skip
     model.save(tmp_path / "model")
     loaded = bf.Butterfly.load(tmp_path / "model")
     assert loaded.network_options == {"dropout": 0.1, "batch_norm": True, "discriminator_layers": 2}
-    assert (loaded.seed, loaded.validation_fraction) == (3, 0.2)
+    assert (loaded.seed, loaded.validation_fraction, loaded.cluster_options) == (3, 0.2, {"n": 5})
     model.fit(pretrain_epochs=np.int64(1), epochs=np.int64(1), lr=np.float32(1e-3), progress=False)
     model.save(tmp_path / "model", overwrite=True)
     config = bf.Butterfly.load(tmp_path / "model").training_config

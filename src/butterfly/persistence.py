@@ -50,11 +50,11 @@ def save_model(model: Butterfly, path: str | os.PathLike, *, overwrite: bool = F
             "cluster_backend": model.cluster_backend,
             "cluster_options": model.cluster_options,
         }
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_plain))
         torch.save({k: v.cpu() for k, v in model.network.state_dict().items()}, tmp / "weights.pt")
         for name, pre in model.preprocessors.items():
             pre_config, arrays = pre.state()
-            (tmp / f"preprocessing_{name}.json").write_text(json.dumps(pre_config, indent=2))
+            (tmp / f"preprocessing_{name}.json").write_text(json.dumps(pre_config, indent=2, default=_plain))
             np.savez(tmp / f"preprocessing_{name}.npz", **arrays)
         if model.history_ is not None:
             model.history_.to_csv(tmp / "history.csv", index=False)
@@ -149,6 +149,13 @@ def check_save_target(path: str | os.PathLike, *, overwrite: bool) -> None:
             f"{path} exists and is not a saved butterfly model, so it is not replaced even with overwrite: "
             "saving deletes what the folder held. Choose a new or empty folder."
         )
+
+
+def _plain(value):
+    """JSON for the numpy scalars a user's options may hold (``cluster_options={"max_epochs": np.int64(50)}``)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} cannot be saved in a model's JSON config.")
 
 
 def _package_version() -> str:
