@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, machine_line, result_name, write_results  # noqa: E402
 from butterfly import modalities  # noqa: E402
 from butterfly.data import _to_sparse_rows  # noqa: E402
+from butterfly.network import reconstruction_loss  # noqa: E402
 from butterfly.nn import ChromosomeBlockedDecoderLinear, ChromosomeBlockedEncoderLinear  # noqa: E402
-from butterfly.training import reconstruction_loss  # noqa: E402
 
 
 class LoopEncoder(nn.Module):

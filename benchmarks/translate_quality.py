@@ -65,7 +65,8 @@ def step_gflop(model: bf.Butterfly, batch_size: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     from butterfly.data import PairedRows
-    from butterfly.training import Trainer, TrainingConfig
+    from butterfly.settings import TrainingConfig
+    from butterfly.training import Trainer
 
     rows = np.arange(batch_size)
     pairs = PairedRows({n: rows for n in model.names})

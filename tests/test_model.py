@@ -448,7 +448,7 @@ def test_a_gpu_number_beyond_the_machine_is_refused(monkeypatch):
     """Checked without a GPU: torch is told it has one."""
     import torch
 
-    from butterfly.training import resolve_device
+    from butterfly.network import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

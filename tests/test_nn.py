@@ -4,6 +4,7 @@ import torch
 
 from butterfly.data import _to_sparse_rows
 from butterfly.modalities import PRESETS
+from butterfly.network import reconstruction_loss
 from butterfly.nn import (
     ChromosomeBlockedDecoderLinear,
     ChromosomeBlockedEncoderLinear,
@@ -14,7 +15,6 @@ from butterfly.nn import (
     Translator,
     kl_divergence,
 )
-from butterfly.training import reconstruction_loss
 
 # 11 features on 3 chromosomes, interleaved as a user's peak order might be
 CODES = [2, 0, 0, 1, 2, 0, 1, 1, 1, 0, 2]

@@ -12,7 +12,7 @@ from .preprocessing import (
     RNAPreprocessor,
     binarize_accessibility,
 )
-from .training import FAST_SETTING
+from .settings import FAST_SETTING
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ._io import write_text_atomic
 from .protocols import MODEL_NAMES
-from .training import FAST_SETTING, TrainingConfig
+from .settings import FAST_SETTING, TrainingConfig
 
 EXAMPLES = """examples:
   butterfly demo --out butterfly_demo

@@ -21,6 +21,7 @@ from ._validation import ButterflyInputError, NotTrainedError, check_label_key, 
 from .data import PairedRows, dense_rows, split_validation
 from .genome import group_by_chromosome
 from .modalities import ModalitySpec
+from .network import TranslatorNetwork, resolve_device
 from .pairing import (
     joint_clusters,
     measured_pairs,
@@ -35,7 +36,8 @@ from .preprocessing import (
     binarize_accessibility,
     binary_block,
 )
-from .training import Trainer, TrainingConfig, TranslatorNetwork, resolve_device
+from .settings import TrainingConfig
+from .training import Trainer
 
 #: Fewest paired cells ``fit`` accepts (one is held out for validation whatever the fraction).
 MIN_TRAINING_CELLS = 3
@@ -289,7 +291,7 @@ class Butterfly:
     ) -> pd.DataFrame:
         """Pretrain each modality, then train the translator adversarially (paper defaults).
 
-        Other :class:`~butterfly.training.TrainingConfig` fields (``lr``, ``kl_warmup_epochs``, ...) can be given
+        Other :class:`~butterfly.settings.TrainingConfig` fields (``lr``, ``kl_warmup_epochs``, ...) can be given
         as keyword arguments. Returns the loss history (one row per epoch and phase), also kept in
         ``history_``; plot it with :func:`butterfly.report.plot_history`. A second ``fit`` continues from the
         current weights (as scvi-tools' ``train`` does); for a fresh run, build a new ``Butterfly``.

@@ -16,9 +16,10 @@ import torch
 
 from ._validation import ButterflyInputError
 from .modalities import ModalitySpec
+from .network import resolve_device
 from .nn import InputLinear
 from .preprocessing import preprocessor_from_state
-from .training import TrainingConfig, resolve_device
+from .settings import TrainingConfig
 
 if TYPE_CHECKING:
     from .model import Butterfly

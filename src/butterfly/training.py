@@ -1,16 +1,12 @@
-"""The network of a two-modality translator and its training loops (pretraining, adversarial integrative phase).
+"""The training loops of a two-modality translator (pretraining, adversarial integrative phase).
 
 Knows nothing of files or AnnData: it takes preprocessed CSR matrices and training/validation pairs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from types import MappingProxyType
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,169 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validation import ButterflyInputError
 from .data import PairedRows, minibatches
-from .modalities import ModalitySpec
-from .nn import Decoder, Discriminator, Encoder, Translator, _Blocked, kl_divergence
-
-_WHOLE_NUMBER_MINIMA = {
-    "pretrain_epochs": 0,
-    "epochs": 0,
-    "kl_warmup_epochs": 0,
-    "patience": 1,
-    "batch_size": 1,
-}
-# the TrainingConfig fields that butterfly train/benchmark take as flags (--batch-size, ...)
-_CLI_OPTIONS = {*_WHOLE_NUMBER_MINIMA, "lr", "discriminator_lr", "precision"}
-
-
-@dataclass
-class TrainingConfig:
-    """Training settings. Defaults follow the paper's Methods; options marked "authors' code" reproduce
-    deviations found in the reference implementation and are off by default.
-
-    Parameters
-    ----------
-    pretrain_epochs
-        Maximum epochs of each modality's own pretraining (paper: 100).
-    epochs
-        Maximum epochs of integrative training (paper: 200).
-    patience
-        Early-stopping patience in epochs (paper: 50), on the deterministic validation reconstruction loss
-        (the four reconstruction/translation terms in the integrative phase); the best weights are restored.
-    batch_size
-        Minibatch size (authors' code: 64).
-    lr, discriminator_lr
-        Adam learning rate of encoders/decoders/translator (1e-3) and SGD learning rate of the
-        discriminators (5e-3).
-    adversarial_weight
-        ``w_dis`` (paper: 1).
-    kl_reduction
-        ``"mean"`` over cells and latent dimensions (paper eq. 4 as the authors compute it) or ``"sum"`` over
-        latent dimensions.
-    kl_warmup_epochs
-        Linear KL warm-up over this many epochs of each phase (authors' code: 50; paper: none).
-    mask_scaling
-        Scale kept inputs by ``1 / (1 - mask_rate)`` as inverted dropout does (authors' code).
-    adversarial_gate
-        Subtract the adversarial term only while the discriminators' mean BCE per term is below this value,
-        i.e. while they still tell real from translated embeddings better than chance (ln 2 = 0.693).
-        Default 0.675: the authors' code gates at 1.35 over its two BCE terms. ``None`` applies the paper's
-        eq. 9 literally; measured on SNARE-seq, the generator then drives the discriminator loss up without
-        bound, the adversarial term swamps reconstruction and translations fall to chance (see README).
-    precision
-        ``"float32"`` (default) or ``"bfloat16"``: training forward passes under bfloat16 autocast (losses and
-        weights stay float32). Faster on CPUs with AVX-512 BF16/AMX and on recent GPUs; validation stays
-        float32.
-    sparse_inputs
-        Training minibatches of sparse modalities (under 25% non-zeros, e.g. RNA and ATAC) enter the encoders'
-        first layers as sparse rows, so only stored entries are multiplied. The same function as the dense
-        product; ``False`` densifies them (as the authors' code does).
-    """
-
-    pretrain_epochs: int = 100
-    epochs: int = 200
-    patience: int = 50
-    batch_size: int = 64
-    lr: float = 1e-3
-    discriminator_lr: float = 5e-3
-    adversarial_weight: float = 1.0
-    kl_reduction: str = "mean"
-    kl_warmup_epochs: int = 0
-    mask_scaling: bool = False
-    adversarial_gate: float | None = 0.675
-    precision: str = "float32"
-    sparse_inputs: bool = True
-
-    def __post_init__(self) -> None:
-        """Refuse settings training cannot run with, naming the setting (and its CLI flag, if it has one)."""
-
-        def refuse(name: str, wanted: str) -> None:
-            flag = f" (--{name.replace('_', '-')})" if name in _CLI_OPTIONS else ""
-            raise ButterflyInputError(f"{name}{flag} must be {wanted}, got {getattr(self, name)!r}.")
-
-        def whole(value) -> bool:
-            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-        def finite(value) -> bool:
-            number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-            return number and math.isfinite(value)
-
-        for name, low in _WHOLE_NUMBER_MINIMA.items():
-            if not whole(getattr(self, name)) or getattr(self, name) < low:
-                refuse(name, f"a whole number of at least {low}")
-        for name in ("lr", "discriminator_lr"):
-            if not finite(getattr(self, name)) or getattr(self, name) <= 0:
-                refuse(name, "a positive number")
-        if not finite(self.adversarial_weight) or self.adversarial_weight < 0:
-            refuse("adversarial_weight", "a number of at least 0")
-        gate = self.adversarial_gate
-        if gate is not None and not finite(gate):  # at or below 0 the gate never opens
-            refuse("adversarial_gate", "None or a finite number")
-        if self.kl_reduction not in ("mean", "sum"):
-            refuse("kl_reduction", "'mean' or 'sum'")
-        if self.precision not in ("float32", "bfloat16"):
-            refuse("precision", "'float32' or 'bfloat16'")
-
-    def to_dict(self) -> dict:
-        """The settings as plain Python values (numpy scalars given to ``fit`` become numbers), JSON-ready."""
-        return {k: v.item() if isinstance(v, np.generic) else v for k, v in asdict(self).items()}
-
-
-#: The recommended fast setting: ``model.fit(**FAST_SETTING)`` or ``butterfly train --fast``. Batches of
-#: 256 with the learning rates validation cells picked, the authors' KL warm-up over 15 epochs of each
-#: phase, and early stopping (patience 15) within 30 pretraining and 150 integrative epochs. On the SNARE-seq
-#: split of issue 3 (8,247 cells) it trains in under 3 minutes on two CPU cores, and its translations beat
-#: the paper defaults' and the authors' code's on average (README, "Headline figures").
-FAST_SETTING: Mapping[str, int | float] = MappingProxyType(  # read-only
-    {
-        "pretrain_epochs": 30,
-        "epochs": 150,
-        "patience": 15,
-        "batch_size": 256,
-        "lr": 2e-3,
-        "discriminator_lr": 1e-2,
-        "kl_warmup_epochs": 15,
-    }
-)
-
-
-def activate(spec: ModalitySpec, raw: torch.Tensor) -> torch.Tensor:
-    """The decoder's output activation of a modality, applied to its pre-activation values."""
-    if spec.output == "sigmoid":
-        return torch.sigmoid(raw)
-    if spec.output == "leaky_relu":
-        return F.leaky_relu(raw, 0.01)
-    return raw
-
-
-class _BCEWithLogits(torch.autograd.Function):
-    """Mean binary cross-entropy on logits, ``mean(softplus(x) - x * y)``: the same value as
-    ``F.binary_cross_entropy_with_logits`` in two passes over ``x`` (no ``log_sigmoid`` buffer) and a
-    backward of ``sigmoid(x) - y``; forward + backward 1.6x faster on 256 x 5,377 ATAC logits on a CPU."""
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(logits, target)
-        cross = torch.dot(logits.reshape(-1), target.reshape(-1))
-        return (F.softplus(logits).sum() - cross) / logits.numel()
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        logits, target = ctx.saved_tensors
-        return torch.sigmoid(logits).sub_(target).mul_(grad / logits.numel()), None
-
-
-def reconstruction_loss(spec: ModalitySpec, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """A modality's reconstruction loss (BCE on logits or MSE after the activation), averaged."""
-    raw = raw.float()  # losses in float32 also under bfloat16 autocast
-    if raw.dim() == 2 and raw.t().is_contiguous() and target.t().is_contiguous():
-        # both feature-major: the same mean over the contiguous transposes runs about 2x faster
-        raw, target = raw.t(), target.t()
-    if spec.loss == "bce":
-        return _BCEWithLogits.apply(raw, target.to(raw.dtype))
-    return F.mse_loss(activate(spec, raw), target)
-
+from .network import TranslatorNetwork, activate, reconstruction_loss, resolve_device  # noqa: F401 (API)
+from .nn import kl_divergence
+from .settings import FAST_SETTING, TrainingConfig  # noqa: F401 (butterfly.training's API before the split)
 
 #: Cells per validation minibatch, whatever the training batch: enough for full-speed products; at 1,024
 #: (4x a batch of 256) every validation pass page-faulted in fresh 20 MB buffers and an integrative epoch's
@@ -189,111 +26,6 @@ def reconstruction_loss(spec: ModalitySpec, raw: torch.Tensor, target: torch.Ten
 VALIDATION_ROWS = 256
 
 SPARSE_INPUT_DENSITY = 0.25  # below this fraction of non-zeros, encoders read training minibatches sparse
-
-
-class TranslatorNetwork(nn.Module):
-    """Encoders, decoders, the shared translator and the discriminators for two modalities."""
-
-    def __init__(
-        self,
-        specs: Sequence[ModalitySpec],
-        n_features: dict[str, int],
-        chromosome_codes: dict[str, list[int] | None],
-        *,
-        dropout: float = 0.1,
-        batch_norm: bool = False,
-        discriminator_layers: int = 2,
-    ) -> None:
-        super().__init__()
-        self.specs = {s.name: s for s in specs}
-        self.names = [s.name for s in specs]
-        kwargs = {"dropout": dropout, "batch_norm": batch_norm}
-        self.encoders = nn.ModuleDict(
-            {
-                s.name: Encoder(n_features[s.name], s.hidden, codes=chromosome_codes.get(s.name), **kwargs)
-                for s in specs
-            }
-        )
-        self.decoders = nn.ModuleDict(
-            {
-                s.name: Decoder(n_features[s.name], s.hidden, codes=chromosome_codes.get(s.name), **kwargs)
-                for s in specs
-            }
-        )
-        self.translator = Translator(self.names, batch_norm=batch_norm)
-        self.discriminators = nn.ModuleDict(
-            {n: Discriminator(layers=discriminator_layers) for n in self.names}
-        )
-        # chromosome-blocked modalities read and write feature-major tensors fastest
-        self.feature_major = frozenset(n for n, c in chromosome_codes.items() if c is not None)
-
-    def chromosome_orders(self) -> dict[str, np.ndarray]:
-        """Column order that groups each chromosome-blocked modality's features by chromosome (the layers'
-        row order), for the modalities whose features are not so grouped already."""
-        orders = {}
-        for name in self.feature_major:
-            first = next(m for m in self.encoders[name].modules() if isinstance(m, _Blocked))
-            if not first.sorted_already:
-                orders[name] = first.order.cpu().numpy()
-        return orders
-
-    @contextlib.contextmanager
-    def chromosome_io(self) -> Iterator[None]:
-        """Within: the chromosome-blocked layers read and write features in chromosome order (the columns
-        of :meth:`chromosome_orders`), which saves a row gather per layer and pass, forward and backward."""
-        layers = [m for m in self.modules() if isinstance(m, _Blocked)]
-        for layer in layers:
-            layer.chromosome_io = True
-        try:
-            yield
-        finally:
-            for layer in layers:
-                layer.chromosome_io = False
-
-    def generator_parameters(self) -> list[nn.Parameter]:
-        return [*self.encoders.parameters(), *self.decoders.parameters(), *self.translator.parameters()]
-
-    def modality_parameters(self, name: str) -> list[nn.Parameter]:
-        t = self.translator
-        parts = (self.encoders[name], self.decoders[name], t.mean[name], t.logvar[name], t.heads[name])
-        return [p for part in parts for p in part.parameters()]
-
-    def activate(self, name: str, raw: torch.Tensor) -> torch.Tensor:
-        return activate(self.specs[name], raw)
-
-    def reconstruction_loss(self, name: str, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return reconstruction_loss(self.specs[name], raw, target)
-
-    @torch.no_grad()
-    def latent_mean(self, x: torch.Tensor, source: str) -> torch.Tensor:
-        return self.translator.encode(self.encoders[source](x), source)[0]
-
-    @torch.no_grad()
-    def translate(self, x: torch.Tensor, source: str, target: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Deterministic translation (latent mean, no mask): returns (output, latent mean)."""
-        mean = self.latent_mean(x, source)
-        return self.activate(target, self.decoders[target](self.translator(mean, target))), mean
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ButterflyInputError(
-            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (a torch device), got {device!r}."
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ButterflyInputError(
-            f"device={str(device)!r} was requested but torch sees no CUDA GPU; use device='auto' or 'cpu'."
-        )
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ButterflyInputError(
-            f"device={str(device)!r} was requested but torch sees {torch.cuda.device_count()} CUDA GPU(s), "
-            f"numbered from 0; use 'cuda:0' to 'cuda:{torch.cuda.device_count() - 1}'."
-        )
-    return device
 
 
 class _Means:

@@ -1,0 +1,158 @@
+"""The network of a two-modality translator (encoders, shared translator, decoders, discriminators), its
+losses, and the device it runs on."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validation import ButterflyInputError
+from .modalities import ModalitySpec
+from .nn import Decoder, Discriminator, Encoder, Translator, _Blocked
+
+
+def activate(spec: ModalitySpec, raw: torch.Tensor) -> torch.Tensor:
+    """The decoder's output activation of a modality, applied to its pre-activation values."""
+    if spec.output == "sigmoid":
+        return torch.sigmoid(raw)
+    if spec.output == "leaky_relu":
+        return F.leaky_relu(raw, 0.01)
+    return raw
+
+
+class _BCEWithLogits(torch.autograd.Function):
+    """Mean binary cross-entropy on logits, ``mean(softplus(x) - x * y)``: the same value as
+    ``F.binary_cross_entropy_with_logits`` in two passes over ``x`` (no ``log_sigmoid`` buffer) and a
+    backward of ``sigmoid(x) - y``; forward + backward 1.6x faster on 256 x 5,377 ATAC logits on a CPU."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(logits, target)
+        cross = torch.dot(logits.reshape(-1), target.reshape(-1))
+        return (F.softplus(logits).sum() - cross) / logits.numel()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, target = ctx.saved_tensors
+        return torch.sigmoid(logits).sub_(target).mul_(grad / logits.numel()), None
+
+
+def reconstruction_loss(spec: ModalitySpec, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A modality's reconstruction loss (BCE on logits or MSE after the activation), averaged."""
+    raw = raw.float()  # losses in float32 also under bfloat16 autocast
+    if raw.dim() == 2 and raw.t().is_contiguous() and target.t().is_contiguous():
+        # both feature-major: the same mean over the contiguous transposes runs about 2x faster
+        raw, target = raw.t(), target.t()
+    if spec.loss == "bce":
+        return _BCEWithLogits.apply(raw, target.to(raw.dtype))
+    return F.mse_loss(activate(spec, raw), target)
+
+
+class TranslatorNetwork(nn.Module):
+    """Encoders, decoders, the shared translator and the discriminators for two modalities."""
+
+    def __init__(
+        self,
+        specs: Sequence[ModalitySpec],
+        n_features: dict[str, int],
+        chromosome_codes: dict[str, list[int] | None],
+        *,
+        dropout: float = 0.1,
+        batch_norm: bool = False,
+        discriminator_layers: int = 2,
+    ) -> None:
+        super().__init__()
+        self.specs = {s.name: s for s in specs}
+        self.names = [s.name for s in specs]
+        kwargs = {"dropout": dropout, "batch_norm": batch_norm}
+        self.encoders = nn.ModuleDict(
+            {
+                s.name: Encoder(n_features[s.name], s.hidden, codes=chromosome_codes.get(s.name), **kwargs)
+                for s in specs
+            }
+        )
+        self.decoders = nn.ModuleDict(
+            {
+                s.name: Decoder(n_features[s.name], s.hidden, codes=chromosome_codes.get(s.name), **kwargs)
+                for s in specs
+            }
+        )
+        self.translator = Translator(self.names, batch_norm=batch_norm)
+        self.discriminators = nn.ModuleDict(
+            {n: Discriminator(layers=discriminator_layers) for n in self.names}
+        )
+        # chromosome-blocked modalities read and write feature-major tensors fastest
+        self.feature_major = frozenset(n for n, c in chromosome_codes.items() if c is not None)
+
+    def chromosome_orders(self) -> dict[str, np.ndarray]:
+        """Column order that groups each chromosome-blocked modality's features by chromosome (the layers'
+        row order), for the modalities whose features are not so grouped already."""
+        orders = {}
+        for name in self.feature_major:
+            first = next(m for m in self.encoders[name].modules() if isinstance(m, _Blocked))
+            if not first.sorted_already:
+                orders[name] = first.order.cpu().numpy()
+        return orders
+
+    @contextlib.contextmanager
+    def chromosome_io(self) -> Iterator[None]:
+        """Within: the chromosome-blocked layers read and write features in chromosome order (the columns
+        of :meth:`chromosome_orders`), which saves a row gather per layer and pass, forward and backward."""
+        layers = [m for m in self.modules() if isinstance(m, _Blocked)]
+        for layer in layers:
+            layer.chromosome_io = True
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.chromosome_io = False
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        return [*self.encoders.parameters(), *self.decoders.parameters(), *self.translator.parameters()]
+
+    def modality_parameters(self, name: str) -> list[nn.Parameter]:
+        t = self.translator
+        parts = (self.encoders[name], self.decoders[name], t.mean[name], t.logvar[name], t.heads[name])
+        return [p for part in parts for p in part.parameters()]
+
+    def activate(self, name: str, raw: torch.Tensor) -> torch.Tensor:
+        return activate(self.specs[name], raw)
+
+    def reconstruction_loss(self, name: str, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return reconstruction_loss(self.specs[name], raw, target)
+
+    @torch.no_grad()
+    def latent_mean(self, x: torch.Tensor, source: str) -> torch.Tensor:
+        return self.translator.encode(self.encoders[source](x), source)[0]
+
+    @torch.no_grad()
+    def translate(self, x: torch.Tensor, source: str, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deterministic translation (latent mean, no mask): returns (output, latent mean)."""
+        mean = self.latent_mean(x, source)
+        return self.activate(target, self.decoders[target](self.translator(mean, target))), mean
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ButterflyInputError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (a torch device), got {device!r}."
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ButterflyInputError(
+            f"device={str(device)!r} was requested but torch sees no CUDA GPU; use device='auto' or 'cpu'."
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ButterflyInputError(
+            f"device={str(device)!r} was requested but torch sees {torch.cuda.device_count()} CUDA GPU(s), "
+            f"numbered from 0; use 'cuda:0' to 'cuda:{torch.cuda.device_count() - 1}'."
+        )
+    return device
