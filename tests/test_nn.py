@@ -4,17 +4,8 @@ import torch
 
 from butterfly.data import _to_sparse_rows
 from butterfly.modalities import PRESETS
-from butterfly.network import reconstruction_loss
-from butterfly.nn import (
-    ChromosomeBlockedDecoderLinear,
-    ChromosomeBlockedEncoderLinear,
-    Discriminator,
-    Dropout,
-    Encoder,
-    InputLinear,
-    Translator,
-    kl_divergence,
-)
+from butterfly.network import Discriminator, Encoder, Translator, kl_divergence, reconstruction_loss
+from butterfly.nn import ChromosomeBlockedDecoderLinear, ChromosomeBlockedEncoderLinear, Dropout, InputLinear
 
 # 11 features on 3 chromosomes, interleaved as a user's peak order might be
 CODES = [2, 0, 0, 1, 2, 0, 1, 1, 1, 0, 2]

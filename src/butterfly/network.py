@@ -1,5 +1,5 @@
-"""The network of a two-modality translator (encoders, shared translator, decoders, discriminators), its
-losses, and the device it runs on."""
+"""The network of a two-modality translator: encoders, the shared translator, decoders and discriminators
+(built from the layers of :mod:`butterfly.nn`), its losses, and the device it runs on."""
 
 from __future__ import annotations
 
@@ -13,7 +13,148 @@ from torch import nn
 
 from ._validation import ButterflyInputError
 from .modalities import ModalitySpec
-from .nn import Decoder, Discriminator, Encoder, Translator, _Blocked
+from .nn import (
+    NEGATIVE_SLOPE,
+    ChromosomeBlockedDecoderLinear,
+    ChromosomeBlockedEncoderLinear,
+    Dropout,
+    SparseRows,
+    _Blocked,
+    block,
+)
+
+
+class Encoder(nn.Module):
+    """Input features -> 128-d embedding. ``codes`` given: chromosome-blocked first layer (ATAC)."""
+
+    def __init__(
+        self,
+        n_features: int,
+        hidden: Sequence[int],
+        latent: int = 128,
+        *,
+        codes: Sequence[int] | None = None,
+        chromosome_units: int = 32,
+        dropout: float = 0.1,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        first_block = True
+        if codes is not None:
+            first = ChromosomeBlockedEncoderLinear(codes, chromosome_units)
+            layers.append(first)
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(first.n_chromosomes * chromosome_units))
+            layers += [nn.LeakyReLU(NEGATIVE_SLOPE), Dropout(dropout)]
+            widths = [first.n_chromosomes * chromosome_units, latent]
+            first_block = False
+        else:
+            widths = [n_features, *hidden, latent]
+        for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
+            layers.append(
+                block(n_in, n_out, dropout=dropout, batch_norm=batch_norm, sparse_input=first_block)
+            )
+            first_block = False
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor | SparseRows) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """128-d embedding -> features, mirroring the encoder. Returns pre-activation values (logits for ATAC)."""
+
+    def __init__(
+        self,
+        n_features: int,
+        hidden: Sequence[int],
+        latent: int = 128,
+        *,
+        codes: Sequence[int] | None = None,
+        chromosome_units: int = 32,
+        dropout: float = 0.1,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if codes is not None:
+            last = ChromosomeBlockedDecoderLinear(codes, chromosome_units)
+            widths = [latent, last.n_chromosomes * chromosome_units]
+        else:
+            last = nn.Linear(([latent, *hidden][-1]), n_features)
+            widths = [latent, *hidden]
+        layers = [
+            block(a, b, dropout=dropout, batch_norm=batch_norm)
+            for a, b in zip(widths[:-1], widths[1:], strict=True)
+        ]
+        self.net = nn.Sequential(*layers, last)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class Translator(nn.Module):
+    """The variational translator T.
+
+    For each modality: a mean block and a log-variance block (Linear + LeakyReLU, 128-d). From a latent
+    sample, one output block per target modality gives that modality's embedding. The output blocks are
+    shared by both inputs: T(a->b) and T(b->b) use the same "to-b" block.
+    """
+
+    def __init__(
+        self, names: Sequence[str], embedding: int = 128, latent: int = 128, *, batch_norm: bool = False
+    ):
+        super().__init__()
+        self.latent = latent
+        self.mean = nn.ModuleDict({n: block(embedding, latent, batch_norm=batch_norm) for n in names})
+        self.logvar = nn.ModuleDict({n: block(embedding, latent, batch_norm=batch_norm) for n in names})
+        self.heads = nn.ModuleDict({n: block(latent, embedding, batch_norm=batch_norm) for n in names})
+
+    def encode(self, h: torch.Tensor, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mean[source](h), self.logvar[source](h)
+
+    @staticmethod
+    def sample(
+        mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(logvar / 2) * eps
+
+    def forward(self, z: torch.Tensor, target: str) -> torch.Tensor:
+        return self.heads[target](z)
+
+
+class Discriminator(nn.Module):
+    """Linear(128, 128) -> LeakyReLU -> Linear(128, 1); returns logits (the Sigmoid lives in the loss)."""
+
+    def __init__(self, embedding: int = 128, hidden: int = 128, *, layers: int = 2) -> None:
+        super().__init__()
+        if layers == 2:
+            self.net = nn.Sequential(
+                nn.Linear(embedding, hidden), nn.LeakyReLU(NEGATIVE_SLOPE), nn.Linear(hidden, 1)
+            )
+        elif layers == 1:  # the authors' code
+            self.net = nn.Linear(embedding, 1)
+        else:
+            raise ValueError(f"discriminator layers must be 1 or 2, got {layers}.")
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h).squeeze(-1)
+
+
+def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)).
+
+    ``"mean"`` averages over cells and latent dimensions (paper eq. 4 as the authors' code computes it);
+    ``"sum"`` sums over latent dimensions and averages over cells (the textbook per-cell ELBO term).
+    """
+    mean, logvar = mean.float(), logvar.float()  # float32 also under bfloat16 autocast
+    terms = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp())
+    if reduction == "mean":
+        return terms.mean()
+    if reduction == "sum":
+        return terms.sum(dim=1).mean()
+    raise ValueError(f"kl reduction must be 'mean' or 'sum', got {reduction!r}.")
 
 
 def activate(spec: ModalitySpec, raw: torch.Tensor) -> torch.Tensor:

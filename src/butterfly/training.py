@@ -16,9 +16,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import PairedRows, minibatches
-from .network import TranslatorNetwork, activate, reconstruction_loss, resolve_device  # noqa: F401 (API)
-from .nn import kl_divergence
-from .settings import FAST_SETTING, TrainingConfig  # noqa: F401 (butterfly.training's API before the split)
+
+# activate, reconstruction_loss, resolve_device, FAST_SETTING and TrainingConfig were defined here before
+# settings.py and network.py were split off; they stay importable from butterfly.training.
+from .network import TranslatorNetwork, activate, kl_divergence, reconstruction_loss, resolve_device  # noqa: F401
+from .settings import FAST_SETTING, TrainingConfig  # noqa: F401
 
 #: Cells per validation minibatch, whatever the training batch: enough for full-speed products; at 1,024
 #: (4x a batch of 256) every validation pass page-faulted in fresh 20 MB buffers and an integrative epoch's
