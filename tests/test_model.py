@@ -473,3 +473,20 @@ def test_numpy_typed_options_save(multiome, tmp_path):
     model.save(tmp_path / "model", overwrite=True)
     config = bf.Butterfly.load(tmp_path / "model").training_config
     assert (config.pretrain_epochs, config.epochs, config.lr) == (1, 1, pytest.approx(1e-3))
+
+
+def test_training_and_translating_leave_the_users_data_as_it_was(multiome):
+    rna, atac = (data.copy() for data in multiome)
+    before = {name: data.copy() for name, data in (("rna", rna), ("atac", atac))}
+    model = bf.Butterfly(rna, atac, seed=0)
+    model.fit(pretrain_epochs=1, epochs=1, progress=False)
+    model.translate(rna, source="rna", target="atac", atac_output="binary", progress=False)
+    model.translate(atac, source="atac", target="rna", progress=False)
+    bf.evaluate_translation(model, rna, atac)
+    for name, data in (("rna", rna), ("atac", atac)):
+        old = before[name]
+        assert (data.X != old.X).nnz == 0 and data.X.dtype == old.X.dtype
+        pd.testing.assert_frame_equal(data.obs, old.obs)
+        pd.testing.assert_frame_equal(data.var, old.var)
+        assert set(data.uns) == set(old.uns) and set(data.obsm) == set(old.obsm)
+        assert set(data.layers) == set(old.layers)
