@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from butterfly import metrics
+from butterfly import ButterflyInputError, metrics
 from butterfly.baselines import KNNTranslator, LinearTranslator
 
 
@@ -16,3 +17,17 @@ def test_baselines_translate_held_out_cells(cite):
         # RNA carries real information about surface proteins: clearly positive per-protein correlation
         assert metrics.pearson_per_feature(pred.X, truth) > 0.2, cls.__name__
         assert metrics.cell_heterogeneity(pred.X, labels)["AMI"] > 0.2, cls.__name__
+
+
+def test_baselines_refuse_bad_names_and_neighbour_counts(cite):
+    rna, adt = cite
+    knn = KNNTranslator(rna[:200], adt[:200], modalities=("rna", "adt"), k=5)
+    linear = LinearTranslator(rna[:200], adt[:200], modalities=("rna", "adt"))
+    for model in (knn, linear):
+        with pytest.raises(ButterflyInputError, match="Unknown modality 'atac'"):
+            model.translate(rna[200:], source="rna", target="atac")
+        with pytest.raises(ButterflyInputError, match="source and target must differ"):
+            model.translate(rna[200:], source="rna", target="rna")
+    for k in (0, 201, 2.5):
+        with pytest.raises(ButterflyInputError, match="k \\(neighbours averaged\\) must be a whole number"):
+            KNNTranslator(rna[:200], adt[:200], modalities=("rna", "adt"), k=k)

@@ -13,6 +13,7 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import NearestNeighbors
 
+from ._validation import ButterflyInputError
 from .model import Butterfly
 
 
@@ -32,7 +33,8 @@ class _SVDBaseline:
             self._components[name] = svd.fit_transform(X)
             self._svd[name] = svd
 
-    def _source_components(self, adata: ad.AnnData, source: str) -> np.ndarray:
+    def _source_components(self, adata: ad.AnnData, source: str, target: str) -> np.ndarray:
+        self._model._check_names(source, target)  # the same refusals as Butterfly.translate
         return self._svd[source].transform(self._model.preprocessors[source].transform(adata).X)
 
     def _result(self, pred: np.ndarray, adata: ad.AnnData, target: str) -> ad.AnnData:
@@ -50,7 +52,12 @@ class KNNTranslator(_SVDBaseline):
         self, first, second, *, modalities=("rna", "atac"), k: int = 20, n_components: int = 50, seed: int = 0
     ):
         super().__init__(first, second, modalities=modalities, n_components=n_components, seed=seed)
-        self.k = k
+        n_train = first.n_obs
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_train:
+            raise ButterflyInputError(
+                f"k (neighbours averaged) must be a whole number from 1 to the {n_train} training cells, got {k!r}."
+            )
+        self.k = int(k)
         self._index = {
             name: NearestNeighbors(n_neighbors=k).fit(self._components[name]) for name in self.names
         }
@@ -58,7 +65,7 @@ class KNNTranslator(_SVDBaseline):
     def translate(self, adata: ad.AnnData, source: str, target: str, *, progress: bool = False) -> ad.AnnData:
         """Predict ``target`` for cells measured in ``source`` (``progress``: the signature of
         :meth:`Butterfly.translate`; one search, no bar)."""
-        _, neighbours = self._index[source].kneighbors(self._source_components(adata, source))
+        _, neighbours = self._index[source].kneighbors(self._source_components(adata, source, target))
         n, n_train = neighbours.shape[0], self._train[target].shape[0]
         rows = np.repeat(np.arange(n), self.k)
         averaging = sp.csr_matrix(
@@ -90,7 +97,8 @@ class LinearTranslator(_SVDBaseline):
 
     def translate(self, adata: ad.AnnData, source: str, target: str, *, progress: bool = False) -> ad.AnnData:
         """Predict ``target`` for cells measured in ``source`` (``progress``: as :meth:`KNNTranslator.translate`)."""
-        components = self._ridge[source, target].predict(self._source_components(adata, source))
+        source_components = self._source_components(adata, source, target)  # checks the names first
+        components = self._ridge[source, target].predict(source_components)
         pred = self._svd[target].inverse_transform(components)
         low = 0.0 if self._model.specs[target].output in ("sigmoid", "leaky_relu") else -np.inf
         high = 1.0 if self._model.specs[target].output == "sigmoid" else np.inf
