@@ -130,3 +130,13 @@ def test_clustering_and_annotation_need_one_label_per_cell():
         metrics.cell_heterogeneity(np.ones((10, 3)), ["a"] * 9)
     with pytest.raises(ButterflyInputError, match="one label per cell"):
         metrics.annotation_scores(["a", "b"], ["a"])
+
+
+def test_perturbation_scores_need_one_gene_name_per_column():
+    rng = np.random.default_rng(0)
+    control, stimulated = rng.poisson(1, (30, 12)).astype(float), rng.poisson(1, (25, 12)).astype(float)
+    genes = [f"g{i}" for i in range(12)]
+    with pytest.raises(ButterflyInputError, match="cells x the 10 genes named"):
+        metrics.deg_overlap(control, stimulated, stimulated, genes[:10], n=5)
+    with pytest.raises(ButterflyInputError, match=r"got widths \[12, 12, 8\]"):
+        metrics.deg_mean_r2(control, stimulated, stimulated[:, :8], genes, n=5, repeats=2)

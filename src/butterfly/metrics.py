@@ -167,10 +167,22 @@ def annotation_scores(predicted, true) -> dict[str, float]:
     }
 
 
+def _check_genes(genes, *matrices) -> None:
+    """One gene name per column of every matrix (cells x genes, any number of cells)."""
+    n_genes = len(genes)
+    widths = [m.shape[1] if np.ndim(m) == 2 else None for m in matrices]
+    if any(w != n_genes for w in widths):
+        raise ButterflyInputError(
+            f"Each matrix must be cells x the {n_genes} genes named, in their order; got widths {widths}."
+        )
+
+
 def top_degs(control, stimulated, genes, n: int = 100) -> np.ndarray:
     """The ``n`` genes most up- or down-regulated in ``stimulated`` vs ``control`` (Wilcoxon rank-sum, as
     scanpy's ``rank_genes_groups(method="wilcoxon")`` ranks them, by score)."""
     import pandas as pd
+
+    _check_genes(genes, control, stimulated)
     import scanpy as sc
 
     X = sp.vstack([sp.csr_matrix(control), sp.csr_matrix(stimulated)]).tocsr()
@@ -184,6 +196,7 @@ def top_degs(control, stimulated, genes, n: int = 100) -> np.ndarray:
 
 def deg_overlap(control, real_stimulated, predicted_stimulated, genes, n: int = 100) -> int:
     """Number of genes shared by the top-``n`` DEGs of control vs real and of control vs predicted stimulated."""
+    _check_genes(genes, control, real_stimulated, predicted_stimulated)
     real = top_degs(control, real_stimulated, genes, n)
     predicted = top_degs(control, predicted_stimulated, genes, n)
     return int(len(np.intersect1d(real, predicted)))
@@ -195,6 +208,7 @@ def deg_mean_r2(
 ) -> tuple[float, float]:  # fmt: skip
     """R^2 of the mean expression of the top-``n`` real DEGs between predicted and real stimulated cells,
     over ``repeats`` resamplings (with replacement) of ``fraction`` of each; returns (mean, standard deviation)."""
+    _check_genes(genes, control, real_stimulated, predicted_stimulated)
     degs = np.isin(np.asarray(genes).astype(str), top_degs(control, real_stimulated, genes, n))
     real = _dense(real_stimulated)[:, degs]
     pred = _dense(predicted_stimulated)[:, degs]
