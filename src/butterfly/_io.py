@@ -8,6 +8,8 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ._validation import ButterflyInputError, _preview
+
 
 def _write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
     path = Path(path)
@@ -42,8 +44,6 @@ def check_report_folder(out: str | os.PathLike, report_files: Iterable[str], *, 
     ``fnmatch`` patterns), unless ``overwrite``: an earlier report of the same kind is replaced, but a folder of
     the user's, which may hold a ``summary.md`` or a ``model/`` of their own, is not written into.
     Hidden files (``.DS_Store``, a killed run's ``.name.<pid>.tmp``) never clash and are ignored."""
-    from ._validation import ButterflyInputError, _preview
-
     out, patterns = Path(out), list(report_files)
     if not out.exists() or overwrite:
         return
