@@ -182,6 +182,8 @@ def main() -> None:
             "phases": phases,
             "device": str(model.device),
         }
+        if model.batch_norm_recalibration_ is not None:
+            runs[f"butterfly ({setting})"]["batch_norm_recalibration"] = model.batch_norm_recalibration_
         if model.device.type == "cuda":
             runs[f"butterfly ({setting})"]["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
         print(runs[f"butterfly ({setting})"])

@@ -45,7 +45,7 @@ def test_train_then_translate(files, capsys):
     assert "butterfly translate: warning: 100 of the 600 rna features" in err and ".py:" not in err
 
 
-def test_fast_setting_and_explicit_flags(files):
+def test_fast_setting_and_explicit_flags(files, capsys):
     """--fast trains with FAST_SETTING; flags given explicitly override it; without --fast, the paper's defaults."""
     from butterfly import FAST_SETTING
 
@@ -53,14 +53,36 @@ def test_fast_setting_and_explicit_flags(files):
     code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
                  "--out", str(model_dir), "--fast", "--pretrain-epochs", "2", "--epochs", "3"])  # fmt: skip
     assert code == 0
-    training = json.loads((model_dir / "config.json").read_text())["training"]
+    config = json.loads((model_dir / "config.json").read_text())
+    training = config["training"]
     assert {k: training[k] for k in FAST_SETTING} == {**FAST_SETTING, "pretrain_epochs": 2, "epochs": 3}
+    assert set(config["batch_norm_recalibration"]) == {
+        "validation_loss_before",
+        "validation_loss_after",
+        "kept",
+    }
+    assert "BatchNorm statistics re-estimated: validation loss" in capsys.readouterr().out
     code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
                  "--out", str(model_dir), "--overwrite", "--pretrain-epochs", "1", "--epochs", "1"])  # fmt: skip
     assert code == 0
-    training = json.loads((model_dir / "config.json").read_text())["training"]
-    paper = {"batch_size": 64, "lr": 1e-3, "patience": 50, "kl_warmup_epochs": 0}
-    assert {k: training[k] for k in paper} == paper
+    config = json.loads((model_dir / "config.json").read_text())
+    paper = {
+        "batch_size": 64,
+        "lr": 1e-3,
+        "patience": 50,
+        "kl_warmup_epochs": 0,
+        "recalibrate_batch_norm": False,
+    }
+    assert {k: config["training"][k] for k in paper} == paper and config["batch_norm_recalibration"] is None
+    code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
+                 "--out", str(model_dir), "--overwrite", "--fast", "--no-recalibrate-batch-norm",
+                 "--pretrain-epochs", "1", "--epochs", "1"])  # fmt: skip
+    assert code == 0
+    config = json.loads((model_dir / "config.json").read_text())
+    assert (
+        config["training"]["recalibrate_batch_norm"] is False and config["batch_norm_recalibration"] is None
+    )
+    assert "BatchNorm" not in capsys.readouterr().out
 
 
 def test_user_mistakes_give_one_line_errors(files, capsys):

@@ -285,6 +285,69 @@ def test_rna_adt_pair_trains_and_translates(cite):
     assert out.shape == (20, 134) and list(out.var_names) == list(adt.var_names)
 
 
+def _cite_split(cite):
+    """The CITE-seq fixture split as translate_quality.py splits it: 480 training cells, 120 held out."""
+    rna, adt = cite
+    order = np.random.RandomState(0).permutation(rna.n_obs)
+    test, train = np.sort(order[:120]), np.sort(order[120:])
+    return rna[train].copy(), adt[train].copy(), rna[test].copy(), adt[test].copy()
+
+
+def test_batch_norm_recalibration_lowers_validation_loss_and_lifts_rna_to_adt(cite, tmp_path):
+    """On 480 CITE-seq cells (two steps per epoch at batch 256) the moving averages of training lag the
+    weights, and the RNA input mask shifts the first layer's statistics; statistics re-estimated as
+    translation runs lower the validation loss (0.743 -> 0.686 here) and lift the held-out cells' per-protein
+    Pearson (0.639 -> 0.670). Everything but the BatchNorm statistics is the same training."""
+    rna, adt, rna_test, adt_test = _cite_split(cite)
+    models = {}
+    for recalibrate in (False, True):
+        model = bf.Butterfly(rna, adt, modalities=("rna", "adt"), seed=0, device="cpu")
+        model.fit(**{**bf.FAST_SETTING, "recalibrate_batch_norm": recalibrate}, progress=False)
+        models[recalibrate] = model
+    assert models[False].batch_norm_recalibration_ is None
+    record = models[True].batch_norm_recalibration_
+    assert record["kept"] and record["validation_loss_after"] < 0.97 * record["validation_loss_before"]
+    before, after = (dict(models[r].network.named_buffers()) for r in (False, True))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("running_var"))
+    trained_alike = zip(
+        models[False].network.named_parameters(), models[True].network.parameters(), strict=True
+    )
+    for (name, p), q in trained_alike:
+        assert torch.equal(p, q), name  # the same training
+    truth = models[True].preprocessors["adt"].transform(adt_test).X
+    pearson = {
+        r: metrics.pearson_per_feature(m.translate(rna_test, source="rna", target="adt").X, truth)
+        for r, m in models.items()
+    }
+    assert pearson[True] > pearson[False] + 0.01
+    models[True].save(tmp_path / "m")
+    loaded = bf.Butterfly.load(tmp_path / "m")
+    assert loaded.batch_norm_recalibration_ == record
+    again = loaded.translate(rna_test, source="rna", target="adt").X
+    np.testing.assert_array_equal(again, models[True].translate(rna_test, source="rna", target="adt").X)
+
+
+def test_batch_norm_recalibration_is_undone_when_validation_disagrees(multiome, monkeypatch):
+    from butterfly.training import Trainer
+
+    rna, atac = multiome
+    model = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0, device="cpu")
+    model.fit(pretrain_epochs=1, epochs=2, progress=False)
+    stats = {k: v.clone() for k, v in model.network.named_buffers()}
+    losses = iter([1.0, 2.0])  # worse after re-estimation
+    monkeypatch.setattr(Trainer, "_validate_integrative", lambda self, epoch=None: {"recon": next(losses)})
+    model.fit(pretrain_epochs=0, epochs=0, progress=False, recalibrate_batch_norm=True)
+    assert model.batch_norm_recalibration_ == {
+        "validation_loss_before": 1.0, "validation_loss_after": 2.0, "kept": False
+    }  # fmt: skip
+    for name, value in model.network.named_buffers():
+        assert torch.equal(value, stats[name]), name
+    monkeypatch.undo()
+    plain = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0, device="cpu", batch_norm=False)
+    plain.fit(pretrain_epochs=1, epochs=1, progress=False, recalibrate_batch_norm=True)
+    assert plain.batch_norm_recalibration_ is None  # nothing to re-estimate
+
+
 def test_mudata_like_input(multiome):
     rna, atac = multiome
 
@@ -320,6 +383,10 @@ def test_mismatched_cells_refused_at_construction(multiome):
         ({"adversarial_weight": -1}, "adversarial_weight must be a number of at least 0"),
         ({"adversarial_gate": float("inf")}, "adversarial_gate must be None or a finite number"),
         ({"kl_reduction": "max"}, "kl_reduction must be 'mean' or 'sum'"),
+        (
+            {"recalibrate_batch_norm": "yes"},
+            "recalibrate_batch_norm (--recalibrate-batch-norm) must be True or",
+        ),
     ],
 )
 def test_bad_training_settings_are_refused_before_training(multiome, option, message):

@@ -241,6 +241,7 @@ class Butterfly:
         self.training_config: TrainingConfig | None = None
         self.history_: pd.DataFrame | None = None
         self.is_trained_ = False
+        self.batch_norm_recalibration_: dict[str, float | bool] | None = None
 
     def _fit_preprocessing(self, data) -> None:
         self.preprocessors: dict[str, Preprocessor] = {}
@@ -295,6 +296,9 @@ class Butterfly:
         as keyword arguments. Returns the loss history (one row per epoch and phase), also kept in
         ``history_``; plot it with :func:`butterfly.report.plot_history`. A second ``fit`` continues from the
         current weights (as scvi-tools' ``train`` does); for a fresh run, build a new ``Butterfly``.
+        With ``recalibrate_batch_norm=True`` (part of ``FAST_SETTING``), ``batch_norm_recalibration_`` then
+        holds the validation loss before and after the re-estimated BatchNorm statistics and whether they
+        were kept.
         """
         if not self._matrices:
             raise RuntimeError(
@@ -308,6 +312,7 @@ class Butterfly:
             **options,
         )
         train, validation = self._training_pairs()
+        self.batch_norm_recalibration_ = None
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
@@ -316,6 +321,8 @@ class Butterfly:
                 device=self.device, seed=self.seed, progress=progress,
             )  # fmt: skip
             history = trainer.pretrain(self.names[0]) + trainer.pretrain(self.names[1]) + trainer.integrate()
+            if self.training_config.recalibrate_batch_norm:
+                self.batch_norm_recalibration_ = trainer.recalibrate_batch_norm()
         self.network.eval()
         self.history_ = pd.DataFrame(history)
         self.is_trained_ = True

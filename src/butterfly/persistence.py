@@ -46,6 +46,7 @@ def save_model(model: Butterfly, path: str | os.PathLike, *, overwrite: bool = F
             "network": model.network_options,
             "training": model.training_config.to_dict() if model.training_config else None,
             "is_trained": model.is_trained_,
+            "batch_norm_recalibration": model.batch_norm_recalibration_,
             "pairing": model.pairing,
             "label_key": model.label_key,
             "cluster_backend": model.cluster_backend,
@@ -89,6 +90,7 @@ def load_model(cls: type[Butterfly], path: str | os.PathLike, *, device: str = "
     model.network_options = config["network"]
     model.training_config = TrainingConfig(**config["training"]) if config.get("training") else None
     model.is_trained_ = config["is_trained"]
+    model.batch_norm_recalibration_ = config.get("batch_norm_recalibration")
     model.preprocessors = {}
     for name in model.names:
         pre_config = json.loads((path / f"preprocessing_{name}.json").read_text())

@@ -298,19 +298,65 @@ class Trainer:
                 means.add(size, loss, recon, kl, dis_loss, applied)
             return means.result()
 
-        def validate(epoch):
-            # Deterministic: no mask, no dropout, latent means.
-            # Each of the four reconstruction terms is recorded too (val_<source>_to_<target>): the sum, the
-            # stopping criterion, can improve while a cross-translation term stays flat.
-            a, b = net.names
-            pairs = [f"{s}_to_{t}" for s, t in ((a, a), (b, a), (a, b), (b, b))]
-            means = _Means("loss", "recon", "kl", *pairs)
-            for batch, _ in self._batches(self.matrices, self.validation, shuffle=False):
-                _, stats, emb = self._forward_all(batch, sample=False)
-                terms: dict[str, torch.Tensor] = {}
-                recon, kl, _ = self._generator_terms(batch, stats, emb, cfg.kl_warmup_epochs, terms)
-                size = next(iter(batch.values())).shape[0]
-                means.add(size, recon + kl, recon, kl, *(terms[pair] for pair in pairs))
-            return means.result()
+        return self._loop("integrative", cfg.epochs, run_epoch, self._validate_integrative)
 
-        return self._loop("integrative", cfg.epochs, run_epoch, validate)
+    def _validate_integrative(self, epoch: int | None = None) -> dict[str, float]:
+        """The integrative phase's validation losses. Deterministic: no mask, no dropout, latent means.
+
+        Each of the four reconstruction terms is recorded too (``<source>_to_<target>``): the sum, the
+        stopping criterion, can improve while a cross-translation term stays flat.
+        """
+        a, b = self.network.names
+        pairs = [f"{s}_to_{t}" for s, t in ((a, a), (b, a), (a, b), (b, b))]
+        means = _Means("loss", "recon", "kl", *pairs)
+        for batch, _ in self._batches(self.matrices, self.validation, shuffle=False):
+            _, stats, emb = self._forward_all(batch, sample=False)
+            terms: dict[str, torch.Tensor] = {}
+            recon, kl, _ = self._generator_terms(batch, stats, emb, self.config.kl_warmup_epochs, terms)
+            size = next(iter(batch.values())).shape[0]
+            means.add(size, recon + kl, recon, kl, *(terms[pair] for pair in pairs))
+        return means.result()
+
+    # -- after training -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def recalibrate_batch_norm(self) -> dict[str, float | bool] | None:
+        """Re-estimate every BatchNorm layer's running statistics as inference uses the network, and keep
+        them only if they lower the validation reconstruction loss (the early-stopping criterion).
+
+        Training updates the statistics by a moving average over masked inputs, dropout and sampled latents,
+        while translation runs on unmasked inputs and latent means without dropout: on few cells (a handful
+        of steps per epoch) or with the RNA input mask the two differ (README). Here the training pairs pass
+        once through every path of the integrative phase in inference mode, each BatchNorm layer averaging
+        its batch statistics; the rest of the network is unchanged. Returns the validation loss before and
+        after and whether the new statistics were kept; ``None`` for a network without BatchNorm.
+        """
+        net = self.network
+        layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not layers:
+            return None
+        kept = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+                for m in layers]  # fmt: skip
+        with net.chromosome_io():
+            net.eval()
+            before = self._validate_integrative()["recon"]
+            for layer in layers:
+                layer.reset_running_stats()
+                layer.momentum = None  # a plain average over the batches
+                layer.train()
+            for batch, _ in self._batches(self.matrices, self.train, shuffle=False):
+                if next(iter(batch.values())).shape[0] < 2:  # one cell has no batch variance
+                    continue
+                _, _, emb = self._forward_all(batch, sample=False)
+                for target in net.names:
+                    for source in net.names:
+                        net.decoders[target](emb[source, target])
+            for layer, (momentum, *_) in zip(layers, kept, strict=True):
+                layer.momentum = momentum
+            net.eval()
+            after = self._validate_integrative()["recon"]
+            if not after < before:
+                for layer, (_, mean, var, count) in zip(layers, kept, strict=True):
+                    layer.running_mean.copy_(mean)
+                    layer.running_var.copy_(var)
+                    layer.num_batches_tracked.copy_(count)
+        return {"validation_loss_before": before, "validation_loss_after": after, "kept": after < before}
