@@ -2,16 +2,11 @@
 
 from . import datasets, evaluate, metrics, modalities, preprocessing, protocols, report
 from ._validation import ButterflyInputError, NotTrainedError, align_cells
+from .accessibility import ATACPreprocessor, binarize_accessibility
 from .evaluate import evaluate_translation
 from .genome import parse_peaks
 from .model import Butterfly
-from .preprocessing import (
-    ADTPreprocessor,
-    ATACPreprocessor,
-    ExpressionPreprocessor,
-    RNAPreprocessor,
-    binarize_accessibility,
-)
+from .preprocessing import ADTPreprocessor, ExpressionPreprocessor, RNAPreprocessor
 from .settings import FAST_SETTING
 
 __version__ = "0.1.0"

@@ -10,13 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._validation import ButterflyInputError
-from .preprocessing import (
-    ADTPreprocessor,
-    ATACPreprocessor,
-    ExpressionPreprocessor,
-    Preprocessor,
-    RNAPreprocessor,
-)
+from .accessibility import ATACPreprocessor
+from .preprocessing import ADTPreprocessor, ExpressionPreprocessor, Preprocessor, RNAPreprocessor
 
 _PREPROCESSORS = {
     "rna": RNAPreprocessor,

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from . import modalities as _modalities
 from ._io import _write_atomic
 from ._validation import ButterflyInputError, NotTrainedError, check_label_key, check_paired
+from .accessibility import ATACPreprocessor, binarize_accessibility, binary_block
 from .data import PairedRows, dense_rows, split_validation
 from .genome import group_by_chromosome
 from .modalities import ModalitySpec
@@ -30,12 +31,7 @@ from .pairing import (
     unpaired_sampling_sizes,
 )
 from .persistence import load_model, save_model
-from .preprocessing import (
-    ATACPreprocessor,
-    Preprocessor,
-    binarize_accessibility,
-    binary_block,
-)
+from .preprocessing import Preprocessor
 from .settings import TrainingConfig
 from .training import Trainer
 

@@ -27,7 +27,7 @@ from ._validation import (
     check_values,
     row_sums,
 )
-from .genome import has_coordinate_columns, looks_like_peaks, parse_peaks
+from .genome import looks_like_peaks
 
 #: Smallest fraction of the fitted features a new dataset must contain before ``transform`` accepts it.
 MIN_FEATURE_OVERLAP = 0.5
@@ -100,6 +100,14 @@ class Preprocessor:
     kind: ClassVar[str] = ""
     #: Whether the input must be raw integer counts.
     requires_integer: ClassVar[bool] = True
+
+    #: Every preprocessor class by ``kind``, for restoring a saved state (filled as subclasses are defined).
+    _registry: ClassVar[dict[str, type[Preprocessor]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            Preprocessor._registry[cls.kind] = cls
 
     def __init__(self) -> None:
         self.input_features_: np.ndarray | None = None  # fitted features new data are aligned to
@@ -275,207 +283,6 @@ class RNAPreprocessor(Preprocessor):
         self.highly_variable_ = np.asarray(arrays["highly_variable"], dtype=bool)
 
 
-class ATACPreprocessor(Preprocessor):
-    """ATAC counts: binarise, keep peaks open in enough training cells, TF-IDF, divide by the training max.
-
-    TF = x / (row sum of the binarised cell over the kept peaks); IDF = log(1 + n / column sum), fitted on
-    the training cells; the result is divided by its training maximum ``S`` so training values lie in
-    [0, 1] (values of new cells above 1 are clipped to 1). Peaks are matched between datasets by their
-    coordinates (``chr1:100-200``, ``chr1-100-200`` and ``chr1_100_200`` are the same peak).
-
-    Parameters
-    ----------
-    min_cell_fraction
-        Keep peaks open in at least this fraction of training cells (paper: 0.005).
-    """
-
-    kind = "atac"
-
-    def __init__(self, min_cell_fraction: float = 0.005) -> None:
-        super().__init__()
-        if not 0 <= min_cell_fraction < 1:
-            raise ValueError(f"min_cell_fraction must be in [0, 1), got {min_cell_fraction}.")
-        self.min_cell_fraction = min_cell_fraction
-        self.idf_: np.ndarray | None = None
-        self.scale_: float | None = None
-        self.median_open_peaks_: float | None = None
-        self.chrom_: np.ndarray | None = None
-        self.start_: np.ndarray | None = None
-        self.end_: np.ndarray | None = None
-
-    def _input_names(self, adata: ad.AnnData) -> pd.Index:
-        return pd.Index(parse_peaks(adata.var).names)
-
-    def _check_feature_kind(self, adata: ad.AnnData, *, what: str, fix: str) -> None:
-        if not looks_like_peaks(adata.var_names) and not has_coordinate_columns(adata.var):
-            raise ButterflyInputError(
-                f"{what}'s feature names do not look like chromatin peaks (e.g. {_preview(adata.var_names)}) "
-                f"and var has no 'chrom', 'start' and 'end' columns. {fix} "
-                "If they are peaks, name them 'chr1:100-200' or add those var columns."
-            )
-
-    @staticmethod
-    def _open_entries(X: sp.csr_matrix) -> np.ndarray | None:
-        """Mask of stored entries that are open (> 0), or None when all are (the usual case)."""
-        open_ = X.data > 0
-        return None if open_.all() else open_
-
-    @staticmethod
-    def _per_row(values: np.ndarray, X: sp.csr_matrix, reduce=np.add) -> np.ndarray:
-        """Reduce per-entry values within each row (rows without stored entries give 0)."""
-        out = np.zeros(X.shape[0], dtype=values.dtype)
-        filled = np.diff(X.indptr) > 0
-        if values.size:
-            out[filled] = reduce.reduceat(values, X.indptr[:-1][filled])
-        return out
-
-    def _fit(self, X: sp.csr_matrix, adata: ad.AnnData) -> None:
-        # Works on the CSR arrays directly: no copy of the cells x peaks matrix is made.
-        coords = parse_peaks(adata.var)
-        n_cells = X.shape[0]
-        open_ = self._open_entries(X)
-        columns = X.indices if open_ is None else X.indices[open_]
-        open_in = np.bincount(columns, minlength=X.shape[1])
-        keep = (open_in >= self.min_cell_fraction * n_cells) & (open_in > 0)
-        if keep.sum() < 2:
-            raise ButterflyInputError(
-                f"Only {int(keep.sum())} of {X.shape[1]} peaks are open in at least {self.min_cell_fraction:.2%} "
-                f"of the {n_cells} training cells. Use more cells, or lower min_cell_fraction."
-            )
-        kept = np.flatnonzero(keep)
-        # Aligned by coordinates; reported under the user's own peak names.
-        self.input_features_ = coords.names[kept].astype(object)
-        self.features_ = adata.var_names.to_numpy()[kept].astype(object)
-        self.chrom_ = np.asarray(coords.chrom)[kept].astype(object)
-        self.start_, self.end_ = coords.start[kept], coords.end[kept]
-        self.idf_ = np.log1p(n_cells / open_in[kept]).astype(np.float64)
-        entry_idf = np.zeros(X.shape[1], dtype=np.float32)
-        entry_idf[kept] = self.idf_
-        entry_idf = entry_idf[X.indices]  # IDF of each stored entry (0 for dropped peaks)
-        if open_ is not None:
-            entry_idf[~open_] = 0
-        open_peaks = self._per_row((entry_idf > 0).astype(np.int32), X)
-        self.median_open_peaks_ = float(np.median(open_peaks))
-        # S = max over cells of (largest IDF among the cell's open peaks) / (its number of open peaks)
-        largest = self._per_row(entry_idf, X, np.maximum)
-        self.scale_ = float(np.max(largest[open_peaks > 0] / open_peaks[open_peaks > 0]))
-
-    def _transform(self, X: sp.csr_matrix, adata: ad.AnnData) -> sp.csr_matrix:
-        open_ = self._open_entries(X)
-        if open_ is not None:
-            X = sp.csr_matrix(
-                (
-                    X.data[open_],
-                    X.indices[open_],
-                    np.r_[0, np.cumsum(self._per_row(open_.astype(np.int64), X))],
-                ),
-                shape=X.shape,
-            )
-        open_peaks = np.diff(X.indptr)
-        n_closed = int(np.sum(open_peaks == 0))
-        if n_closed:
-            warnings.warn(
-                f"{n_closed} cell(s) have no open peak among the model's {len(self.features_)} peaks; "
-                "their input is all zeros, so their translation carries no cell-specific information.",
-                UserWarning,
-                stacklevel=3,
-            )
-        # value = TF * IDF / S = (1 / open peaks of the cell) * IDF[peak] / S, built straight from the index arrays
-        scaled_idf = (self.idf_ / self.scale_).astype(np.float32)
-        inverse_open = (1.0 / np.maximum(open_peaks, 1)).astype(np.float32)
-        data = scaled_idf[X.indices]
-        data *= np.repeat(inverse_open, open_peaks)
-        np.minimum(data, 1.0, out=data)
-        out = sp.csr_matrix((data, X.indices.copy(), X.indptr.copy()), shape=X.shape)
-        out.sort_indices()
-        return out
-
-    def _output_var(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            {"chrom": self.chrom_.astype(str), "start": self.start_, "end": self.end_},
-            index=pd.Index(self.features_.astype(str)),
-        )
-
-    def inverse_transform(self, values, library_size=None, *, copy: bool = True) -> np.ndarray:
-        """Turn scaled TF-IDF values (e.g. predictions) back into counts (paper eq. 12).
-
-        ``count[i, j] = value[i, j] * S / IDF[j] * library_size[i]``, where ``library_size`` is the number of
-        open (kept) peaks of each cell. For cells whose ATAC was never measured, it defaults to the median
-        of the training cells. Float32 values give float32 counts (half the memory), others float64;
-        ``copy=False`` turns a dense array of that type into counts in place.
-        """
-        self._check_fitted()
-        values = values.toarray() if sp.issparse(values) else np.asarray(values)
-        if values.ndim != 2 or values.shape[1] != self.n_features:
-            raise ButterflyInputError(
-                f"inverse_transform needs cells x the {self.n_features} fitted peaks (in their order, as "
-                f"translate returns them), got shape {values.shape}."
-            )
-        dtype = np.float32 if values.dtype == np.float32 else np.float64
-        library_size = self.library_sizes(values.shape[0], library_size)
-        counts = values.astype(dtype, copy=copy)  # the products below work in place on it
-        counts *= (self.scale_ / self.idf_).astype(dtype)[None, :]
-        counts *= library_size.astype(dtype)[:, None]
-        return counts
-
-    def library_sizes(self, n_cells: int, library_size=None) -> np.ndarray:
-        """Open-peak counts of ``n_cells`` cells for :meth:`inverse_transform`: ``library_size`` checked, or the
-        training median for every cell."""
-        self._check_fitted()
-        if library_size is None:
-            return np.full(n_cells, self.median_open_peaks_)
-        library_size = np.asarray(library_size, dtype=np.float64).reshape(-1)
-        if library_size.shape != (n_cells,) or not (np.isfinite(library_size) & (library_size >= 0)).all():
-            raise ButterflyInputError(
-                f"library_size needs one finite, non-negative open-peak count per cell ({n_cells} cells); got "
-                f"{library_size.size} value(s), from {library_size.min(initial=np.inf)} to "
-                f"{library_size.max(initial=-np.inf)}."
-            )
-        return library_size
-
-    def _state(self):
-        config = {
-            "params": {"min_cell_fraction": self.min_cell_fraction},
-            "scale": self.scale_,
-            "median_open_peaks": self.median_open_peaks_,
-        }
-        arrays = {"idf": self.idf_, "chrom": self.chrom_.astype(str), "start": self.start_, "end": self.end_}
-        return config, arrays
-
-    def _load_state(self, config, arrays):
-        self.scale_ = float(config["scale"])
-        self.median_open_peaks_ = float(config["median_open_peaks"])
-        self.idf_ = np.asarray(arrays["idf"], dtype=np.float64)
-        self.chrom_ = np.asarray(arrays["chrom"]).astype(object)
-        self.start_ = np.asarray(arrays["start"], dtype=np.int64)
-        self.end_ = np.asarray(arrays["end"], dtype=np.int64)
-
-
-def binarize_accessibility(counts, *, copy: bool = True, chunk: int = 4096) -> np.ndarray:
-    """Binarise predicted ATAC counts: 1 where a value exceeds both its row mean and its column mean.
-
-    Returns float32 0/1 values; ``copy=False`` writes them into a dense float32 ``counts`` itself. Rows are
-    compared ``chunk`` at a time, so no whole-matrix temporaries are made.
-    """
-    counts = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
-    if counts.ndim != 2:
-        raise ButterflyInputError(
-            f"binarize_accessibility needs a cells x peaks matrix, got shape {counts.shape}."
-        )
-    col_mean = counts.mean(axis=0, dtype=np.float64)
-    in_place = not copy and counts.dtype == np.float32 and counts.flags.writeable
-    binary = counts if in_place else np.empty(counts.shape, np.float32)
-    for start in range(0, counts.shape[0], chunk):
-        rows = slice(start, start + chunk)
-        binary[rows] = binary_block(counts[rows], col_mean)
-    return binary
-
-
-def binary_block(block: np.ndarray, col_mean: np.ndarray) -> np.ndarray:
-    """:func:`binarize_accessibility` of whole rows, given the column means of all rows (float64)."""
-    return (block > block.mean(axis=1, keepdims=True, dtype=np.float64)) & (block > col_mean)
-
-
 class ADTPreprocessor(Preprocessor):
     """Protein (ADT) counts: centred log-ratio per cell.
 
@@ -528,14 +335,20 @@ class ExpressionPreprocessor(Preprocessor):
         return X
 
 
-_KINDS: dict[str, type[Preprocessor]] = {
-    cls.kind: cls for cls in (RNAPreprocessor, ATACPreprocessor, ADTPreprocessor, ExpressionPreprocessor)
-}
-
-
 def preprocessor_from_state(config: dict[str, Any], arrays: dict[str, np.ndarray]) -> Preprocessor:
     """Restore a fitted preprocessor saved with :meth:`Preprocessor.state`."""
+    from . import accessibility  # noqa: F401  (registers ATACPreprocessor)
+
     kind = config.get("kind")
-    if kind not in _KINDS:
-        raise ValueError(f"Unknown preprocessor kind {kind!r}; known: {sorted(_KINDS)}.")
-    return _KINDS[kind].from_state(config, arrays)
+    if kind not in Preprocessor._registry:
+        raise ValueError(f"Unknown preprocessor kind {kind!r}; known: {sorted(Preprocessor._registry)}.")
+    return Preprocessor._registry[kind].from_state(config, arrays)
+
+
+def __getattr__(name: str) -> Any:
+    # The ATAC preprocessing moved to butterfly.accessibility; older imports from here keep working.
+    if name in ("ATACPreprocessor", "binarize_accessibility", "binary_block"):
+        from . import accessibility
+
+        return getattr(accessibility, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
