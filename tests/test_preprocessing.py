@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 import butterfly as bf
 from butterfly import ButterflyInputError
-from butterfly.preprocessing import preprocessor_from_state
+from butterfly.modalities import preprocessor_from_state
 
 # A hand-made ATAC count matrix: 4 cells x 3 peaks (on two chromosomes).
 ATAC_COUNTS = np.array([[2, 0, 1], [0, 1, 0], [1, 3, 1], [0, 0, 4]], dtype=np.float32)

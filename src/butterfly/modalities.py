@@ -13,12 +13,20 @@ from ._validation import ButterflyInputError
 from .accessibility import ATACPreprocessor
 from .preprocessing import ADTPreprocessor, ExpressionPreprocessor, Preprocessor, RNAPreprocessor
 
-_PREPROCESSORS = {
+_PREPROCESSORS: dict[str, type[Preprocessor]] = {
     "rna": RNAPreprocessor,
     "atac": ATACPreprocessor,
     "adt": ADTPreprocessor,
     "expression": ExpressionPreprocessor,
 }
+
+
+def preprocessor_from_state(config: dict[str, Any], arrays: dict[str, Any]) -> Preprocessor:
+    """Restore a fitted preprocessor saved with :meth:`~butterfly.preprocessing.Preprocessor.state`."""
+    kind = config.get("kind")
+    if kind not in _PREPROCESSORS:
+        raise ValueError(f"Unknown preprocessor kind {kind!r}; known: {sorted(_PREPROCESSORS)}.")
+    return _PREPROCESSORS[kind].from_state(config, arrays)
 
 
 @dataclass(frozen=True)

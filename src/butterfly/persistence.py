@@ -15,10 +15,9 @@ import pandas as pd
 import torch
 
 from ._validation import ButterflyInputError
-from .modalities import ModalitySpec
+from .modalities import ModalitySpec, preprocessor_from_state
 from .network import resolve_device
 from .nn import InputLinear
-from .preprocessing import preprocessor_from_state
 from .settings import TrainingConfig
 
 if TYPE_CHECKING:

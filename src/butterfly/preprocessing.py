@@ -101,14 +101,6 @@ class Preprocessor:
     #: Whether the input must be raw integer counts.
     requires_integer: ClassVar[bool] = True
 
-    #: Every preprocessor class by ``kind``, for restoring a saved state (filled as subclasses are defined).
-    _registry: ClassVar[dict[str, type[Preprocessor]]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.kind:
-            Preprocessor._registry[cls.kind] = cls
-
     def __init__(self) -> None:
         self.input_features_: np.ndarray | None = None  # fitted features new data are aligned to
         self.features_: np.ndarray | None = None  # features of the output
@@ -335,20 +327,15 @@ class ExpressionPreprocessor(Preprocessor):
         return X
 
 
-def preprocessor_from_state(config: dict[str, Any], arrays: dict[str, np.ndarray]) -> Preprocessor:
-    """Restore a fitted preprocessor saved with :meth:`Preprocessor.state`."""
-    from . import accessibility  # noqa: F401  (registers ATACPreprocessor)
-
-    kind = config.get("kind")
-    if kind not in Preprocessor._registry:
-        raise ValueError(f"Unknown preprocessor kind {kind!r}; known: {sorted(Preprocessor._registry)}.")
-    return Preprocessor._registry[kind].from_state(config, arrays)
-
-
 def __getattr__(name: str) -> Any:
-    # The ATAC preprocessing moved to butterfly.accessibility; older imports from here keep working.
+    # The ATAC preprocessing moved to butterfly.accessibility and preprocessor_from_state to
+    # butterfly.modalities (beside the table of preprocessor kinds); older imports from here keep working.
     if name in ("ATACPreprocessor", "binarize_accessibility", "binary_block"):
         from . import accessibility
 
         return getattr(accessibility, name)
+    if name == "preprocessor_from_state":
+        from . import modalities
+
+        return modalities.preprocessor_from_state
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
