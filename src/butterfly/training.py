@@ -334,8 +334,8 @@ class Trainer:
         layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not layers:
             return None
-        kept = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-                for m in layers]  # fmt: skip
+        saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+                 for m in layers]  # fmt: skip
         with net.chromosome_io():
             net.eval()
             before = self._validate_integrative()["recon"]
@@ -350,12 +350,12 @@ class Trainer:
                 for target in net.names:
                     for source in net.names:
                         net.decoders[target](emb[source, target])
-            for layer, (momentum, *_) in zip(layers, kept, strict=True):
+            for layer, (momentum, *_) in zip(layers, saved, strict=True):
                 layer.momentum = momentum
             net.eval()
             after = self._validate_integrative()["recon"]
             if not after < before:
-                for layer, (_, mean, var, count) in zip(layers, kept, strict=True):
+                for layer, (_, mean, var, count) in zip(layers, saved, strict=True):
                     layer.running_mean.copy_(mean)
                     layer.running_var.copy_(var)
                     layer.num_batches_tracked.copy_(count)
