@@ -210,6 +210,10 @@ def test_benchmark_merge_joins_separately_run_folds(files, capsys):
     assert main([*common, "--out", str(whole)]) == 0
     assert main([*common, "--only-folds", "0", "--out", str(part0)]) == 0
     assert main([*common, "--only-folds", "1", "2", "--out", str(part12)]) == 0
+    # a run of an earlier release did not record recalibrate_batch_norm (it had none): it still merges
+    record = json.loads((part12 / "summary.json").read_text())
+    assert record["settings"].pop("recalibrate_batch_norm") is False
+    (part12 / "summary.json").write_text(json.dumps(record))
     merged = files / "merged"
     assert main(["benchmark-merge", str(part0), str(part12), "--out", str(merged)]) == 0
     key = ["fold", "model", "profile", "metric"]

@@ -278,7 +278,12 @@ def write_benchmark_report(
 #: Settings that may differ between runs merged into one table: which folds and models each ran.
 _PER_RUN_SETTINGS = ("folds_run", "models", "match_steps", "scvi_epochs", "note", "merged_from", "runs")
 #: Values of settings that runs from before the setting was recorded used (the defaults of the time).
-_SETTING_DEFAULTS = {"precision": "float32", "seed": 0, "kl_warmup_epochs": 0}
+_SETTING_DEFAULTS = {
+    "precision": "float32",
+    "seed": 0,
+    "kl_warmup_epochs": 0,
+    "recalibrate_batch_norm": False,
+}
 
 
 def merge_benchmarks(
