@@ -320,11 +320,19 @@ def test_batch_norm_recalibration_lowers_validation_loss_and_lifts_rna_to_adt(ci
         for r, m in models.items()
     }
     assert pearson[True] > pearson[False] + 0.01
+    # the same statistics afterwards, on the model trained without: no second training
+    assert models[False].recalibrate_batch_norm() == record
+    for name, value in models[False].network.named_buffers():
+        assert torch.equal(value, after[name]), name
     models[True].save(tmp_path / "m")
     loaded = bf.Butterfly.load(tmp_path / "m")
     assert loaded.batch_norm_recalibration_ == record
     again = loaded.translate(rna_test, source="rna", target="adt").X
     np.testing.assert_array_equal(again, models[True].translate(rna_test, source="rna", target="adt").X)
+    with pytest.raises(RuntimeError, match="without its training data"):
+        loaded.recalibrate_batch_norm()
+    with pytest.raises(bf.NotTrainedError):
+        bf.Butterfly(rna, adt, modalities=("rna", "adt"), seed=0).recalibrate_batch_norm()
 
 
 def test_batch_norm_recalibration_is_undone_when_validation_disagrees(multiome, monkeypatch):

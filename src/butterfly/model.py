@@ -376,6 +376,30 @@ class Butterfly:
             local = pairs_within_groups(groups, self.names, seed=self.seed)
         return local.mapped({a: train_cells, b: train_cells}), validation
 
+    def recalibrate_batch_norm(self) -> dict[str, float | bool] | None:
+        """Re-estimate the BatchNorm statistics of a trained model without training it again.
+
+        What ``fit(recalibrate_batch_norm=True)`` does at the end of training (see
+        :class:`~butterfly.settings.TrainingConfig`), for a model trained without it: the training cells pass
+        once through the network as translation runs it, and the new statistics are kept only if they lower
+        the validation loss. Needs the training data, so not on a model loaded from disk. Returns (and keeps in
+        ``batch_norm_recalibration_``) both validation losses and whether the statistics were kept.
+        """
+        if not self.is_trained_:
+            raise NotTrainedError("The model is not trained yet; call fit() first.")
+        if not self._matrices:
+            raise RuntimeError(
+                "This model was loaded from disk without its training data; it can translate but not recalibrate."
+            )
+        train, validation = self._training_pairs()
+        trainer = Trainer(
+            self.network, self._matrices, train, validation, self.training_config,
+            device=self.device, seed=self.seed, progress=False,
+        )  # fmt: skip
+        self.batch_norm_recalibration_ = trainer.recalibrate_batch_norm()
+        self.network.eval()
+        return self.batch_norm_recalibration_
+
     # -- inference ----------------------------------------------------------------------------------------
     def _check_names(self, source: str, target: str | None = None) -> None:
         for name in (source, target):
