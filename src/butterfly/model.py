@@ -312,10 +312,7 @@ class Butterfly:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
-            trainer = Trainer(
-                self.network, self._matrices, train, validation, self.training_config,
-                device=self.device, seed=self.seed, progress=progress,
-            )  # fmt: skip
+            trainer = self._trainer(train, validation, progress)
             history = trainer.pretrain(self.names[0]) + trainer.pretrain(self.names[1]) + trainer.integrate()
             if self.training_config.recalibrate_batch_norm:
                 self.batch_norm_recalibration_ = trainer.recalibrate_batch_norm()
@@ -376,6 +373,12 @@ class Butterfly:
             local = pairs_within_groups(groups, self.names, seed=self.seed)
         return local.mapped({a: train_cells, b: train_cells}), validation
 
+    def _trainer(self, train: PairedRows, validation: PairedRows, progress: bool) -> Trainer:
+        return Trainer(
+            self.network, self._matrices, train, validation, self.training_config,
+            device=self.device, seed=self.seed, progress=progress,
+        )  # fmt: skip
+
     def recalibrate_batch_norm(self) -> dict[str, float | bool] | None:
         """Re-estimate the BatchNorm statistics of a trained model without training it again.
 
@@ -391,11 +394,7 @@ class Butterfly:
             raise RuntimeError(
                 "This model was loaded from disk without its training data; it can translate but not recalibrate."
             )
-        train, validation = self._training_pairs()
-        trainer = Trainer(
-            self.network, self._matrices, train, validation, self.training_config,
-            device=self.device, seed=self.seed, progress=False,
-        )  # fmt: skip
+        trainer = self._trainer(*self._training_pairs(), progress=False)
         self.batch_norm_recalibration_ = trainer.recalibrate_batch_norm()
         self.network.eval()
         return self.batch_norm_recalibration_
