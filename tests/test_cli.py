@@ -76,12 +76,13 @@ def test_fast_setting_and_explicit_flags(files, capsys):
     assert {k: config["training"][k] for k in paper} == paper and config["batch_norm_recalibration"] is None
     code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
                  "--out", str(model_dir), "--overwrite", "--fast", "--no-recalibrate-batch-norm",
-                 "--pretrain-epochs", "1", "--epochs", "1"])  # fmt: skip
+                 "--weight-average-halflife", "2.5", "--pretrain-epochs", "1", "--epochs", "1"])  # fmt: skip
     assert code == 0
     config = json.loads((model_dir / "config.json").read_text())
     assert (
         config["training"]["recalibrate_batch_norm"] is False and config["batch_norm_recalibration"] is None
     )
+    assert config["training"]["weight_average_halflife"] == 2.5 and training["weight_average_halflife"] == 0
     assert "BatchNorm" not in capsys.readouterr().out
 
 
@@ -210,9 +211,11 @@ def test_benchmark_merge_joins_separately_run_folds(files, capsys):
     assert main([*common, "--out", str(whole)]) == 0
     assert main([*common, "--only-folds", "0", "--out", str(part0)]) == 0
     assert main([*common, "--only-folds", "1", "2", "--out", str(part12)]) == 0
-    # a run of an earlier release did not record recalibrate_batch_norm (it had none): it still merges
+    # a run of an earlier release did not record recalibrate_batch_norm or weight_average_halflife (it had
+    # neither): it still merges
     record = json.loads((part12 / "summary.json").read_text())
     assert record["settings"].pop("recalibrate_batch_norm") is False
+    assert record["settings"].pop("weight_average_halflife") == 0
     (part12 / "summary.json").write_text(json.dumps(record))
     merged = files / "merged"
     assert main(["benchmark-merge", str(part0), str(part12), "--out", str(merged)]) == 0

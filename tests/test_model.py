@@ -249,6 +249,47 @@ def test_closed_adversarial_gate_trains_as_no_adversarial_term(multiome):
     assert (closed_applied == 0).all() and (always_applied == 1).all()
 
 
+def test_weight_average_is_an_exponential_moving_average():
+    from butterfly.training import _WeightAverage
+
+    layer = torch.nn.Linear(3, 2)
+    start = layer.weight.detach().clone()
+    average = _WeightAverage(layer, halflife_steps=2.0)
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    average.update()
+    average.update()  # two steps of a two-step half-life: half of the way to the new weights
+    live = {k: v.clone() for k, v in layer.state_dict().items()}
+    with average.swapped():
+        torch.testing.assert_close(layer.weight.detach(), start + 0.5)
+    for name, value in layer.state_dict().items():
+        assert torch.equal(value, live[name]), name  # the trained weights are back, bit for bit
+
+
+def test_weight_averaging_keeps_the_average_and_trains_as_without(multiome):
+    """With a weight average the weights train exactly as without it (same training losses), while
+    validation, early stopping and the weights kept at the end are the average's."""
+    rna, atac = multiome
+    runs = {}
+    for halflife in (0.0, 1.0):
+        model = bf.Butterfly(rna, atac, seed=0, device="cpu")
+        history = model.fit(pretrain_epochs=1, epochs=4, progress=False, weight_average_halflife=halflife)
+        runs[halflife] = model, history[history["phase"] == "integrative"]
+    (plain, plain_history), (averaged, averaged_history) = runs[0.0], runs[1.0]
+    np.testing.assert_array_equal(plain_history["train_loss"], averaged_history["train_loss"])
+    assert not np.array_equal(plain_history["val_recon"], averaged_history["val_recon"])
+    best = averaged_history["best_epoch"].iloc[0]
+    recorded = averaged_history.loc[averaged_history["epoch"] == best, "val_recon"].item()
+    trainer = averaged._trainer(*averaged._training_pairs(), progress=False)
+    with averaged.network.chromosome_io(), torch.no_grad():
+        averaged.network.eval()
+        assert trainer._validate_integrative()["recon"] == pytest.approx(recorded, rel=1e-6)
+    assert not np.array_equal(
+        plain.translate(atac, source="atac", target="rna").X,
+        averaged.translate(atac, source="atac", target="rna").X,
+    )
+
+
 def test_bfloat16_training_learns_and_stays_close_to_float32(multiome):
     rna, atac = multiome
     runs = {}
@@ -391,6 +432,10 @@ def test_mismatched_cells_refused_at_construction(multiome):
         ({"adversarial_weight": -1}, "adversarial_weight must be a number of at least 0"),
         ({"adversarial_gate": float("inf")}, "adversarial_gate must be None or a finite number"),
         ({"kl_reduction": "max"}, "kl_reduction must be 'mean' or 'sum'"),
+        (
+            {"weight_average_halflife": -1},
+            "weight_average_halflife (--weight-average-halflife) must be a number of at least 0",
+        ),
         (
             {"recalibrate_batch_norm": "yes"},
             "recalibrate_batch_norm (--recalibrate-batch-norm) must be True or",

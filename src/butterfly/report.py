@@ -283,6 +283,7 @@ _SETTING_DEFAULTS = {
     "seed": 0,
     "kl_warmup_epochs": 0,
     "recalibrate_batch_norm": False,
+    "weight_average_halflife": 0.0,
 }
 
 

@@ -19,7 +19,10 @@ _WHOLE_NUMBER_MINIMA = {
     "batch_size": 1,
 }
 # the TrainingConfig fields that butterfly train/benchmark take as flags (--batch-size, ...)
-_CLI_OPTIONS = {*_WHOLE_NUMBER_MINIMA, "lr", "discriminator_lr", "precision", "recalibrate_batch_norm"}
+_CLI_OPTIONS = {
+    *_WHOLE_NUMBER_MINIMA, "lr", "discriminator_lr", "precision", "recalibrate_batch_norm",
+    "weight_average_halflife",
+}  # fmt: skip
 
 
 @dataclass
@@ -70,6 +73,11 @@ class TrainingConfig:
         lower the validation reconstruction loss (see :meth:`~butterfly.training.Trainer.recalibrate_batch_norm`).
         Not in the paper or the authors' code (both use the moving averages of training); off by default, on
         in ``FAST_SETTING``.
+    weight_average_halflife
+        Half-life, in epochs, of an exponential moving average of the weights during the integrative phase
+        (0, the default: off). The average is updated after every optimizer step but never trained; the
+        validation loss, early stopping and the weights kept at the end are the average's. Not in the paper
+        or the authors' code.
     """
 
     pretrain_epochs: int = 100
@@ -86,6 +94,7 @@ class TrainingConfig:
     precision: str = "float32"
     sparse_inputs: bool = True
     recalibrate_batch_norm: bool = False
+    weight_average_halflife: float = 0.0
 
     def __post_init__(self) -> None:
         """Refuse settings training cannot run with, naming the setting (and its CLI flag, if it has one)."""
@@ -112,6 +121,8 @@ class TrainingConfig:
         gate = self.adversarial_gate
         if gate is not None and not finite(gate):  # at or below 0 the gate never opens
             refuse("adversarial_gate", "None or a finite number")
+        if not finite(self.weight_average_halflife) or self.weight_average_halflife < 0:
+            refuse("weight_average_halflife", "a number of at least 0 (0: off)")
         if self.kl_reduction not in ("mean", "sum"):
             refuse("kl_reduction", "'mean' or 'sum'")
         if self.precision not in ("float32", "bfloat16"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import scipy.sparse as sp
@@ -65,6 +66,32 @@ class _EarlyStopping:
     def restore(self) -> None:
         if self.state is not None:
             self.module.load_state_dict(self.state)
+
+
+class _WeightAverage:
+    """Exponential moving average of a module's floating-point weights and buffers, updated after each
+    optimizer step, with a half-life of ``halflife_steps`` steps. Training never sees the average;
+    :meth:`swapped` puts it in the module for a while (validation, a snapshot of the best weights)."""
+
+    def __init__(self, module: nn.Module, halflife_steps: float) -> None:
+        self.decay = 0.5 ** (1.0 / halflife_steps)
+        state = module.state_dict(keep_vars=True).values()
+        self.live = [t.detach() for t in state if t.is_floating_point()]  # views of the module's own storage
+        self.average = [t.clone() for t in self.live]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.average, self.live, 1.0 - self.decay)
+
+    @contextmanager
+    @torch.no_grad()
+    def swapped(self):
+        current = [t.clone() for t in self.live]
+        torch._foreach_copy_(self.live, self.average)
+        try:
+            yield
+        finally:
+            torch._foreach_copy_(self.live, current)
 
 
 class Trainer:
@@ -133,12 +160,13 @@ class Trainer:
     def _kl(self, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         return kl_divergence(mean, logvar, self.config.kl_reduction)
 
-    def _loop(self, phase: str, max_epochs: int, run_epoch, validate) -> list[dict]:
-        """Shared epoch loop: train, validate, early-stop, restore the best weights."""
+    def _loop(self, phase: str, max_epochs: int, run_epoch, validate, average=None) -> list[dict]:
+        """Shared epoch loop: train, validate, early-stop, restore the best weights. With ``average`` (a
+        :class:`_WeightAverage`), validation, early stopping and the restored weights are the average's."""
         with self.network.chromosome_io():
-            return self._epochs(phase, max_epochs, run_epoch, validate)
+            return self._epochs(phase, max_epochs, run_epoch, validate, average)
 
-    def _epochs(self, phase: str, max_epochs: int, run_epoch, validate) -> list[dict]:
+    def _epochs(self, phase: str, max_epochs: int, run_epoch, validate, average) -> list[dict]:
         stopper = _EarlyStopping(self.network, self.config.patience)
         history = []
         bar = tqdm(range(max_epochs), desc=phase, disable=not self.progress, leave=False)
@@ -147,17 +175,20 @@ class Trainer:
             self.network.train()
             train_stats = run_epoch(epoch)
             self.network.eval()
-            with torch.no_grad():
-                val_stats = validate(epoch)
+            with average.swapped() if average is not None else nullcontext():
+                with torch.no_grad():
+                    val_stats = validate(epoch)
+                # Stop on the reconstruction/translation loss alone, as the authors' code does: the KL term
+                # rises a little while the translator learns, and with it in the criterion, early stopping can
+                # restore an epoch-0 model whose translations are near-constant (seen on SNARE-seq with
+                # patience 20).
+                stop = stopper.step(val_stats["recon"], epoch)
             record = {"phase": phase, "epoch": epoch, "seconds": time.perf_counter() - start}
             record.update({f"train_{k}": v for k, v in train_stats.items()})
             record.update({f"val_{k}": v for k, v in val_stats.items()})
             history.append(record)
             bar.set_postfix(train=f"{train_stats['loss']:.4f}", val=f"{val_stats['loss']:.4f}")
-            # Stop on the reconstruction/translation loss alone, as the authors' code does: the KL term rises
-            # a little while the translator learns, and with it in the criterion, early stopping can restore an
-            # epoch-0 model whose translations are near-constant (seen on SNARE-seq with patience 20).
-            if stopper.step(val_stats["recon"], epoch):
+            if stop:
                 break
         stopper.restore()
         for record in history:
@@ -254,6 +285,10 @@ class Trainer:
         net, cfg = self.network, self.config
         gen_optimizer = self._optimizer(net.generator_parameters())
         dis_optimizer = torch.optim.SGD(net.discriminators.parameters(), lr=cfg.discriminator_lr)
+        average = None
+        if cfg.weight_average_halflife > 0:
+            steps_per_epoch = math.ceil(len(self.train) / cfg.batch_size)
+            average = _WeightAverage(net, cfg.weight_average_halflife * steps_per_epoch)
 
         def soft_labels(n: int):
             u = torch.rand((2, n), generator=self.generator, device=self.device)
@@ -293,12 +328,14 @@ class Trainer:
                 gen_optimizer.zero_grad(set_to_none=True)
                 objective.backward()
                 gen_optimizer.step()
+                if average is not None:
+                    average.update()
                 # "loss" is reconstruction + KL, comparable with the validation loss; the adversarial part
                 # and how often the gate let it through are recorded beside it.
                 means.add(size, loss, recon, kl, dis_loss, applied)
             return means.result()
 
-        return self._loop("integrative", cfg.epochs, run_epoch, self._validate_integrative)
+        return self._loop("integrative", cfg.epochs, run_epoch, self._validate_integrative, average)
 
     def _validate_integrative(self, epoch: int | None = None) -> dict[str, float]:
         """The integrative phase's validation losses. Deterministic: no mask, no dropout, latent means.
