@@ -294,7 +294,9 @@ class Butterfly:
         current weights (as scvi-tools' ``train`` does); for a fresh run, build a new ``Butterfly``.
         With ``recalibrate_batch_norm=True`` (part of ``FAST_SETTING``), ``batch_norm_recalibration_`` then
         holds the validation loss before and after the re-estimated BatchNorm statistics and whether they
-        were kept.
+        were kept. With ``weight_average_halflife`` above 0, the integrative rows' validation losses and the
+        weights kept are those of the moving average of the weights (the training losses are the weights'
+        own).
         """
         if not self._matrices:
             raise RuntimeError(
