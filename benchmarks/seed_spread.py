@@ -115,7 +115,9 @@ def main() -> None:
         records = [r["batch_norm_recalibration"] for r in group if r.get("batch_norm_recalibration")]
         if records:
             summary[name]["batch_norm_recalibration"] = records
-            after = [r["validation_loss_after"] if r["kept"] else r["validation_loss_before"] for r in records]
+            after = [
+                r["validation_loss_after"] if r["kept"] else r["validation_loss_before"] for r in records
+            ]
             lines.append(f"BatchNorm statistics recalibrated (`recalibrate_batch_norm=True`): kept in "
                          f"{sum(r['kept'] for r in records)} of {len(records)} seeds; validation loss of the final "
                          f"model {np.mean(after):.5f} ± {np.std(after, ddof=1) if len(after) > 1 else 0:.5f}.")  # fmt: skip

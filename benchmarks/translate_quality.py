@@ -106,6 +106,11 @@ def main() -> None:
         help="override one option of every setting, e.g. --set lr=0.004 (repeatable; recorded in the results)",
     )  # fmt: skip
     parser.add_argument(
+        "--translate-samples", type=int, default=0, metavar="N",
+        help="also score each trained model's translations averaged over N latent draws (translate(n_samples=N)), "
+        "as a run of its own",
+    )  # fmt: skip
+    parser.add_argument(
         "--name", default=None, help="result file name (default translate_quality_<data folder>)"
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -187,6 +192,14 @@ def main() -> None:
         if model.device.type == "cuda":
             runs[f"butterfly ({setting})"]["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
         print(runs[f"butterfly ({setting})"])
+        if args.translate_samples:
+            sampled = dict(runs[f"butterfly ({setting})"])  # the same model, translated another way
+            sampled["settings"] = {**sampled["settings"], "translate_samples": args.translate_samples}
+            sampled["scores"] = evaluate_translation(
+                model, first[test], second[test], label_key=args.label_key, seed=args.seed, latent=True,
+                translate_options={"n_samples": args.translate_samples},
+            )  # fmt: skip
+            runs[f"butterfly ({setting}), {args.translate_samples} latent draws"] = sampled
 
     results = {"data": str(args.data.name), "modalities": args.modalities, "n_train": int(len(train)),
                "n_test": int(len(test)), "label_key": args.label_key, "machine": machine(), "runs": runs}  # fmt: skip

@@ -4,6 +4,7 @@ import anndata as ad
 import numpy as np
 import pytest
 
+import butterfly as bf
 from butterfly._io import check_report_folder
 from butterfly.cli import main
 
@@ -37,6 +38,12 @@ def test_train_then_translate(files, capsys):
     assert main([*again, "--overwrite"]) == 0
     binary = ad.read_h5ad(out).X
     assert set(np.unique(binary)) == {0.0, 1.0} and 0 < binary.mean() < 0.5
+    sampled = [*again[:-4], "--samples", "4", "--batch-size", "64", "--overwrite"]
+    assert main(sampled) == 0
+    expected = bf.Butterfly.load(model_dir).translate(
+        ad.read_h5ad(files / "rna.h5ad"), source="rna", target="atac", n_samples=4, batch_size=64
+    )
+    np.testing.assert_array_equal(ad.read_h5ad(out).X, expected.X)
     # butterfly's warnings print as one line each, without a source path
     ad.read_h5ad(files / "rna.h5ad")[:, 100:].copy().write_h5ad(files / "partial.h5ad")
     partial = [*again[:4], str(files / "partial.h5ad"), *again[5:], "--overwrite"]

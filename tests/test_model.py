@@ -124,6 +124,30 @@ def test_translate_to_h5ad_writes_what_translate_returns(trained, snare_split, t
     assert written.uns["butterfly"]["output"] == form
 
 
+def test_translations_averaged_over_latent_draws(trained, snare_split, tmp_path):
+    _, _, rna_test, _ = snare_split
+    cells = rna_test[:120]
+    mean = trained.translate(cells, source="rna", target="atac", n_samples=0).X
+    np.testing.assert_array_equal(mean, trained.translate(cells, source="rna", target="atac").X)
+    sampled = trained.translate(cells, source="rna", target="atac", n_samples=8, batch_size=50)
+    again = trained.translate(cells, source="rna", target="atac", n_samples=8, batch_size=50)
+    np.testing.assert_array_equal(sampled.X, again.X)  # seeded by the model's seed
+    np.testing.assert_array_equal(sampled.obsm["X_butterfly"], again.obsm["X_butterfly"])
+    assert sampled.X.shape == mean.shape and (sampled.X >= 0).all() and (sampled.X <= 1).all()
+    # by hand: the mean of 8 decoded draws, drawn in the same order from a generator seeded alike
+    net, generator = trained.network, torch.Generator().manual_seed(trained.seed)
+    x = torch.as_tensor(trained.preprocessors["rna"].transform(cells).X.toarray())
+    expected = torch.cat([net.translate(x[i : i + 50], "rna", "atac", 8, generator)[0] for i in (0, 50, 100)])
+    expected[expected < 1e-4] = 0
+    np.testing.assert_allclose(sampled.X, expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert np.abs(sampled.X - mean).mean() > 1e-4  # the draws move the output
+    path = tmp_path / "sampled.h5ad"
+    trained.translate_to_h5ad(cells, path, source="rna", target="atac", n_samples=8, batch_size=50)
+    np.testing.assert_array_equal(ad.read_h5ad(path).X, sampled.X)
+    with pytest.raises(ButterflyInputError, match="n_samples must be a whole number of at least 0, got -1"):
+        trained.translate(cells, source="rna", target="atac", n_samples=-1)
+
+
 def test_feature_shuffled_input_gives_same_translation(trained, snare_split):
     _, _, rna_test, atac_test = snare_split
     shuffled = atac_test[:, np.random.RandomState(3).permutation(atac_test.n_vars)].copy()

@@ -30,7 +30,7 @@ def score_prediction(pred, truth, labels, *, target_kind: str, seed: int = 0) ->
 
 def evaluate_translation(
     model, first: ad.AnnData, second: ad.AnnData, *, label_key: str = "cell_type", seed: int = 0,
-    reference: Butterfly | None = None, latent: bool = False,
+    reference: Butterfly | None = None, latent: bool = False, translate_options: dict | None = None,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Translate held-out paired cells both ways and score each translation against the measured profiles.
 
@@ -40,6 +40,7 @@ def evaluate_translation(
     ``latent``, the latent means each translation returns (``obsm["X_butterfly"]``) are clustered as well
     (``<source> latent``, the same protocol on the 128-d latent): does the cell-type structure a
     translated profile lacks already miss from the latent, or is it lost in decoding?
+    ``translate_options`` go to ``model.translate`` (e.g. ``{"n_samples": 10}``).
     """
     reference = reference or (model if isinstance(model, Butterfly) else model._model)
     names = reference.names
@@ -51,7 +52,9 @@ def evaluate_translation(
     for name in names:
         results[f"measured {name}"] = metrics.cell_heterogeneity(truth[name], labels, seed=seed)
     for source, target in (names, names[::-1]):
-        translated = model.translate(data[source], source=source, target=target, progress=False)
+        translated = model.translate(
+            data[source], source=source, target=target, progress=False, **(translate_options or {})
+        )
         kind = reference.specs[target].preprocessing
         results[f"{source}->{target}"] = score_prediction(
             translated.X, truth[target], labels, target_kind=kind, seed=seed

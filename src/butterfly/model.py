@@ -410,12 +410,18 @@ class Butterfly:
             raise ButterflyInputError("source and target must differ; use the measured data itself.")
 
     def _translated_batches(
-        self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool
-    ) -> Iterator[tuple[slice, np.ndarray | None, np.ndarray]]:
+        self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool,
+        n_samples: int = 0,
+    ) -> Iterator[tuple[slice, np.ndarray | None, np.ndarray]]:  # fmt: skip
         """``(rows, translation, latent mean)`` for ``batch_size`` cells at a time; the translation is ``None``
         without a target, and its RNA/ATAC values below 1e-4 are set to 0."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ButterflyInputError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
+        for name, value, low in (("batch_size", batch_size, 1), ("n_samples", n_samples, 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ButterflyInputError(f"{name} must be a whole number of at least {low}, got {value!r}.")
+        generator = None
+        if n_samples:  # latent draws seeded by the model's seed: the same call gives the same translation
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(self.seed)
         X = self.preprocessors[source].transform(adata).X
         self.network.eval()
         layout = source in self.network.feature_major
@@ -428,21 +434,23 @@ class Butterfly:
             if target is None:
                 yield rows, None, self.network.latent_mean(x, source).cpu().numpy()
                 continue
-            out, mean = self.network.translate(x, source, target)
+            out, mean = self.network.translate(x, source, target, n_samples, generator)
             if self.specs[target].preprocessing in ("rna", "atac", "expression"):
                 out[out < ZERO_THRESHOLD] = 0
             yield rows, out.cpu().numpy(), mean.cpu().numpy()
 
     def _run(
-        self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool = False
-    ) -> tuple[np.ndarray | None, np.ndarray]:
+        self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool = False,
+        n_samples: int = 0,
+    ) -> tuple[np.ndarray | None, np.ndarray]:  # fmt: skip
         """Translations (``None`` without a target) and latent means of ``adata``, written batch by batch into
         arrays allocated once: no list of chunks to concatenate, no whole-matrix temporaries."""
         latent = np.zeros((adata.n_obs, self.network.translator.latent), np.float32)
         output = None
         if target is not None:
             output = np.zeros((adata.n_obs, self.preprocessors[target].n_features), np.float32)
-        for rows, out, mean in self._translated_batches(adata, source, target, batch_size, progress):
+        batches = self._translated_batches(adata, source, target, batch_size, progress, n_samples)
+        for rows, out, mean in batches:
             latent[rows] = mean
             if output is not None:
                 output[rows] = out
@@ -478,6 +486,7 @@ class Butterfly:
         *,
         atac_output: str = "probability",
         library_size: np.ndarray | None = None,
+        n_samples: int = 0,
         batch_size: int = 1024,
         progress: bool = True,
     ) -> ad.AnnData:
@@ -495,11 +504,16 @@ class Butterfly:
             to counts, paper eq. 12) or ``"binary"`` (counts binarised by row and column means).
         library_size
             Open-peak count per cell used by ``"counts"``/``"binary"``; defaults to the training median.
+        n_samples
+            0 (default, as the paper): decode the latent mean. ``N``: the mean of ``N`` outputs decoded from
+            draws of each cell's latent posterior (its expected profile, as scvi-tools' ``n_samples``), ``N``
+            times the decoding work. The draws are seeded by the model's seed, so a call with the same cells
+            and ``batch_size`` gives the same translation.
         batch_size, progress
             Cells per forward pass, and a progress bar over them when there are several.
         """
         target_pre = self._check_translation(source, target, atac_output)
-        output, latent = self._run(adata, source, target, batch_size, progress)
+        output, latent = self._run(adata, source, target, batch_size, progress, n_samples)
         if atac_output != "probability":
             output = target_pre.inverse_transform(output, library_size, copy=False)  # in place, float32
             if atac_output == "binary":
@@ -515,6 +529,7 @@ class Butterfly:
         *,
         atac_output: str = "probability",
         library_size: np.ndarray | None = None,
+        n_samples: int = 0,
         batch_size: int = 1024,
         progress: bool = True,
     ) -> None:
@@ -540,7 +555,8 @@ class Butterfly:
                 X.attrs["encoding-type"], X.attrs["encoding-version"] = "array", "0.2.0"
                 latent = f["obsm"][LATENT_KEY]
                 col_sum = np.zeros(n_features)
-                for rows, out, mean in self._translated_batches(adata, source, target, batch_size, progress):
+                batches = self._translated_batches(adata, source, target, batch_size, progress, n_samples)
+                for rows, out, mean in batches:
                     if library is not None:
                         out = target_pre.inverse_transform(out, library[rows], copy=False)
                     if atac_output == "binary":

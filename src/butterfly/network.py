@@ -272,10 +272,21 @@ class TranslatorNetwork(nn.Module):
         return self.translator.encode(self.encoders[source](x), source)[0]
 
     @torch.no_grad()
-    def translate(self, x: torch.Tensor, source: str, target: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Deterministic translation (latent mean, no mask): returns (output, latent mean)."""
-        mean = self.latent_mean(x, source)
-        return self.activate(target, self.decoders[target](self.translator(mean, target))), mean
+    def translate(
+        self, x: torch.Tensor, source: str, target: str, n_samples: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Translation without mask or dropout: returns (output, latent mean). The output is decoded from the
+        latent mean, or with ``n_samples`` the mean of that many outputs decoded from latent draws."""
+        mean, logvar = self.translator.encode(self.encoders[source](x), source)
+        if not n_samples:
+            return self.activate(target, self.decoders[target](self.translator(mean, target))), mean
+        total = None
+        for _ in range(n_samples):
+            z = self.translator.sample(mean, logvar, generator)
+            out = self.activate(target, self.decoders[target](self.translator(z, target)))
+            total = out if total is None else total.add_(out)
+        return total.div_(n_samples), mean
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
