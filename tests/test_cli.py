@@ -218,11 +218,12 @@ def test_benchmark_merge_joins_separately_run_folds(files, capsys):
     assert main([*common, "--out", str(whole)]) == 0
     assert main([*common, "--only-folds", "0", "--out", str(part0)]) == 0
     assert main([*common, "--only-folds", "1", "2", "--out", str(part12)]) == 0
-    # a run of an earlier release did not record recalibrate_batch_norm or weight_average_halflife (it had
-    # neither): it still merges
+    # a run of an earlier release did not record recalibrate_batch_norm, weight_average_halflife or
+    # translate_samples (it had none of them): it still merges
     record = json.loads((part12 / "summary.json").read_text())
     assert record["settings"].pop("recalibrate_batch_norm") is False
     assert record["settings"].pop("weight_average_halflife") == 0
+    assert record["settings"].pop("translate_samples") == 0
     (part12 / "summary.json").write_text(json.dumps(record))
     merged = files / "merged"
     assert main(["benchmark-merge", str(part0), str(part12), "--out", str(merged)]) == 0
@@ -281,6 +282,27 @@ def test_benchmark_passes_scvi_epochs_to_the_scvi_backend(files, monkeypatch, ca
     assert json.loads((out / "summary.json").read_text())["settings"]["scvi_epochs"] == 7
     assert main([*args, "--scvi-epochs", "0", "--out", str(files / "b0")]) == 2
     assert "--scvi-epochs must be at least 1" in capsys.readouterr().err
+
+
+def test_benchmark_scores_translations_averaged_over_latent_draws(files, capsys):
+    import json
+
+    import pandas as pd
+
+    out = files / "bench_draws"
+    args = ["benchmark", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"), "--folds", "2",
+            "--only-folds", "0", "--models", "butterfly", "knn", "--pretrain-epochs", "1", "--epochs", "2"]  # fmt: skip
+    assert main([*args, "--translate-samples", "-1", "--out", str(out)]) == 2
+    assert "--translate-samples must be at least 0, got -1" in capsys.readouterr().err
+    assert main([*args, "--translate-samples", "3", "--out", str(out)]) == 0
+    scores = pd.read_csv(out / "scores.csv")
+    assert set(scores["model"]) == {"measured", "butterfly", "butterfly (3 latent draws)", "knn"}
+    seconds = scores[scores["profile"] == "training"].set_index("model")["value"]
+    assert seconds["butterfly"] == seconds["butterfly (3 latent draws)"]  # one model, translated two ways
+    auroc = scores[(scores["profile"] == "rna->atac") & (scores["metric"] == "AUROC")].set_index("model")
+    assert auroc.loc["butterfly", "value"] != auroc.loc["butterfly (3 latent draws)", "value"]
+    assert json.loads((out / "summary.json").read_text())["settings"]["translate_samples"] == 3
+    assert "butterfly (3 latent draws)" in (out / "summary.md").read_text()
 
 
 def test_reports_refuse_a_folder_of_the_users(files, tmp_path, capsys):

@@ -147,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="butterfly-C-scvi: cap MultiVI/totalVI training at N epochs (scvi-tools' default: "
                        "500, with early stopping)")  # fmt: skip
     bench.add_argument(
+        "--translate-samples", type=int, default=0, metavar="N",
+        help="also score each butterfly model's translations averaged over N latent draws (translate "
+        "--samples N), as a model of its own (default 0: only the latent mean's)",
+    )  # fmt: skip
+    bench.add_argument(
         "--label-key", default="cell_type", help="obs column of cell types (default cell_type)"
     )
     bench.add_argument("--batch-key", default="batch", help="obs column of batches (default batch)")
@@ -351,13 +356,17 @@ def _run(args: argparse.Namespace) -> None:
             "patience": args.patience, **_optimizer_options(args),
         }  # fmt: skip
         TrainingConfig(**fit_options)  # refuses a bad setting before any fold runs
+        if args.translate_samples < 0:
+            raise ButterflyInputError(
+                f"--translate-samples must be at least 0, got {args.translate_samples}."
+            )
         check_report_folder(args.out, report.BENCHMARK_FILES, overwrite=args.overwrite)
         args.out.mkdir(parents=True, exist_ok=True)
         scores, examples = protocols.run_protocol(
             first, second, [folds[i] for i in fold_ids], fold_numbers=fold_ids,
             modalities=tuple(args.modalities), models=args.models,
             label_key=args.label_key, seed=args.seed, fit_options=fit_options, match_steps=args.match_steps,
-            scvi_options=_scvi_options(args),
+            scvi_options=_scvi_options(args), translate_samples=args.translate_samples,
             after_fold=lambda partial: write_text_atomic(
                 args.out / "scores.partial.csv", partial.to_csv(index=False)
             ),
@@ -368,7 +377,8 @@ def _run(args: argparse.Namespace) -> None:
         )
         settings = {
             "protocol": args.protocol, "folds": len(folds), "folds_run": fold_ids, "models": args.models,
-            "match_steps": args.match_steps, "seed": args.seed, **fit_options,
+            "match_steps": args.match_steps, "seed": args.seed, "translate_samples": args.translate_samples,
+            **fit_options,
         }  # fmt: skip
         if args.scvi_epochs is not None:
             settings["scvi_epochs"] = args.scvi_epochs

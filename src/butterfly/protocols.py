@@ -126,6 +126,7 @@ def run_protocol(
     after_fold=None,
     fold_numbers: Sequence[int] | None = None,
     scvi_options: dict | None = None,
+    translate_samples: int = 0,
 ):
     """Train each model on each fold's training cells and score its translations of the test cells.
 
@@ -140,7 +141,9 @@ def run_protocol(
     as the paper does. ``after_fold``, if given, is called with the score table so far after every fold
     (to keep partial results of long runs). ``fold_numbers`` labels the folds in the table (default 0, 1, ...),
     e.g. the protocol's numbers when ``folds`` is a part of it. ``scvi_options`` go to the scvi-tools model
-    of ``butterfly-C-scvi`` (e.g. ``{"max_epochs": 50}``).
+    of ``butterfly-C-scvi`` (e.g. ``{"max_epochs": 50}``). With ``translate_samples`` N, each butterfly model's
+    translations are also scored as the mean over N latent draws (``translate(n_samples=N)``), as the model
+    ``"<name> (N latent draws)"`` (the same trained model, so the same training seconds).
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -159,18 +162,23 @@ def run_protocol(
                 label_key=label_key, match_steps=match_steps, scvi_options=scvi_options,
             )  # fmt: skip
             seconds = time.perf_counter() - start
-            results = evaluate_translation(model, first[test], second[test], label_key=label_key, seed=seed)
-            rows.append(
-                {"fold": fold, "model": name, "profile": "training", "metric": "seconds", "value": seconds}
-            )
-            for profile, scores in results.items():
-                if profile.startswith("measured") and name != models[0]:
-                    continue  # the measured profiles do not depend on the model
-                label = "measured" if profile.startswith("measured") else name
-                rows += [
-                    {"fold": fold, "model": label, "profile": profile, "metric": m, "value": v}
-                    for m, v in scores.items()
-                ]
+            scored = [(name, None)]
+            if translate_samples and hasattr(model, "preprocessors"):  # a Butterfly, not a baseline
+                draws = {"n_samples": translate_samples}
+                scored.append((f"{name} ({translate_samples} latent draws)", draws))
+            for label, options in scored:
+                results = evaluate_translation(model, first[test], second[test], label_key=label_key,
+                                               seed=seed, translate_options=options)  # fmt: skip
+                rows.append({"fold": fold, "model": label, "profile": "training", "metric": "seconds",
+                             "value": seconds})  # fmt: skip
+                for profile, scores in results.items():
+                    if profile.startswith("measured") and (name != models[0] or options):
+                        continue  # the measured profiles do not depend on the model
+                    rows += [
+                        {"fold": fold, "model": "measured" if profile.startswith("measured") else label,
+                         "profile": profile, "metric": m, "value": v}
+                        for m, v in scores.items()
+                    ]  # fmt: skip
             if position == 0:
                 reference = model if hasattr(model, "preprocessors") else model._model
                 names = reference.names

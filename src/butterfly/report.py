@@ -284,6 +284,7 @@ _SETTING_DEFAULTS = {
     "kl_warmup_epochs": 0,
     "recalibrate_batch_norm": False,
     "weight_average_halflife": 0.0,
+    "translate_samples": 0,
 }
 
 
