@@ -100,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     translate.add_argument(
         "--samples", type=int, default=0, metavar="N",
         help="average the outputs decoded from N draws of each cell's latent (default 0: decode the latent "
-        "mean, as the paper); N times slower. Lifted RNA->ATAC clustering on SNARE-seq (README)",
+        "mean, as the paper); N times the decoding. Coarser ATAC clusters: better or worse by training setting "
+        "(README)",
     )  # fmt: skip
     translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     translate.add_argument(
