@@ -8,6 +8,7 @@ import torch
 
 import butterfly as bf
 from butterfly import ButterflyInputError, metrics
+from butterfly.network import DRAW_BLOCK, latent_noise
 
 
 @pytest.fixture(scope="module")
@@ -134,16 +135,31 @@ def test_translations_averaged_over_latent_draws(trained, snare_split, tmp_path)
     np.testing.assert_array_equal(sampled.X, again.X)  # seeded by the model's seed
     np.testing.assert_array_equal(sampled.obsm["X_butterfly"], again.obsm["X_butterfly"])
     assert sampled.X.shape == mean.shape and (sampled.X >= 0).all() and (sampled.X <= 1).all()
-    # by hand: the mean of 8 decoded draws, drawn in the same order from a generator seeded alike
-    net, generator = trained.network, torch.Generator().manual_seed(trained.seed)
+    # by hand: the mean of 8 outputs decoded from mean + sd * noise, with each row's noise from latent_noise
+    net = trained.network
     x = torch.as_tensor(trained.preprocessors["rna"].transform(cells).X.toarray())
-    expected = torch.cat([net.translate(x[i : i + 50], "rna", "atac", 8, generator)[0] for i in (0, 50, 100)])
+    mean_z, logvar = net.translator.encode(net.encoders["rna"](x), "rna")
+    noise = latent_noise(trained.seed, 0, 120, 8, net.translator.latent, torch.device("cpu"))
+    decoded = [net.activate("atac", net.decoders["atac"](net.translator(mean_z + (logvar / 2).exp() * e, "atac")))
+               for e in noise]  # fmt: skip
+    expected = torch.stack(decoded).mean(0).detach()
     expected[expected < 1e-4] = 0
-    np.testing.assert_allclose(sampled.X, expected.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(sampled.X, expected.numpy(), rtol=1e-5, atol=1e-6)
     assert np.abs(sampled.X - mean).mean() > 1e-4  # the draws move the output
+    # a row's draws do not depend on the batch it is translated in (blocks of DRAW_BLOCK rows, crossed here)
+    assert DRAW_BLOCK < 120 * 3
+    many = ad.concat([cells, cells, cells], index_unique="-")
+    big = trained.translate(many, source="rna", target="atac", n_samples=8).X
+    for batch_size in (7, 256, 300):
+        np.testing.assert_allclose(
+            trained.translate(many, source="rna", target="atac", n_samples=8, batch_size=batch_size).X, big,
+            rtol=1e-5, atol=1e-6,
+        )  # fmt: skip
+    np.testing.assert_allclose(big[:120], sampled.X, rtol=1e-5, atol=1e-6)
+    assert np.abs(big[120:240] - big[:120]).mean() > 1e-4  # other rows, other draws
     path = tmp_path / "sampled.h5ad"
-    trained.translate_to_h5ad(cells, path, source="rna", target="atac", n_samples=8, batch_size=50)
-    np.testing.assert_array_equal(ad.read_h5ad(path).X, sampled.X)
+    trained.translate_to_h5ad(many, path, source="rna", target="atac", n_samples=8, batch_size=33)
+    np.testing.assert_allclose(ad.read_h5ad(path).X, big, rtol=1e-5, atol=1e-6)
     with pytest.raises(ButterflyInputError, match="n_samples must be a whole number of at least 0, got -1"):
         trained.translate(cells, source="rna", target="atac", n_samples=-1)
 

@@ -22,7 +22,7 @@ from .accessibility import ATACPreprocessor, binarize_accessibility, binary_bloc
 from .data import PairedRows, dense_rows, split_validation
 from .genome import group_by_chromosome
 from .modalities import ModalitySpec
-from .network import TranslatorNetwork, resolve_device
+from .network import TranslatorNetwork, latent_noise, resolve_device
 from .pairing import (
     joint_clusters,
     measured_pairs,
@@ -418,10 +418,6 @@ class Butterfly:
         for name, value, low in (("batch_size", batch_size, 1), ("n_samples", n_samples, 0)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ButterflyInputError(f"{name} must be a whole number of at least {low}, got {value!r}.")
-        generator = None
-        if n_samples:  # latent draws seeded by the model's seed: the same call gives the same translation
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(self.seed)
         X = self.preprocessors[source].transform(adata).X
         self.network.eval()
         layout = source in self.network.feature_major
@@ -434,7 +430,11 @@ class Butterfly:
             if target is None:
                 yield rows, None, self.network.latent_mean(x, source).cpu().numpy()
                 continue
-            out, mean = self.network.translate(x, source, target, n_samples, generator)
+            noise = None
+            if n_samples:  # seeded by the model's seed and the rows: the same for any batch size
+                latent = self.network.translator.latent
+                noise = latent_noise(self.seed, rows.start, rows.stop, n_samples, latent, self.device)
+            out, mean = self.network.translate(x, source, target, noise)
             if self.specs[target].preprocessing in ("rna", "atac", "expression"):
                 out[out < ZERO_THRESHOLD] = 0
             yield rows, out.cpu().numpy(), mean.cpu().numpy()
@@ -507,9 +507,10 @@ class Butterfly:
         n_samples
             0 (default, as the paper): decode the latent mean. ``N``: the mean of ``N`` outputs decoded from
             draws of each cell's latent posterior (its expected profile, as scvi-tools' ``n_samples``), ``N``
-            times the decoding work. The draws are seeded by the model's seed, so a call with the same cells
-            and ``batch_size`` gives the same translation. Averaged ATAC profiles cluster more coarsely; on
-            SNARE-seq that raised RNA->ATAC AMI for fast-setting models and lowered it for others (README).
+            times the decoding work. A cell's draws are seeded by the model's seed and the cell's row in
+            ``adata``, so the same cells in the same order give the same translation at any ``batch_size``
+            (and from :meth:`translate_to_h5ad`). Averaged ATAC profiles cluster more coarsely; on SNARE-seq
+            that raised RNA->ATAC AMI for fast-setting models and lowered it for others (README).
         batch_size, progress
             Cells per forward pass, and a progress bar over them when there are several.
         """

@@ -23,6 +23,9 @@ from .nn import (
     block,
 )
 
+#: Rows per generator of the latent draws that ``translate(n_samples=N)`` averages over (``latent_noise``).
+DRAW_BLOCK = 256
+
 
 class Encoder(nn.Module):
     """Input features -> 128-d embedding. ``codes`` given: chromosome-blocked first layer (ATAC)."""
@@ -273,20 +276,38 @@ class TranslatorNetwork(nn.Module):
 
     @torch.no_grad()
     def translate(
-        self, x: torch.Tensor, source: str, target: str, n_samples: int = 0,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        self, x: torch.Tensor, source: str, target: str, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Translation without mask or dropout: returns (output, latent mean). The output is decoded from the
-        latent mean, or with ``n_samples`` the mean of that many outputs decoded from latent draws."""
+        latent mean, or, given standard-normal ``noise`` of shape (draws, cells, latent), the mean of the
+        outputs decoded from the latent draws ``mean + exp(logvar / 2) * noise[i]``."""
         mean, logvar = self.translator.encode(self.encoders[source](x), source)
-        if not n_samples:
+        if noise is None:
             return self.activate(target, self.decoders[target](self.translator(mean, target))), mean
-        total = None
-        for _ in range(n_samples):
-            z = self.translator.sample(mean, logvar, generator)
-            out = self.activate(target, self.decoders[target](self.translator(z, target)))
+        total, scale = None, torch.exp(logvar / 2)
+        for eps in noise.to(mean.dtype):
+            out = self.activate(target, self.decoders[target](self.translator(mean + scale * eps, target)))
             total = out if total is None else total.add_(out)
-        return total.div_(n_samples), mean
+        return total.div_(len(noise)), mean
+
+
+def latent_noise(
+    seed: int, start: int, stop: int, n_samples: int, latent: int, device: torch.device
+) -> torch.Tensor:
+    """Standard-normal draws, shape (n_samples, stop - start, latent), for rows ``start:stop`` of a translation.
+
+    Each block of ``DRAW_BLOCK`` rows draws from a generator of its own, seeded by ``seed`` and the block's
+    number, so a row's draws depend on the seed and the row's position alone, not on the batch it is
+    translated in."""
+    parts = []
+    for number in range(start // DRAW_BLOCK, (stop - 1) // DRAW_BLOCK + 1):
+        generator = torch.Generator(device=device)
+        state = np.random.SeedSequence([seed % (1 << 64), number]).generate_state(1, np.uint64)[0]
+        generator.manual_seed(int(state))
+        draws = torch.randn((n_samples, DRAW_BLOCK, latent), generator=generator, device=device)
+        first = number * DRAW_BLOCK
+        parts.append(draws[:, max(start, first) - first : min(stop, first + DRAW_BLOCK) - first])
+    return torch.cat(parts, 1)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
