@@ -125,6 +125,18 @@ def test_translate_to_h5ad_writes_what_translate_returns(trained, snare_split, t
     assert written.uns["butterfly"]["output"] == form
 
 
+def test_latent_noise_blocks():
+    """Draws are per row: any split of the rows gives the same draws; kept blocks are reused, then dropped."""
+    cpu, whole = torch.device("cpu"), latent_noise(3, 0, 600, 2, 4, torch.device("cpu"))
+    assert whole.shape == (2, 600, 4) and abs(float(whole.std()) - 1) < 0.05
+    blocks: dict = {}
+    parts = [latent_noise(3, a, min(a + 7, 600), 2, 4, cpu, blocks) for a in range(0, 600, 7)]
+    torch.testing.assert_close(torch.cat(parts, 1), whole, rtol=0, atol=0)
+    assert sorted(blocks) == [599 // DRAW_BLOCK]  # earlier blocks dropped as the batches moved past them
+    torch.testing.assert_close(latent_noise(3, 250, 260, 2, 4, cpu), whole[:, 250:260], rtol=0, atol=0)
+    assert not torch.equal(latent_noise(4, 0, 600, 2, 4, cpu), whole)  # another seed, other draws
+
+
 def test_translations_averaged_over_latent_draws(trained, snare_split, tmp_path):
     _, _, rna_test, _ = snare_split
     cells = rna_test[:120]

@@ -421,6 +421,7 @@ class Butterfly:
         X = self.preprocessors[source].transform(adata).X
         self.network.eval()
         layout = source in self.network.feature_major
+        blocks: dict[int, torch.Tensor] = {}  # latent draws shared by consecutive batches
         starts = range(0, X.shape[0], batch_size)
         bar = tqdm(starts, desc=f"{source} -> {target or 'latent'}", unit="batch", leave=False,
                    disable=not progress or len(starts) < 2)  # fmt: skip
@@ -433,7 +434,7 @@ class Butterfly:
             noise = None
             if n_samples:  # seeded by the model's seed and the rows: the same for any batch size
                 latent = self.network.translator.latent
-                noise = latent_noise(self.seed, rows.start, rows.stop, n_samples, latent, self.device)
+                noise = latent_noise(self.seed, rows.start, rows.stop, n_samples, latent, self.device, blocks)
             out, mean = self.network.translate(x, source, target, noise)
             if self.specs[target].preprocessing in ("rna", "atac", "expression"):
                 out[out < ZERO_THRESHOLD] = 0

@@ -292,21 +292,27 @@ class TranslatorNetwork(nn.Module):
 
 
 def latent_noise(
-    seed: int, start: int, stop: int, n_samples: int, latent: int, device: torch.device
-) -> torch.Tensor:
+    seed: int, start: int, stop: int, n_samples: int, latent: int, device: torch.device,
+    blocks: dict[int, torch.Tensor] | None = None,
+) -> torch.Tensor:  # fmt: skip
     """Standard-normal draws, shape (n_samples, stop - start, latent), for rows ``start:stop`` of a translation.
 
     Each block of ``DRAW_BLOCK`` rows draws from a generator of its own, seeded by ``seed`` and the block's
     number, so a row's draws depend on the seed and the row's position alone, not on the batch it is
-    translated in."""
+    translated in. ``blocks`` (a dict kept across calls for consecutive batches) holds the drawn blocks, so
+    that batches smaller than a block do not draw it again; blocks before ``start`` are dropped from it."""
+    blocks = {} if blocks is None else blocks
+    for number in [n for n in blocks if n < start // DRAW_BLOCK]:
+        del blocks[number]
     parts = []
     for number in range(start // DRAW_BLOCK, (stop - 1) // DRAW_BLOCK + 1):
-        generator = torch.Generator(device=device)
-        state = np.random.SeedSequence([seed % (1 << 64), number]).generate_state(1, np.uint64)[0]
-        generator.manual_seed(int(state))
-        draws = torch.randn((n_samples, DRAW_BLOCK, latent), generator=generator, device=device)
+        if number not in blocks:
+            generator = torch.Generator(device=device)
+            state = np.random.SeedSequence([seed % (1 << 64), number]).generate_state(1, np.uint64)[0]
+            generator.manual_seed(int(state))
+            blocks[number] = torch.randn((n_samples, DRAW_BLOCK, latent), generator=generator, device=device)
         first = number * DRAW_BLOCK
-        parts.append(draws[:, max(start, first) - first : min(stop, first + DRAW_BLOCK) - first])
+        parts.append(blocks[number][:, max(start, first) - first : min(stop, first + DRAW_BLOCK) - first])
     return torch.cat(parts, 1)
 
 
