@@ -46,7 +46,9 @@ def translation_loss(model: bf.Butterfly, cells: np.ndarray, source: str, target
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--modalities", nargs=2, default=["rna", "atac"])
     parser.add_argument("--label-key", default="cell_type")
@@ -71,7 +73,9 @@ def main() -> None:
         labels = first.obs[args.label_key].to_numpy()[cells]
         run = {"model_seed": seed, "n_validation": int(len(cells)), "directions": {}}
         for source, target in ((a, b), (b, a)):
-            scores = {"loss": {n: translation_loss(model, cells, source, target, n) for n in [0, *args.samples]}}
+            scores = {
+                "loss": {n: translation_loss(model, cells, source, target, n) for n in [0, *args.samples]}
+            }
             data = (first if source == a else second)[cells]
             for n in (0, args.clustered_samples):
                 pred = model.translate(data, source=source, target=target, n_samples=n, progress=False).X
