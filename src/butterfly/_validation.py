@@ -54,7 +54,8 @@ def check_values(X, *, what: str, require_integer: bool) -> None:
         n_bad = int(np.size(data) - np.isfinite(data).sum())
         raise ButterflyInputError(
             f"{what} contains {n_bad} NaN or infinite value(s). Remove or impute them before using butterfly "
-            "(for example: adata = adata[:, np.isfinite(adata.X.sum(0)).A1])."
+            "(for example, to drop the features that hold them: "
+            "adata = adata[:, np.isfinite(np.asarray(adata.X.sum(0))).ravel()])."
         )
     min_value = data.min()
     if min_value < 0:
