@@ -72,14 +72,14 @@ def phase_flops(rna: ad.AnnData, atac: ad.AnnData, batch: int, device: torch.dev
     counted: dict[str, float] = {}
     original = training.Trainer._loop
 
-    def counting_loop(self, phase, max_epochs, run_epoch, validate):
+    def counting_loop(self, phase, max_epochs, run_epoch, validate, average=None):
         def run_counted(epoch):
             with FlopCounterMode(display=False) as counter:
                 stats = run_epoch(epoch)
             counted[phase] = counter.get_total_flops() / 1e9
             return stats
 
-        return original(self, phase, 1, run_counted, validate)
+        return original(self, phase, 1, run_counted, validate, average)
 
     training.Trainer._loop = counting_loop
     try:

@@ -1,0 +1,55 @@
+"""The benchmark scripts drive the trainer's internals to count work; these tests keep them in step with it
+(a new argument of ``Trainer._loop`` once broke ``epoch_speed.py`` without any test noticing)."""
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+import butterfly as bf
+from butterfly import training
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def scripts(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import epoch_speed
+    import translate_quality
+
+    return epoch_speed, translate_quality
+
+
+def test_epoch_flops_count_every_phase_in_proportion_to_cells(scripts, snare):
+    epoch_speed, _ = scripts
+    original = training.Trainer._loop
+    counts = []
+    for copies in (1, 2):  # the same 500 cells once and twice: the same features, twice the cells
+        rna, atac = (
+            ad.concat([data[:500]] * copies, merge="same", keys=range(copies), index_unique="-")
+            for data in snare
+        )
+        counts.append(epoch_speed.phase_flops(rna, atac, 50, torch.device("cpu")))
+    assert training.Trainer._loop is original  # put back after counting
+    assert set(counts[0]) == {"pretrain rna", "pretrain atac", "integrative"}
+    for phase in counts[0]:
+        assert counts[0][phase] > 0
+        # 400 and 800 training cells in full batches of 50, dense inputs: twice the cells, twice the work
+        assert counts[1][phase] / counts[0][phase] == pytest.approx(2.0, rel=1e-6)
+    # the integrative step runs both encoders, all four translator paths and both decoders, then the
+    # discriminators: more than the two pretraining phases together
+    assert counts[0]["integrative"] > counts[0]["pretrain rna"] + counts[0]["pretrain atac"]
+
+
+def test_step_gflop_counts_the_dense_integrative_step(scripts, snare):
+    _, translate_quality = scripts
+    rna, atac = snare
+    model = bf.Butterfly(rna[:300], atac[:300], modalities=("rna", "atac"), seed=0)
+    small, large = (translate_quality.step_gflop(model, b) for b in (32, 64))
+    assert small > 0
+    assert large / small == pytest.approx(2.0, rel=0.01)  # every product is linear in the batch
+    assert all(p.grad is None for p in model.network.parameters())  # the count leaves no gradients behind
+    assert np.isfinite(large)
