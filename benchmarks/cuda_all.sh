@@ -9,7 +9,13 @@ data=$1 out=$2 budget=${3:-530}
 res=$(mktemp -d)
 export PYTHONUNBUFFERED=1
 save() { tar czf "$out/results.tgz.tmp" -C "$res" . && mv "$out/results.tgz.tmp" "$out/results.tgz"; }
-step() { echo "== [$SECONDS s] $*"; "$@"; echo "== [$SECONDS s] exit $?"; save; }
+failed=()
+step() {
+    echo "== [$SECONDS s] $*"; "$@"; local rc=$?
+    echo "== [$SECONDS s] exit $rc"; save
+    # a step under `timeout` that used up its time (124) stopped as planned; anything else non-zero failed
+    [ "$rc" -eq 0 ] || { [ "$rc" -eq 124 ] && [ "$1" = timeout ]; } || failed+=("exit $rc: $*")
+}
 
 nvidia-smi -L
 python3 -c "import torch, anndata, scanpy; print('torch', torch.__version__, torch.cuda.get_device_name(0), 'anndata', anndata.__version__)"
@@ -30,3 +36,8 @@ if [ "$left" -gt 60 ]; then
     step timeout "$left" python3 benchmarks/translate_quality.py --data "$data/snare_mcc" --settings paper \
         --device cuda --name translate_quality_snare_mcc_cuda_paper --out "$res"
 fi
+if [ "${#failed[@]}" -gt 0 ]; then  # said last, where the output's tail shows it
+    printf '== FAILED: %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "== all steps passed"
