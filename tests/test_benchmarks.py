@@ -38,7 +38,10 @@ def test_epoch_flops_count_every_phase_in_proportion_to_cells(scripts, snare):
     for phase in counts[0]:
         assert counts[0][phase] > 0
         # 400 and 800 training cells in full batches of 50, dense inputs: twice the cells, twice the work
-        assert counts[1][phase] / counts[0][phase] == pytest.approx(2.0, rel=1e-6)
+        # (integrative: up to the discriminator terms of steps whose adversarial gate is closed, skipped on
+        # a CPU, a fraction of a percent each)
+        tolerance = 0.01 if phase == "integrative" else 1e-6
+        assert counts[1][phase] / counts[0][phase] == pytest.approx(2.0, rel=tolerance)
     # the integrative step runs both encoders, all four translator paths and both decoders, then the
     # discriminators: more than the two pretraining phases together
     assert counts[0]["integrative"] > counts[0]["pretrain rna"] + counts[0]["pretrain atac"]
