@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     import torch
 
@@ -88,3 +90,10 @@ def write_results(out_dir: Path, name: str, results: dict, table: str) -> None:
         tmp.write_text(text)
         os.replace(tmp, target)
     print(table)
+
+
+def issue_split(n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Issue 3's split, sorted (test, train) indices: test = the first 20% of RandomState(0).permutation."""
+    order = np.random.RandomState(0).permutation(n_cells)
+    n_test = int(round(0.2 * n_cells))
+    return np.sort(order[:n_test]), np.sort(order[n_test:])

@@ -36,7 +36,7 @@ from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
-from _common import PeakMemory, machine, write_results  # noqa: E402
+from _common import PeakMemory, issue_split, machine, write_results  # noqa: E402
 from butterfly.evaluate import evaluate_translation  # noqa: E402
 from butterfly.protocols import _step_matched  # noqa: E402
 
@@ -57,9 +57,7 @@ def _train(model: bf.Butterfly, options: dict) -> dict:
 
 
 def backends(rna: ad.AnnData, atac: ad.AnnData, label_key: str, save) -> dict:
-    order = np.random.RandomState(0).permutation(rna.n_obs)
-    n_test = int(round(0.2 * rna.n_obs))
-    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    test, train = issue_split(rna.n_obs)
     runs = {}
     # scButterfly-B on the same budget is in the 5-fold tables (snare_5fold_by_cell); not repeated here.
     # MultiVI first: the slower, paper's backend is the one a stopped run should not lose
@@ -119,8 +117,7 @@ def multivi_epochs(
     from butterfly._scvi import scvi_latent
     from butterfly.pairing import leiden_groups
 
-    order = np.random.RandomState(0).permutation(rna.n_obs)
-    train = np.sort(order[int(round(0.2 * rna.n_obs)) :])
+    train = issue_split(rna.n_obs)[1]
     truth = rna.obs[label_key].to_numpy()[train]
     runs = dict(previous.get("runs", {}))
     for n in epochs:

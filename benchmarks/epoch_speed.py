@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
-from _common import machine, machine_line, result_name, write_results  # noqa: E402
+from _common import issue_split, machine, machine_line, result_name, write_results  # noqa: E402
 from butterfly import training  # noqa: E402
 from butterfly.nn import ChromosomeBlockedDecoderLinear, ChromosomeBlockedEncoderLinear  # noqa: E402
 
@@ -109,8 +108,7 @@ def main() -> None:
         args.threads = [torch.get_num_threads()]  # the CPU only feeds the GPU
 
     rna, atac = (ad.read_h5ad(args.data / f"{m}.h5ad") for m in ("rna", "atac"))
-    order = np.random.RandomState(0).permutation(rna.n_obs)
-    train = np.sort(order[int(round(0.2 * rna.n_obs)) :])
+    train = issue_split(rna.n_obs)[1]
     rna, atac = rna[train].copy(), atac[train].copy()
 
     rows = []

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
-from _common import PeakMemory, machine, write_results  # noqa: E402
+from _common import PeakMemory, issue_split, machine, write_results  # noqa: E402
 from butterfly.baselines import KNNTranslator, LinearTranslator  # noqa: E402
 from butterfly.evaluate import evaluate_translation  # noqa: E402
 
@@ -118,9 +118,7 @@ def main() -> None:
     model_seed = args.seed if args.model_seed is None else args.model_seed
 
     first, second = (ad.read_h5ad(args.data / f"{m}.h5ad") for m in args.modalities)
-    order = np.random.RandomState(0).permutation(first.n_obs)
-    n_test = int(round(0.2 * first.n_obs))
-    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    test, train = issue_split(first.n_obs)
     a, b = args.modalities
     print(
         f"{args.data.name}: {len(train)} train, {len(test)} test cells; {a} {first.n_vars}, {b} {second.n_vars} features"

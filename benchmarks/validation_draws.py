@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
-from _common import machine, write_results  # noqa: E402
+from _common import issue_split, machine, write_results  # noqa: E402
 from butterfly import metrics  # noqa: E402
 from butterfly.data import dense_rows  # noqa: E402
 from butterfly.network import latent_noise  # noqa: E402
@@ -61,8 +61,7 @@ def main() -> None:
     args = parser.parse_args()
 
     first, second = (ad.read_h5ad(args.data / f"{m}.h5ad") for m in args.modalities)
-    order = np.random.RandomState(0).permutation(first.n_obs)
-    train = np.sort(order[int(round(0.2 * first.n_obs)) :])
+    train = issue_split(first.n_obs)[1]
     first, second = first[train].copy(), second[train].copy()
     a, b = args.modalities
     runs = []
