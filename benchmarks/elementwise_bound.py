@@ -14,7 +14,9 @@ and .md into --out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import anndata as ad
@@ -46,18 +48,26 @@ def _identity(self, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+@contextlib.contextmanager
+def free_passes(softplus: bool, dropout: bool) -> Iterator[None]:
+    """Within: the BCE's forward value is a constant zero (its backward unchanged) and/or butterfly's dropout
+    is the identity; both put back on leaving."""
+    bce, drop = network._BCEWithLogits.forward, bnn.Dropout.forward
+    try:
+        if softplus:
+            network._BCEWithLogits.forward = staticmethod(_zero_forward)
+        if dropout:
+            bnn.Dropout.forward = _identity
+        yield
+    finally:
+        network._BCEWithLogits.forward, bnn.Dropout.forward = staticmethod(bce), drop
+
+
 def time_variant(rna, atac, softplus_free: bool, dropout_free: bool, epochs: int, batch: int) -> float:
     """Median ATAC pretraining epoch (after the first) with the chosen passes made free."""
-    bce, dropout = network._BCEWithLogits.forward, bnn.Dropout.forward
-    try:
-        if softplus_free:
-            network._BCEWithLogits.forward = staticmethod(_zero_forward)
-        if dropout_free:
-            bnn.Dropout.forward = _identity
+    with free_passes(softplus_free, dropout_free):
         model = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0)
         history = model.fit(epochs, 1, batch_size=batch, progress=False)
-    finally:
-        network._BCEWithLogits.forward, bnn.Dropout.forward = staticmethod(bce), dropout
     return float(history[history["phase"] == PHASE]["seconds"].iloc[1:].median())
 
 

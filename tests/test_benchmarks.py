@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import butterfly as bf
-from butterfly import training
+from butterfly import network, training
+from butterfly.nn import Dropout
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
@@ -56,3 +57,36 @@ def test_step_gflop_counts_the_dense_integrative_step(scripts, snare):
     assert large / small == pytest.approx(2.0, rel=0.01)  # every product is linear in the batch
     assert all(p.grad is None for p in model.network.parameters())  # the count leaves no gradients behind
     assert np.isfinite(large)
+
+
+def test_elementwise_bound_frees_exactly_the_named_passes_and_puts_them_back(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import elementwise_bound
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 30, generator=gen, requires_grad=True)
+    target = (torch.rand(8, 30, generator=gen) < 0.3).float()
+    x = torch.randn(8, 30, generator=gen)
+    drop = Dropout(0.5).train()
+
+    def bce_and_grad():
+        logits.grad = None
+        loss = network._BCEWithLogits.apply(logits, target)
+        loss.backward()
+        return float(loss), logits.grad.clone()
+
+    loss, grad = bce_and_grad()
+    assert loss > 0
+    expected = (torch.sigmoid(logits) - target) / logits.numel()
+    torch.testing.assert_close(grad, expected.detach())
+    with elementwise_bound.free_passes(softplus=True, dropout=False):
+        free_loss, free_grad = bce_and_grad()
+        assert not torch.equal(drop(x), x)  # dropout untouched
+    assert free_loss == 0.0
+    torch.testing.assert_close(free_grad, grad)  # the gradient is the same: only the value is free
+    with elementwise_bound.free_passes(softplus=False, dropout=True):
+        assert torch.equal(drop(x), x)
+        assert bce_and_grad()[0] == pytest.approx(loss)
+    # both put back
+    assert bce_and_grad()[0] == pytest.approx(loss)
+    assert not torch.equal(drop(x), x)
