@@ -1,0 +1,130 @@
+"""How much do the clustering scores move with the scoring's own seed (PCA and Leiden), for butterfly and kNN?
+
+    python benchmarks/scoring_seeds.py --data ../shared/data/snare_mcc --model-seeds 0 1 --score-seeds 0 1 2 3 4 5 6 7 8 9
+
+translate_quality.py scores every model with one scoring seed (0): one PCA and one Leiden run per
+translation. This script trains the fast setting's models (``bf.FAST_SETTING``, the translate_quality split,
+one model per ``--model-seed``), translates the test cells once each way (from the latent mean, and averaged
+over ``--translate-samples`` latent draws), and clusters each translation, the kNN translator's and the
+measured profiles with every scoring seed. A comparison of butterfly with kNN then rests on many Leiden
+runs of both instead of one. Scoring seed 0 gives translate_quality.py's figures. Writes <name>.json and
+<name>.md into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import butterfly as bf  # noqa: E402
+from _common import issue_split, machine, machine_line, write_results  # noqa: E402
+from butterfly import metrics  # noqa: E402
+from butterfly.baselines import KNNTranslator  # noqa: E402
+
+CLUSTER_SCORES = ("AMI", "ARI", "NMI", "HOM")
+
+
+def translations(model, first: ad.AnnData, second: ad.AnnData, names, **options) -> dict[str, np.ndarray]:
+    """``{"a->b": translated X}`` for both directions."""
+    data = dict(zip(names, (first, second), strict=True))
+    out = {}
+    for source, target in (names, names[::-1]):
+        out[f"{source}->{target}"] = model.translate(data[source], source=source, target=target, progress=False,
+                                                     **options).X  # fmt: skip
+    return out
+
+
+def score_over_seeds(
+    profiles: dict[str, np.ndarray], labels: np.ndarray, seeds
+) -> dict[str, dict[str, list]]:
+    """``{profile: {score: [value per scoring seed]}}``."""
+    scores = {}
+    for name, X in profiles.items():
+        per_seed = [metrics.cell_heterogeneity(X, labels, seed=s) for s in seeds]
+        scores[name] = {k: [round(float(p[k]), 4) for p in per_seed] for k in CLUSTER_SCORES}
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--modalities", nargs=2, default=["rna", "atac"])
+    parser.add_argument("--label-key", default="cell_type")
+    parser.add_argument("--model-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--score-seeds", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--translate-samples", type=int, default=10, help="0: the latent mean only")
+    parser.add_argument("--name", default=None, help="result file name (default scoring_seeds_<data folder>)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+
+    first, second = (ad.read_h5ad(args.data / f"{m}.h5ad") for m in args.modalities)
+    test, train = issue_split(first.n_obs)
+    names = tuple(args.modalities)
+    labels = first.obs[args.label_key].to_numpy()[test]
+
+    knn = KNNTranslator(first[train], second[train], modalities=names)
+    reference = knn._model  # preprocessing fitted on the training cells, as evaluate_translation does
+    measured = {f"measured {n}": reference.preprocessors[n].transform(d[test]).X
+                for n, d in zip(names, (first, second), strict=True)}  # fmt: skip
+    profiles = {"kNN": translations(knn, first[test], second[test], names)}
+    runs = {"measured": score_over_seeds(measured, labels, args.score_seeds)}
+    runs["kNN"] = score_over_seeds(profiles["kNN"], labels, args.score_seeds)
+    models = {}
+    for model_seed in args.model_seeds:
+        start = time.perf_counter()
+        model = bf.Butterfly(first[train], second[train], modalities=names, seed=model_seed)
+        model.fit(**bf.FAST_SETTING, progress=False)
+        seconds = round(time.perf_counter() - start, 1)
+        kinds = {f"butterfly seed {model_seed}": {}}
+        if args.translate_samples:
+            kinds[f"butterfly seed {model_seed}, {args.translate_samples} draws"] = {
+                "n_samples": args.translate_samples
+            }
+        for key, options in kinds.items():
+            runs[key] = score_over_seeds(translations(model, first[test], second[test], names, **options),
+                                         labels, args.score_seeds)  # fmt: skip
+            models[key] = {"model_seed": model_seed, "train_seconds": seconds, **options}
+        print(f"model seed {model_seed}: trained in {seconds} s", flush=True)
+
+    results = {
+        "data": args.data.name, "modalities": list(names), "n_train": int(len(train)), "n_test": int(len(test)),
+        "setting": dict(bf.FAST_SETTING), "score_seeds": args.score_seeds, "models": models, "scores": runs,
+        "threads": torch.get_num_threads(), "machine": machine(),
+    }  # fmt: skip
+    directions = [f"{names[0]}->{names[1]}", f"{names[1]}->{names[0]}"]
+    lines = [
+        f"# Clustering scores over {len(args.score_seeds)} scoring seeds ({args.data.name}, "
+        f"{len(train)} train / {len(test)} test cells)",
+        "",
+        "Each cell: mean ± sd over the scoring seeds (PCA + Leiden) of one set of profiles, then "
+        "[min, max]; seed 0 is translate_quality.py's figure. butterfly: `bf.FAST_SETTING`.",
+        "",
+    ]
+    for direction in directions:
+        lines += [f"## {direction}", "", "| profiles | AMI | ARI | AMI at seed 0 |", "|---|---|---|---|"]
+        for run, scores in runs.items():
+            if run == "measured":
+                continue
+            ami, ari = (np.asarray(scores[direction][k]) for k in ("AMI", "ARI"))
+            lines.append(f"| {run} | {ami.mean():.3f} ± {ami.std():.3f} [{ami.min():.3f}, {ami.max():.3f}] | "
+                         f"{ari.mean():.3f} ± {ari.std():.3f} | {ami[0]:.3f} |")  # fmt: skip
+        lines.append("")
+    lines += ["## measured profiles", "", "| profiles | AMI | ARI |", "|---|---|---|"]
+    for name, scores in runs["measured"].items():
+        ami, ari = (np.asarray(scores[k]) for k in ("AMI", "ARI"))
+        lines.append(f"| {name} | {ami.mean():.3f} ± {ami.std():.3f} | {ari.mean():.3f} ± {ari.std():.3f} |")
+    lines += ["", machine_line(results["machine"], torch.device("cpu"))]
+    write_results(args.out, args.name or f"scoring_seeds_{args.data.name}", results, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
