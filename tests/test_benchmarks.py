@@ -10,6 +10,8 @@ import torch
 
 import butterfly as bf
 from butterfly import network, training
+from butterfly.baselines import KNNTranslator
+from butterfly.evaluate import evaluate_translation
 from butterfly.nn import Dropout
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
@@ -90,3 +92,22 @@ def test_elementwise_bound_frees_exactly_the_named_passes_and_puts_them_back(mon
     # both put back
     assert bce_and_grad()[0] == pytest.approx(loss)
     assert not torch.equal(drop(x), x)
+
+
+def test_scoring_seeds_seed_zero_is_the_figure_evaluate_translation_gives(monkeypatch, snare):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import scoring_seeds
+
+    rna, atac = snare
+    train, test = np.arange(300), np.arange(300, 450)
+    knn = KNNTranslator(rna[train], atac[train], modalities=("rna", "atac"))
+    labels = rna.obs["cell_type"].to_numpy()[test]
+    profiles = scoring_seeds.translations(knn, rna[test], atac[test], ("rna", "atac"))
+    scores = scoring_seeds.score_over_seeds(profiles, labels, [0, 1, 2])
+    expected = evaluate_translation(knn, rna[test], atac[test], seed=0)
+    for direction in ("rna->atac", "atac->rna"):
+        assert scores[direction]["AMI"][0] == pytest.approx(expected[direction]["AMI"], abs=1e-4)
+        assert scores[direction]["ARI"][0] == pytest.approx(expected[direction]["ARI"], abs=1e-4)
+        assert len(scores[direction]["AMI"]) == 3
+    # another scoring seed is another Leiden run: some score moves
+    assert any(len(set(scores[d][k])) > 1 for d in scores for k in scoring_seeds.CLUSTER_SCORES)
