@@ -14,6 +14,7 @@ runs of both instead of one. Scoring seed 0 gives translate_quality.py's figures
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -52,11 +53,84 @@ def score_over_seeds(
     return scores
 
 
+def _mean_sd(values) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std())
+
+
+def table(results: dict) -> str:
+    """Markdown: each set of profiles over the scoring seeds, then butterfly's models summarised."""
+    names = results["modalities"]
+    runs, n_seeds = results["scores"], len(results["score_seeds"])
+    lines = [
+        f"# Clustering scores over {n_seeds} scoring seeds ({results['data']}, "
+        f"{results['n_train']} train / {results['n_test']} test cells)",
+        "",
+        "Each row: mean ± sd over the scoring seeds (PCA + Leiden) of one set of profiles, then [min, max]; "
+        "seed 0 is translate_quality.py's figure. butterfly: `bf.FAST_SETTING`. Summary rows: the mean over "
+        "models of each model's mean over the scoring seeds, ± sd over models, and how many models' means "
+        "reach kNN's.",
+        "",
+    ]
+    kinds: dict[str, list[str]] = {}  # "butterfly" / "butterfly, N draws": its models' rows
+    for key, info in results["models"].items():
+        label = f"butterfly, {info['n_samples']} draws" if info.get("n_samples") else "butterfly"
+        kinds.setdefault(label, []).append(key)
+    for direction in (f"{names[0]}->{names[1]}", f"{names[1]}->{names[0]}"):
+        lines += [f"## {direction}", "", "| profiles | AMI | ARI | AMI at seed 0 |", "|---|---|---|---|"]
+        for run, scores in runs.items():
+            if run == "measured":
+                continue
+            ami, ari = (np.asarray(scores[direction][k]) for k in ("AMI", "ARI"))
+            lines.append(f"| {run} | {ami.mean():.3f} ± {ami.std():.3f} [{ami.min():.3f}, {ami.max():.3f}] | "
+                         f"{ari.mean():.3f} ± {ari.std():.3f} | {ami[0]:.3f} |")  # fmt: skip
+        knn_ami = _mean_sd(runs["kNN"][direction]["AMI"])[0]
+        for label, keys in kinds.items():
+            per_model = [_mean_sd(runs[k][direction]["AMI"])[0] for k in keys]
+            per_model_ari = [_mean_sd(runs[k][direction]["ARI"])[0] for k in keys]
+            at_zero = [runs[k][direction]["AMI"][0] for k in keys]
+            (m, sd), (m_ari, sd_ari) = _mean_sd(per_model), _mean_sd(per_model_ari)
+            reach = sum(v >= knn_ami for v in per_model)
+            lines.append(f"| **{label}, {len(keys)} models** | **{m:.3f} ± {sd:.3f}** ({reach} of {len(keys)} "
+                         f"reach kNN's {knn_ami:.3f}) | {m_ari:.3f} ± {sd_ari:.3f} | "
+                         f"{np.mean(at_zero):.3f} |")  # fmt: skip
+        lines.append("")
+    lines += ["## measured profiles", "", "| profiles | AMI | ARI |", "|---|---|---|"]
+    for name, scores in runs["measured"].items():
+        (ami, ami_sd), (ari, ari_sd) = _mean_sd(scores["AMI"]), _mean_sd(scores["ARI"])
+        lines.append(f"| {name} | {ami:.3f} ± {ami_sd:.3f} | {ari:.3f} ± {ari_sd:.3f} |")
+    lines += ["", machine_line(results["machine"], torch.device("cpu"))]
+    return "\n".join(lines) + "\n"
+
+
+def merge(paths: list[Path]) -> dict:
+    """One result from runs of other model seeds on the same data, split and scoring seeds."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    merged = {**parts[0], "models": {}, "scores": dict(parts[0]["scores"])}
+    for part in parts:
+        for key in ("data", "modalities", "n_train", "n_test", "setting", "score_seeds"):
+            if part[key] != merged[key]:
+                raise SystemExit(f"cannot merge: {key} differs ({part[key]!r} vs {merged[key]!r})")
+        for key in ("measured", "kNN"):  # deterministic given the split and seeds: must agree
+            if part["scores"][key] != merged["scores"][key]:
+                raise SystemExit(f"cannot merge: the {key} scores differ between runs")
+        merged["models"].update(part["models"])
+        merged["scores"].update(part["scores"])
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--data", type=Path, help="folder of one h5ad per modality")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="instead of training: join these runs (other model seeds) into --name",
+    )
     parser.add_argument("--modalities", nargs=2, default=["rna", "atac"])
     parser.add_argument("--label-key", default="cell_type")
     parser.add_argument("--model-seeds", type=int, nargs="+", default=[0])
@@ -65,6 +139,12 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="result file name (default scoring_seeds_<data folder>)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    if args.merge:
+        merged = merge(args.merge)
+        write_results(args.out, args.name or f"scoring_seeds_{merged['data']}", merged, table(merged))
+        return
+    if args.data is None:
+        parser.error("--data is required (or --merge)")
 
     first, second = (ad.read_h5ad(args.data / f"{m}.h5ad") for m in args.modalities)
     test, train = issue_split(first.n_obs)
@@ -100,30 +180,7 @@ def main() -> None:
         "setting": dict(bf.FAST_SETTING), "score_seeds": args.score_seeds, "models": models, "scores": runs,
         "threads": torch.get_num_threads(), "machine": machine(),
     }  # fmt: skip
-    directions = [f"{names[0]}->{names[1]}", f"{names[1]}->{names[0]}"]
-    lines = [
-        f"# Clustering scores over {len(args.score_seeds)} scoring seeds ({args.data.name}, "
-        f"{len(train)} train / {len(test)} test cells)",
-        "",
-        "Each cell: mean ± sd over the scoring seeds (PCA + Leiden) of one set of profiles, then "
-        "[min, max]; seed 0 is translate_quality.py's figure. butterfly: `bf.FAST_SETTING`.",
-        "",
-    ]
-    for direction in directions:
-        lines += [f"## {direction}", "", "| profiles | AMI | ARI | AMI at seed 0 |", "|---|---|---|---|"]
-        for run, scores in runs.items():
-            if run == "measured":
-                continue
-            ami, ari = (np.asarray(scores[direction][k]) for k in ("AMI", "ARI"))
-            lines.append(f"| {run} | {ami.mean():.3f} ± {ami.std():.3f} [{ami.min():.3f}, {ami.max():.3f}] | "
-                         f"{ari.mean():.3f} ± {ari.std():.3f} | {ami[0]:.3f} |")  # fmt: skip
-        lines.append("")
-    lines += ["## measured profiles", "", "| profiles | AMI | ARI |", "|---|---|---|"]
-    for name, scores in runs["measured"].items():
-        ami, ari = (np.asarray(scores[k]) for k in ("AMI", "ARI"))
-        lines.append(f"| {name} | {ami.mean():.3f} ± {ami.std():.3f} | {ari.mean():.3f} ± {ari.std():.3f} |")
-    lines += ["", machine_line(results["machine"], torch.device("cpu"))]
-    write_results(args.out, args.name or f"scoring_seeds_{args.data.name}", results, "\n".join(lines) + "\n")
+    write_results(args.out, args.name or f"scoring_seeds_{args.data.name}", results, table(results))
 
 
 if __name__ == "__main__":

@@ -111,3 +111,38 @@ def test_scoring_seeds_seed_zero_is_the_figure_evaluate_translation_gives(monkey
         assert len(scores[direction]["AMI"]) == 3
     # another scoring seed is another Leiden run: some score moves
     assert any(len(set(scores[d][k])) > 1 for d in scores for k in scoring_seeds.CLUSTER_SCORES)
+
+
+def test_scoring_seeds_merge_joins_models_and_summarises_them(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import json
+
+    import scoring_seeds
+
+    def part(seed, ami):
+        scores = {"AMI": [ami, ami + 0.02], "ARI": [0.3, 0.3], "NMI": [0.5, 0.5], "HOM": [0.5, 0.5]}
+        knn = {d: {**scores, "AMI": [0.55, 0.57]} for d in ("rna->atac", "atac->rna")}
+        measured = {"measured rna": {**scores, "AMI": [0.6, 0.6]}}
+        return {
+            "data": "d", "modalities": ["rna", "atac"], "n_train": 8, "n_test": 2, "setting": {},
+            "score_seeds": [0, 1], "machine": {"cpu": "c", "cores": 2, "torch": "t"},
+            "models": {f"butterfly seed {seed}": {"model_seed": seed}},
+            "scores": {"measured": measured, "kNN": knn,
+                       f"butterfly seed {seed}": {d: scores for d in ("rna->atac", "atac->rna")}},
+        }  # fmt: skip
+
+    paths = []
+    for seed, ami in ((0, 0.55), (1, 0.57)):
+        paths.append(tmp_path / f"{seed}.json")
+        paths[-1].write_text(json.dumps(part(seed, ami)))
+    merged = scoring_seeds.merge(paths)
+    assert set(merged["models"]) == {"butterfly seed 0", "butterfly seed 1"}
+    text = scoring_seeds.table(merged)
+    # model means 0.56 and 0.58 against kNN's 0.56: both reach it; their mean is 0.57
+    assert "**0.570 ± 0.010** (2 of 2 reach kNN's 0.560)" in text
+    other = part(2, 0.5)
+    other["scores"]["kNN"]["rna->atac"]["AMI"] = [0.1, 0.1]
+    paths.append(tmp_path / "2.json")
+    paths[-1].write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="kNN scores differ"):
+        scoring_seeds.merge(paths)
