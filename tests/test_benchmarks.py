@@ -146,3 +146,26 @@ def test_scoring_seeds_merge_joins_models_and_summarises_them(monkeypatch, tmp_p
     paths[-1].write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="kNN scores differ"):
         scoring_seeds.merge(paths)
+
+
+def test_fit_scale_runs_small_and_reports_sparse_memory(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import json
+    import sys
+
+    import fit_scale
+
+    args = ["fit_scale.py", "--cells", "600", "--genes", "300", "--peaks", "2000", "--threads", "1",
+            "--out", str(tmp_path)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", args)
+    fit_scale.main()
+    result = json.loads((tmp_path / "fit_scale.json").read_text())
+    steps = [s["step"] for s in result["steps"]]
+    assert (
+        steps[0].startswith("Butterfly") and steps[1].startswith("fit") and steps[2].startswith("translate")
+    )
+    assert all(s["seconds"] >= 0 and s["peak_rss_gb"] > 0 for s in result["steps"])
+    assert set(result["seconds_per_epoch"]) == {"pretrain rna", "pretrain atac", "integrative"}
+    # every peak drawn in 3% of cells passes the 0.5% filter; the model keeps them as CSR, far below dense
+    assert result["model_features"]["atac"] > 1900
+    assert result["model_csr_gb"]["atac"] < result["dense_gb"]["atac"] / 10
