@@ -111,6 +111,10 @@ def main() -> None:
         "as a run of its own",
     )  # fmt: skip
     parser.add_argument(
+        "--scoring-runs", type=int, default=1, metavar="N",
+        help="each clustering score the mean over N Leiden runs (seeds --seed to --seed + N - 1; default 1)",
+    )  # fmt: skip
+    parser.add_argument(
         "--name", default=None, help="result file name (default translate_quality_<data folder>)"
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -129,9 +133,8 @@ def main() -> None:
         t = time.perf_counter()
         baseline = cls(first[train], second[train], modalities=tuple(args.modalities))
         fit_seconds = time.perf_counter() - t
-        scores = evaluate_translation(
-            baseline, first[test], second[test], label_key=args.label_key, seed=args.seed
-        )
+        scores = evaluate_translation(baseline, first[test], second[test], label_key=args.label_key, seed=args.seed,
+                                      scoring_runs=args.scoring_runs)  # fmt: skip
         runs[name] = {"scores": scores, "train_seconds": fit_seconds}
 
     overrides = {}
@@ -153,9 +156,8 @@ def main() -> None:
                                  device=args.device, **network)  # fmt: skip
             history = model.fit(pretrain_epochs, epochs, patience, batch_size, progress=False, **options)
             train_seconds = time.perf_counter() - t
-        scores = evaluate_translation(
-            model, first[test], second[test], label_key=args.label_key, seed=args.seed, latent=True
-        )
+        scores = evaluate_translation(model, first[test], second[test], label_key=args.label_key, seed=args.seed,
+                                      latent=True, scoring_runs=args.scoring_runs)  # fmt: skip
         phases = {}
         gflop = step_gflop(model, batch_size)
         for phase, part in history.groupby("phase", sort=False):
@@ -195,17 +197,21 @@ def main() -> None:
             sampled["settings"] = {**sampled["settings"], "translate_samples": args.translate_samples}
             sampled["scores"] = evaluate_translation(
                 model, first[test], second[test], label_key=args.label_key, seed=args.seed, latent=True,
-                translate_options={"n_samples": args.translate_samples},
+                translate_options={"n_samples": args.translate_samples}, scoring_runs=args.scoring_runs,
             )  # fmt: skip
             runs[f"butterfly ({setting}), {args.translate_samples} latent draws"] = sampled
 
     results = {"data": str(args.data.name), "modalities": args.modalities, "n_train": int(len(train)),
-               "n_test": int(len(test)), "label_key": args.label_key, "machine": machine(), "runs": runs}  # fmt: skip
+               "n_test": int(len(test)), "label_key": args.label_key, "scoring_runs": args.scoring_runs,
+               "machine": machine(), "runs": runs}  # fmt: skip
     directions = [f"{a}->{b}", f"{b}->{a}"]
     lines = [f"# Translation quality on {args.data.name} ({len(train)} train / {len(test)} test cells)", "",
              f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch {results['machine']['torch']}"
              + (f"; butterfly trained on {results['machine']['cuda']}." if any(
                  r.get("device", "cpu").startswith("cuda") for r in runs.values()) else "."), ""]  # fmt: skip
+    if args.scoring_runs > 1:
+        lines += [f"Clustering scores: means over {args.scoring_runs} Leiden runs (seeds {args.seed} to "
+                  f"{args.seed + args.scoring_runs - 1}).", ""]  # fmt: skip
     for direction in directions:
         target = direction.split("->")[1]
         # ATAC: AUROC against the binarised truth; RNA/ADT: Pearson and Spearman per feature and per cell

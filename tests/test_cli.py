@@ -224,6 +224,7 @@ def test_benchmark_merge_joins_separately_run_folds(files, capsys):
     assert record["settings"].pop("recalibrate_batch_norm") is False
     assert record["settings"].pop("weight_average_halflife") == 0
     assert record["settings"].pop("translate_samples") == 0
+    assert record["settings"].pop("scoring_runs") == 1
     (part12 / "summary.json").write_text(json.dumps(record))
     merged = files / "merged"
     assert main(["benchmark-merge", str(part0), str(part12), "--out", str(merged)]) == 0
@@ -303,6 +304,31 @@ def test_benchmark_scores_translations_averaged_over_latent_draws(files, capsys)
     assert auroc.loc["butterfly", "value"] != auroc.loc["butterfly (3 latent draws)", "value"]
     assert json.loads((out / "summary.json").read_text())["settings"]["translate_samples"] == 3
     assert "butterfly (3 latent draws)" in (out / "summary.md").read_text()
+
+
+def test_benchmark_can_average_clustering_over_scoring_runs(files, capsys):
+    import json
+
+    import pandas as pd
+
+    args = ["benchmark", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"), "--folds", "2",
+            "--only-folds", "0", "--models", "knn"]  # fmt: skip
+    assert main([*args, "--scoring-runs", "0", "--out", str(files / "runs0")]) == 2
+    assert "--scoring-runs must be at least 1, got 0" in capsys.readouterr().err
+    assert not (files / "runs0").exists()  # refused before any work
+    assert main([*args, "--out", str(files / "runs1")]) == 0
+    assert main([*args, "--scoring-runs", "3", "--out", str(files / "runs3")]) == 0
+    one, three = (pd.read_csv(files / f / "scores.csv").set_index(["model", "profile", "metric"])["value"]
+                  for f in ("runs1", "runs3"))  # fmt: skip
+    assert one.loc["knn", "rna->atac", "AUROC"] == three.loc["knn", "rna->atac", "AUROC"]
+    clustering = [(m, p, k) for m, p, k in one.index if k in ("AMI", "ARI", "NMI", "HOM")]
+    assert any(one[i] != three[i] for i in clustering)  # a mean over three runs, not the first run's
+    assert json.loads((files / "runs3" / "summary.json").read_text())["settings"]["scoring_runs"] == 3
+    # runs scored differently do not merge into one table
+    assert (
+        main(["benchmark-merge", str(files / "runs1"), str(files / "runs3"), "--out", str(files / "m")]) == 2
+    )
+    assert "scoring_runs: 1 vs 3" in capsys.readouterr().err
 
 
 def test_reports_refuse_a_folder_of_the_users(files, tmp_path, capsys):

@@ -22,6 +22,21 @@ def test_leiden_recovers_well_separated_groups():
     assert metrics.cell_heterogeneity(X, labels)["ARI"] > 0.9
 
 
+def test_cell_heterogeneity_over_several_runs_is_the_mean_of_single_runs():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(0, 0.5, size=(6, 20))  # overlapping groups: Leiden's seed matters
+    X = np.vstack([c + rng.normal(size=(50, 20)) for c in centres])
+    labels = np.repeat(np.arange(6), 50)
+    single = [metrics.cell_heterogeneity(X, labels, seed=s) for s in (3, 4, 5)]
+    averaged = metrics.cell_heterogeneity(X, labels, seed=3, runs=3)
+    assert averaged == pytest.approx({k: np.mean([r[k] for r in single]) for k in single[0]}, abs=1e-12)
+    assert metrics.cell_heterogeneity(X, labels, seed=3, runs=1) == single[0]  # one run: as before
+    assert len({r["ARI"] for r in single}) > 1  # the runs differ, so the mean is not one of them
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ButterflyInputError, match="runs"):
+            metrics.cell_heterogeneity(X, labels, runs=bad)
+
+
 def test_leiden_scores_more_than_ten_thousand_cells():
     # scanpy's default approximate neighbours fail on >= 10,000 cells with current scipy; ours are exact
     rng = np.random.default_rng(1)

@@ -600,6 +600,23 @@ def test_evaluation_clusters_the_latent_each_translation_starts_from(trained, sn
     assert set(evaluate_translation(knn, rna_test, atac_test, latent=True)) == profiles  # no latent
 
 
+def test_evaluation_can_average_clustering_scores_over_runs(snare_split):
+    from butterfly.baselines import KNNTranslator
+    from butterfly.evaluate import evaluate_translation
+
+    rna, atac, rna_test, atac_test = snare_split
+    knn = KNNTranslator(rna, atac, modalities=("rna", "atac"))
+    runs = [evaluate_translation(knn, rna_test, atac_test, seed=s) for s in (0, 1)]
+    averaged = evaluate_translation(knn, rna_test, atac_test, seed=0, scoring_runs=2)
+    assert set(averaged) == set(runs[0])
+    for profile, scores in averaged.items():
+        for metric, value in scores.items():
+            if metric in ("AMI", "ARI", "NMI", "HOM"):  # clustering: the mean of the two runs
+                assert value == pytest.approx((runs[0][profile][metric] + runs[1][profile][metric]) / 2)
+            else:  # AUROC, Pearson...: no clustering, unchanged
+                assert value == runs[0][profile][metric]
+
+
 def test_evaluation_refuses_unpaired_cells_and_bad_labels(trained, snare_split):
     """Scoring one cell's translation against another cell's profile would be a silent wrong answer."""
     _, _, rna_test, atac_test = snare_split

@@ -9,13 +9,16 @@ from ._validation import check_label_key, check_paired
 from .model import LATENT_KEY, Butterfly
 
 
-def score_prediction(pred, truth, labels, *, target_kind: str, seed: int = 0) -> dict[str, float]:
+def score_prediction(
+    pred, truth, labels, *, target_kind: str, seed: int = 0, scoring_runs: int = 1
+) -> dict[str, float]:
     """Scores of one translation against the measured target (both in the model's preprocessed space).
 
-    Always: clustering of the prediction (AMI, ARI, NMI, HOM vs ``labels``). For an ATAC target: AUROC and
-    AUPRC against the binarised measured peaks. Otherwise: per-feature and per-cell Pearson and Spearman, RMSE.
+    Always: clustering of the prediction (AMI, ARI, NMI, HOM vs ``labels``; with ``scoring_runs`` N, the
+    mean over N clusterings seeded ``seed`` to ``seed + N - 1``). For an ATAC target: AUROC and AUPRC
+    against the binarised measured peaks. Otherwise: per-feature and per-cell Pearson and Spearman, RMSE.
     """
-    scores = metrics.cell_heterogeneity(pred, labels, seed=seed)
+    scores = metrics.cell_heterogeneity(pred, labels, seed=seed, runs=scoring_runs)
     if target_kind == "atac":
         scores["AUROC"] = metrics.auroc(pred, truth)
         scores["AUPRC"] = metrics.auprc(pred, truth)
@@ -31,6 +34,7 @@ def score_prediction(pred, truth, labels, *, target_kind: str, seed: int = 0) ->
 def evaluate_translation(
     model, first: ad.AnnData, second: ad.AnnData, *, label_key: str = "cell_type", seed: int = 0,
     reference: Butterfly | None = None, latent: bool = False, translate_options: dict | None = None,
+    scoring_runs: int = 1,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Translate held-out paired cells both ways and score each translation against the measured profiles.
 
@@ -40,7 +44,9 @@ def evaluate_translation(
     ``latent``, the latent means each translation returns (``obsm["X_butterfly"]``) are clustered as well
     (``<source> latent``, the same protocol on the 128-d latent): does the cell-type structure a
     translated profile lacks already miss from the latent, or is it lost in decoding?
-    ``translate_options`` go to ``model.translate`` (e.g. ``{"n_samples": 10}``).
+    ``translate_options`` go to ``model.translate`` (e.g. ``{"n_samples": 10}``). ``scoring_runs`` N:
+    every clustering score is the mean over N clusterings (PCA and Leiden seeded ``seed`` to
+    ``seed + N - 1``) instead of one run's.
     """
     reference = reference or (model if isinstance(model, Butterfly) else model._model)
     names = reference.names
@@ -50,18 +56,20 @@ def evaluate_translation(
     results: dict[str, dict[str, float]] = {}
     truth = {name: reference.preprocessors[name].transform(data[name]).X for name in names}
     for name in names:
-        results[f"measured {name}"] = metrics.cell_heterogeneity(truth[name], labels, seed=seed)
+        results[f"measured {name}"] = metrics.cell_heterogeneity(
+            truth[name], labels, seed=seed, runs=scoring_runs
+        )
     for source, target in (names, names[::-1]):
         translated = model.translate(
             data[source], source=source, target=target, progress=False, **(translate_options or {})
         )
         kind = reference.specs[target].preprocessing
         results[f"{source}->{target}"] = score_prediction(
-            translated.X, truth[target], labels, target_kind=kind, seed=seed
+            translated.X, truth[target], labels, target_kind=kind, seed=seed, scoring_runs=scoring_runs
         )
         if latent and LATENT_KEY in translated.obsm:
             results[f"{source} latent"] = metrics.cell_heterogeneity(
-                translated.obsm[LATENT_KEY], labels, seed=seed
+                translated.obsm[LATENT_KEY], labels, seed=seed, runs=scoring_runs
             )
     return results
 

@@ -127,6 +127,7 @@ def run_protocol(
     fold_numbers: Sequence[int] | None = None,
     scvi_options: dict | None = None,
     translate_samples: int = 0,
+    scoring_runs: int = 1,
 ):
     """Train each model on each fold's training cells and score its translations of the test cells.
 
@@ -143,7 +144,9 @@ def run_protocol(
     e.g. the protocol's numbers when ``folds`` is a part of it. ``scvi_options`` go to the scvi-tools model
     of ``butterfly-C-scvi`` (e.g. ``{"max_epochs": 50}``). With ``translate_samples`` N, each butterfly model's
     translations are also scored as the mean over N latent draws (``translate(n_samples=N)``), as the model
-    ``"<name> (N latent draws)"`` (the same trained model, so the same training seconds).
+    ``"<name> (N latent draws)"`` (the same trained model, so the same training seconds). With
+    ``scoring_runs`` N, every clustering score is the mean over N clusterings (seeds ``seed`` to
+    ``seed + N - 1``) instead of one run's.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -168,7 +171,8 @@ def run_protocol(
                 scored.append((f"{name} ({translate_samples} latent draws)", draws))
             for label, options in scored:
                 results = evaluate_translation(model, first[test], second[test], label_key=label_key,
-                                               seed=seed, translate_options=options)  # fmt: skip
+                                               seed=seed, translate_options=options,
+                                               scoring_runs=scoring_runs)  # fmt: skip
                 rows.append({"fold": fold, "model": label, "profile": "training", "metric": "seconds",
                              "value": seconds})  # fmt: skip
                 for profile, scores in results.items():

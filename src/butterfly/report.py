@@ -285,6 +285,7 @@ _SETTING_DEFAULTS = {
     "recalibrate_batch_norm": False,
     "weight_average_halflife": 0.0,
     "translate_samples": 0,
+    "scoring_runs": 1,
 }
 
 
