@@ -24,3 +24,17 @@ def snare():
     import butterfly as bf
 
     return bf.datasets.snare_mcc_demo()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_unchanged():
+    """A test that leaves torch's thread count changed makes every later training run another way (the
+    module-scoped trained models included), so later exact comparisons can fail far from the cause."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    if after != threads:
+        torch.set_num_threads(threads)
+        pytest.fail(f"the test left torch's thread count at {after} (it was {threads}); restore it")

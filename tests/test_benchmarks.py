@@ -158,7 +158,11 @@ def test_fit_scale_runs_small_and_reports_sparse_memory(monkeypatch, tmp_path):
     args = ["fit_scale.py", "--cells", "600", "--genes", "300", "--peaks", "2000", "--threads", "1",
             "--out", str(tmp_path)]  # fmt: skip
     monkeypatch.setattr(sys, "argv", args)
-    fit_scale.main()
+    threads = torch.get_num_threads()
+    try:
+        fit_scale.main()
+    finally:
+        torch.set_num_threads(threads)  # the script sets torch's threads; later tests train on the default
     result = json.loads((tmp_path / "fit_scale.json").read_text())
     steps = [s["step"] for s in result["steps"]]
     assert (

@@ -538,7 +538,8 @@ class Butterfly:
     ) -> None:
         """:meth:`translate` into an ``.h5ad`` file, ``batch_size`` cells at a time: the output (dense, cells x
         target features x 4 bytes) never sits in memory, only one batch of it; what memory grows with is the
-        input and the 128-d latent. The same values as :meth:`translate`; the file is written atomically.
+        input and the 128-d latent. The same values as :meth:`translate` with the same ``batch_size``
+        (other batch sizes agree to float32 rounding); the file is written atomically.
         ``"binary"`` ATAC reads the written counts back once, for the column means."""
         import h5py
 
