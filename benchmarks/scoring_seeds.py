@@ -155,9 +155,12 @@ def main() -> None:
     reference = knn._model  # preprocessing fitted on the training cells, as evaluate_translation does
     measured = {f"measured {n}": reference.preprocessors[n].transform(d[test]).X
                 for n, d in zip(names, (first, second), strict=True)}  # fmt: skip
-    profiles = {"kNN": translations(knn, first[test], second[test], names)}
-    runs = {"measured": score_over_seeds(measured, labels, args.score_seeds)}
-    runs["kNN"] = score_over_seeds(profiles["kNN"], labels, args.score_seeds)
+    runs = {
+        "measured": score_over_seeds(measured, labels, args.score_seeds),
+        "kNN": score_over_seeds(
+            translations(knn, first[test], second[test], names), labels, args.score_seeds
+        ),
+    }
     models = {}
     for model_seed in args.model_seeds:
         start = time.perf_counter()
