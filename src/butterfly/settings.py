@@ -141,7 +141,7 @@ class TrainingConfig:
 #: phase, early stopping (patience 15) within 30 pretraining and 150 integrative epochs, and the BatchNorm
 #: statistics re-estimated after training where validation cells prefer them. On the SNARE-seq
 #: split of issue 3 (8,247 cells) it trains in under 3 minutes on two CPU cores, and its translations beat
-#: the paper defaults' and the authors' code's on average (README, "Headline figures").
+#: the paper defaults' and the authors' code's on average (README, "Headline figures"; benchmarks/RESULTS.md).
 FAST_SETTING: Mapping[str, int | float | bool] = MappingProxyType(  # read-only
     {
         "pretrain_epochs": 30,
