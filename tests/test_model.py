@@ -510,6 +510,22 @@ def test_bad_training_settings_are_refused_before_training(multiome, option, mes
     assert not model.is_trained_ and model.history_ is None
 
 
+def test_a_misspelt_training_option_is_named_with_its_likely_fix(multiome):
+    rna, atac = multiome
+    model = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0)
+    with pytest.raises(
+        TypeError, match="unexpected keyword argument 'kl_warmup'. Did you mean 'kl_warmup_epochs'"
+    ):
+        model.fit(kl_warmup=3, progress=False)
+    with pytest.raises(TypeError, match=r"'learning_rate'\. It takes: adversarial_gate, .*\blr\b"):
+        model.fit(learning_rate=1e-3, progress=False)
+    assert not model.is_trained_ and model.history_ is None
+    with pytest.raises(
+        TypeError, match="cluster_options \\(builtin backend\\) got an unexpected keyword argument 'n_comps'"
+    ):
+        bf.Butterfly(rna, atac, pairing="cluster", cluster_options={"n_comps": 20})
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [

@@ -6,7 +6,8 @@ Nothing here modifies its input.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 
 import anndata as ad
 import numpy as np
@@ -26,6 +27,21 @@ class NotTrainedError(ButterflyInputError, RuntimeError):
 def _preview(names: Sequence, limit: int = 5) -> str:
     names = [str(n) for n in list(names)[:limit]]
     return ", ".join(repr(n) for n in names)
+
+
+def check_keywords(given: Iterable[str], allowed: Iterable[str], *, where: str) -> None:
+    """Refuse keyword arguments ``where`` does not take with Python's TypeError, naming a close match and
+    the accepted names (a misspelt option would otherwise fail deep inside, or be ignored)."""
+    allowed = sorted(allowed)
+    unknown = [name for name in given if name not in allowed]
+    if not unknown:
+        return
+    name = unknown[0]
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise TypeError(
+        f"{where} got an unexpected keyword argument {name!r}.{hint} It takes: {', '.join(allowed)}."
+    )
 
 
 def as_csr(X, *, dtype=np.float32) -> sp.csr_matrix:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 
 from . import modalities as _modalities
 from ._io import _write_atomic
-from ._validation import ButterflyInputError, NotTrainedError, check_label_key, check_paired
+from ._validation import ButterflyInputError, NotTrainedError, check_keywords, check_label_key, check_paired
 from .accessibility import ATACPreprocessor, binarize_accessibility, binary_block
 from .data import PairedRows, dense_rows, split_validation
 from .genome import group_by_chromosome
@@ -145,6 +146,8 @@ class Butterfly:
             raise ButterflyInputError(
                 f"cluster_backend must be one of {list(CLUSTER_BACKENDS)}, got {cluster_backend!r}."
             )
+        if pairing == "cluster" and cluster_backend == "builtin":
+            check_keywords(cluster_options or {}, ["n_components"], where="cluster_options (builtin backend)")
         data = _split_input(first, second, self.names)
         check_paired(data[0], data[1], self.names)
         self.pairing, self.label_key, self.cluster_resolution = pairing, label_key, cluster_resolution
@@ -302,6 +305,7 @@ class Butterfly:
             raise RuntimeError(
                 "This model was loaded from disk without its training data; it can translate but not fit."
             )
+        check_keywords(options, [f.name for f in dataclasses.fields(TrainingConfig)], where="fit()")
         self.training_config = TrainingConfig(
             pretrain_epochs=pretrain_epochs,
             epochs=epochs,
