@@ -3,7 +3,7 @@
     python benchmarks/make_fixtures.py --shared ../shared/data
 
 Writes src/butterfly/data/snare_mcc_2k_{rna,atac}.h5ad (the demo data shipped in the package) and
-tests/data/{multiome,cite}_{...}.h5ad (test fixtures).
+tests/data/{multiome,cite}_{...}.h5ad and tests/data/kang_perturb.h5ad (test fixtures).
 """
 
 import argparse
@@ -49,6 +49,19 @@ def main() -> None:
             data = ad.read_h5ad(args.shared / folder / f"{name}.h5ad")
             data.layers = {}
             _write(data, ROOT / "tests" / "data" / f"{prefix}_{name}.h5ad")
+
+    # Kang IFN-beta PBMC (scGen's log-normalised file): 1,000 random cells, the 1,000 most variable genes
+    kang = ad.read_h5ad(args.shared / "pt_pbmc_kang" / "perturb.h5ad")
+    cells = np.sort(np.random.RandomState(0).choice(kang.n_obs, 1000, replace=False))
+    X = kang.X.tocsc()
+    variance = np.asarray(X.multiply(X).mean(0)).ravel() - np.asarray(X.mean(0)).ravel() ** 2
+    genes = np.sort(np.argsort(-variance, kind="stable")[:1000])
+    sub = kang[cells, genes].copy()
+    sub.obsm = {}
+    sub.uns["source"] = (
+        "Kang et al. 2018 IFN-beta PBMC (scGen valid split), 1,000 cells x 1,000 most variable genes"
+    )
+    _write(sub, ROOT / "tests" / "data" / "kang_perturb.h5ad")
 
 
 if __name__ == "__main__":

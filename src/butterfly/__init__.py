@@ -3,7 +3,7 @@
 from . import datasets, evaluate, metrics, modalities, preprocessing, protocols, report
 from ._validation import ButterflyInputError, NotTrainedError, align_cells
 from .accessibility import ATACPreprocessor, binarize_accessibility
-from .evaluate import evaluate_translation
+from .evaluate import evaluate_perturbation, evaluate_translation
 from .genome import parse_peaks
 from .model import Butterfly
 from .preprocessing import ADTPreprocessor, ExpressionPreprocessor, RNAPreprocessor
@@ -24,6 +24,7 @@ __all__ = [
     "binarize_accessibility",
     "datasets",
     "evaluate",
+    "evaluate_perturbation",
     "evaluate_translation",
     "metrics",
     "modalities",

@@ -1,6 +1,6 @@
 """Simple translators to compare against, using the same preprocessing as the model.
 
-Both fit butterfly's preprocessing on the training cells (through an untrained :class:`~butterfly.Butterfly`),
+Each fits butterfly's preprocessing on the training cells (through an untrained :class:`~butterfly.Butterfly`),
 so their inputs and outputs live in the same spaces as the model's and are scored identically.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from sklearn.decomposition import TruncatedSVD
 from sklearn.linear_model import Ridge
@@ -103,3 +104,41 @@ class LinearTranslator(_SVDBaseline):
         low = 0.0 if self._model.specs[target].output in ("sigmoid", "leaky_relu") else -np.inf
         high = 1.0 if self._model.specs[target].output == "sigmoid" else np.inf
         return self._result(np.clip(pred, low, high), adata, target)
+
+
+class MeanShiftPerturbation:
+    """Predict a control cell's stimulated state as its own profile plus the average response of the training
+    cells: the mean of the stimulated cells minus the mean of the control cells, gene by gene, values below
+    zero set to zero. scGen's latent vector arithmetic done in gene space, without a model; it knows
+    nothing of cell types, so it is the bar a response that depends on the cell type has to clear.
+    """
+
+    def __init__(
+        self, control: ad.AnnData, stimulated: ad.AnnData, *, label_key: str = "cell_type",
+        names: tuple[str, str] = ("control", "stimulated"),
+    ) -> None:  # fmt: skip
+        self._model = Butterfly.perturbation(
+            control, stimulated, label_key=label_key, names=names, device="cpu"
+        )
+        self.names = self._model.names
+        genes = {name: pd.Index(self._model.preprocessors[name].features_) for name in self.names}
+        means = {name: np.asarray(self._model._matrices[name].mean(axis=0)).ravel() for name in self.names}
+        self._shift, self._reorder = {}, {}
+        for source, target in (self.names, self.names[::-1]):
+            in_source = genes[target].get_indexer(genes[source])  # target's columns in the source's order
+            self._shift[source, target] = means[target][in_source] - means[source]
+            self._reorder[source, target] = genes[source].get_indexer(genes[target])
+
+    def translate(self, adata: ad.AnnData, source: str, target: str, *, progress: bool = False) -> ad.AnnData:
+        """Shift cells measured in ``source`` by the training cells' mean response towards ``target``."""
+        self._model._check_names(source, target)
+        X = self._model.preprocessors[source].transform(adata).X
+        pred = (
+            np.asarray(X.todense() if sp.issparse(X) else X, dtype=np.float32) + self._shift[source, target]
+        )
+        pred = np.maximum(pred, 0.0)[:, self._reorder[source, target]]
+        return ad.AnnData(
+            X=pred.astype(np.float32),
+            obs=adata.obs.copy(),
+            var=self._model.preprocessors[target]._output_var(),
+        )

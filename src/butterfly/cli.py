@@ -15,6 +15,8 @@ EXAMPLES = """examples:
   butterfly train --first rna.h5ad --second atac.h5ad --modalities rna atac --out my_model
   butterfly train --first rna.h5ad --second atac.h5ad --fast --out my_model   # minutes, not the paper's hour
   butterfly translate --model my_model --input new_atac.h5ad --source atac --target rna --out predicted_rna.h5ad
+  butterfly train --first control.h5ad --second stimulated.h5ad --perturbation --fast --out ifnb_model
+  butterfly translate --model ifnb_model --input control_b_cells.h5ad --source control --target stimulated --out pred.h5ad
   butterfly benchmark --first rna.h5ad --second atac.h5ad --protocol batch --folds 4 --out bench_batch
   butterfly benchmark-merge bench_folds01 bench_folds23 --out bench_batch   # folds run separately
 """
@@ -56,8 +58,14 @@ def _parser() -> argparse.ArgumentParser:
                        "default: 500, with early stopping)")  # fmt: skip
     train.add_argument("--unpaired", action="store_true",
                        help="the two files hold different cells; pair them by shared --label-key labels")  # fmt: skip
+    train.add_argument("--perturbation", action="store_true",
+                       help="--first holds control and --second stimulated cells (log-normalised expression of the "
+                       "same genes, different cells): learn the response, pairing cells by optimal transport within "
+                       "--label-key cell types; then translate --source control --target stimulated")  # fmt: skip
     train.add_argument(
-        "--label-key", default="cell_type", help="obs column of cell types for T and --unpaired"
+        "--label-key",
+        default="cell_type",
+        help="obs column of cell types for T, --unpaired and --perturbation",
     )
     train.add_argument("--out", required=True, type=Path, help="folder to save the trained model in")
     train.add_argument("--fast", action="store_true",
@@ -287,16 +295,26 @@ def _read(path: Path):
 
 
 def _run(args: argparse.Namespace) -> None:
+    from ._validation import ButterflyInputError
     from .model import Butterfly
     from .persistence import check_save_target
 
     if args.command == "train":
+        if args.perturbation and (args.unpaired or args.variant != "B"):
+            raise ButterflyInputError(
+                "--perturbation pairs control and stimulated cells by optimal transport; it does not combine "
+                "with --unpaired or --variant T/C."
+            )
         check_save_target(args.out, overwrite=args.overwrite)  # before hours of training, not after
         options = _training_options(args)
         TrainingConfig(**options)  # refuses a bad setting before the data are read
         first, second = _read(args.first), _read(args.second)
         common = {"modalities": tuple(args.modalities), "seed": args.seed, "device": args.device}
-        if args.unpaired:
+        if args.perturbation:
+            model = Butterfly.perturbation(
+                first, second, label_key=args.label_key, seed=args.seed, device=args.device
+            )
+        elif args.unpaired:
             model = Butterfly.unpaired(first, second, label_key=args.label_key, **common)
         else:
             pairing = {"B": "measured", "T": "label", "C": "cluster"}[args.variant]

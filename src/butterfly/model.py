@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,14 @@ from tqdm.auto import tqdm
 
 from . import modalities as _modalities
 from ._io import _write_atomic
-from ._validation import ButterflyInputError, NotTrainedError, check_keywords, check_label_key, check_paired
+from ._validation import (
+    ButterflyInputError,
+    NotTrainedError,
+    _preview,
+    check_keywords,
+    check_label_key,
+    check_paired,
+)
 from .accessibility import ATACPreprocessor, binarize_accessibility, binary_block
 from .data import PairedRows, dense_rows, split_validation
 from .genome import group_by_chromosome
@@ -28,6 +36,7 @@ from .pairing import (
     joint_clusters,
     measured_pairs,
     pairs_within_groups,
+    transport_matches,
     unpaired_pairs,
     unpaired_sampling_sizes,
 )
@@ -65,6 +74,20 @@ def _split_input(first, second, names: tuple[str, str]) -> tuple[ad.AnnData, ad.
                 f"The {name} data must be an AnnData (or pass one MuData), got {type(data).__name__}."
             )
     return first, second
+
+
+def _warn_if_counts(adata: ad.AnnData, name: str) -> None:
+    """Warn when data meant to be log-normalised look like raw counts (whole numbers reaching high values)."""
+    X = adata.X
+    values = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    sample = values[:: max(1, values.size // 200_000)]
+    if sample.size and np.all(sample == np.round(sample)) and sample.max() > 30:
+        warnings.warn(
+            f"The {name} data look like raw counts (whole numbers up to {sample.max():g}); the perturbation "
+            "model takes log-normalised expression: run sc.pp.normalize_total and sc.pp.log1p first.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class Butterfly:
@@ -198,6 +221,80 @@ class Butterfly:
         model.cluster_backend, model.cluster_options, model._raw = None, {}, None
         model._labels = labels
         model._fit_preprocessing(data)
+        return model
+
+    @classmethod
+    def perturbation(
+        cls,
+        control: ad.AnnData,
+        stimulated: ad.AnnData,
+        *,
+        label_key: str = "cell_type",
+        names: tuple[str, str] = ("control", "stimulated"),
+        transport_components: int = 50,
+        seed: int = 0,
+        device: str = "auto",
+        validation_fraction: float = 0.2,
+        dropout: float = 0.1,
+        batch_norm: bool = True,
+        discriminator_layers: int = 2,
+    ) -> Butterfly:
+        """scButterfly's perturbation-response model: learn from control and stimulated cells (different
+        cells of the same cell types) how cells respond, then predict the stimulated state of any control
+        cells, including cell types never seen stimulated.
+
+        ``control`` and ``stimulated`` hold log-normalised expression of the same genes (as scGen's Kang
+        data; for counts, ``sc.pp.normalize_total`` and ``sc.pp.log1p`` first), used as given, and cell
+        types in ``obs[label_key]``. Both sides use the RNA networks (256-128 encoder, 50% input mask, MSE).
+        Training pairs (paper, Methods): within each cell type found on both sides, the cells of both
+        conditions are embedded by PCA (``transport_components``), the exact optimal transport plan between
+        them is computed (Euclidean cost, uniform weights) and each control cell is paired with the
+        stimulated cell it sends most mass to (:func:`~butterfly.pairing.transport_matches`). Validation
+        cells are split off each side before matching. Then ``fit()`` as for any pair, and
+        ``translate(cells, source="control", target="stimulated")``; score with
+        :func:`butterfly.evaluate.evaluate_perturbation`.
+        """
+        if (
+            not isinstance(names, (tuple, list))
+            or len(names) != 2
+            or not all(isinstance(n, str) for n in names)
+        ):
+            raise ButterflyInputError(
+                f"names must be two condition names, e.g. ('control', 'stimulated'); got {names!r}."
+            )
+        if (
+            not isinstance(transport_components, (int, np.integer))
+            or isinstance(transport_components, bool)
+            or transport_components < 1
+        ):
+            raise ButterflyInputError(
+                f"transport_components must be a whole number of at least 1 (paper: 50), got {transport_components!r}."
+            )
+        specs = [dataclasses.replace(_modalities.EXPRESSION, name=str(n)) for n in names]
+        model = cls.__new__(cls)
+        model._configure(specs, seed, device, validation_fraction, dropout, batch_norm, discriminator_layers)
+        data = _split_input(control, stimulated, model.names)
+        labels = tuple(
+            check_label_key(d, label_key, what=f"The {n} data").to_numpy()
+            for d, n in zip(data, model.names, strict=True)
+        )
+        unpaired_sampling_sizes(*labels)  # refuses sets with no shared cell type
+        for d, n in zip(data, model.names, strict=True):
+            _warn_if_counts(d, n)
+        model.pairing, model.label_key, model.cluster_resolution = "transport", label_key, None
+        model.cluster_backend, model.cluster_options, model._raw = None, {}, None
+        model.transport_components = int(transport_components)
+        model._labels = labels
+        model._fit_preprocessing(data)
+        genes = [pd.Index(model.preprocessors[n].features_) for n in model.names]
+        if not genes[0].sort_values().equals(genes[1].sort_values()):
+            only = [genes[0].difference(genes[1]), genes[1].difference(genes[0])]
+            raise ButterflyInputError(
+                f"The {names[0]} and {names[1]} data must hold the same genes: {len(only[0])} are only in "
+                f"{names[0]} (e.g. {_preview(only[0])}) and {len(only[1])} only in {names[1]} (e.g. "
+                f"{_preview(only[1])}). Subset both to the shared genes, e.g. "
+                "genes = control.var_names.intersection(stimulated.var_names)."
+            )
         return model
 
     def _configure(
@@ -334,14 +431,16 @@ class Butterfly:
         """
         rng = np.random.default_rng(self.seed)
         a, b = self.names
-        if self.pairing == "unpaired":
+        if self.pairing in ("unpaired", "transport"):
             splits = [split_validation(len(labels), self.validation_fraction, rng) for labels in self._labels]
             pairs = []
             for part, offset in ((0, 0), (1, 1)):
                 cells = {a: splits[0][part], b: splits[1][part]}
-                local = unpaired_pairs(
-                    self._labels[0][cells[a]], self._labels[1][cells[b]], self.names, seed=self.seed + offset
-                )
+                labels = (self._labels[0][cells[a]], self._labels[1][cells[b]])
+                if self.pairing == "unpaired":
+                    local = unpaired_pairs(*labels, self.names, seed=self.seed + offset)
+                else:
+                    local = self._transport_pairs(cells, labels)
                 pairs.append(local.mapped(cells))
             return pairs[0], pairs[1]
         n_cells = self._matrices[a].shape[0]
@@ -378,6 +477,18 @@ class Butterfly:
             self.training_cells_ = train_cells
             local = pairs_within_groups(groups, self.names, seed=self.seed)
         return local.mapped({a: train_cells, b: train_cells}), validation
+
+    def _transport_pairs(
+        self, cells: dict[str, np.ndarray], labels: tuple[np.ndarray, np.ndarray]
+    ) -> PairedRows:
+        """Optimal-transport pairs between ``cells`` of the two conditions (local row numbers)."""
+        a, b = self.names
+        columns = pd.Index(self.preprocessors[b].features_).get_indexer(self.preprocessors[a].features_)
+        first, second = transport_matches(
+            self._matrices[a][cells[a]], self._matrices[b][cells[b]][:, columns], *labels,
+            n_components=self.transport_components, seed=self.seed,
+        )  # fmt: skip
+        return PairedRows({a: first, b: second})
 
     def _trainer(self, train: PairedRows, validation: PairedRows, progress: bool) -> Trainer:
         return Trainer(
