@@ -76,18 +76,28 @@ def _split_input(first, second, names: tuple[str, str]) -> tuple[ad.AnnData, ad.
     return first, second
 
 
-def _warn_if_counts(adata: ad.AnnData, name: str) -> None:
-    """Warn when data meant to be log-normalised look like raw counts (whole numbers reaching high values)."""
-    X = adata.X
-    values = X.data if sp.issparse(X) else np.asarray(X).ravel()
-    sample = values[:: max(1, values.size // 200_000)]
-    if sample.size and np.all(sample == np.round(sample)) and sample.max() > 30:
-        warnings.warn(
-            f"The {name} data look like raw counts (whole numbers up to {sample.max():g}); the perturbation "
-            "model takes log-normalised expression: run sc.pp.normalize_total and sc.pp.log1p first.",
-            UserWarning,
-            stacklevel=3,
+def _check_conditions(data: tuple[ad.AnnData, ad.AnnData], names: tuple[str, str]) -> None:
+    """The two conditions of a perturbation model: the same genes, log-normalised (raw counts draw a warning)."""
+    genes = [d.var_names for d in data]
+    if not genes[0].sort_values().equals(genes[1].sort_values()):
+        only = [genes[0].difference(genes[1]), genes[1].difference(genes[0])]
+        raise ButterflyInputError(
+            f"The {names[0]} and {names[1]} data must hold the same genes: {len(only[0])} are only in "
+            f"{names[0]} (e.g. {_preview(only[0])}) and {len(only[1])} only in {names[1]} (e.g. "
+            f"{_preview(only[1])}). Subset both to the shared genes, e.g. "
+            "genes = control.var_names.intersection(stimulated.var_names)."
         )
+    for adata, name in zip(data, names, strict=True):
+        X = adata.X
+        values = X.data if sp.issparse(X) else np.asarray(X).ravel()
+        sample = values[:: max(1, values.size // 200_000)]
+        if sample.size and np.all(sample == np.round(sample)) and sample.max() > 30:
+            warnings.warn(
+                f"The {name} data look like raw counts (whole numbers up to {sample.max():g}); the perturbation "
+                "model takes log-normalised expression: run sc.pp.normalize_total and sc.pp.log1p first.",
+                UserWarning,
+                stacklevel=4,
+            )
 
 
 class Butterfly:
@@ -207,17 +217,24 @@ class Butterfly:
         shared label drawn in proportion to its average share of the two sets (paper eq. 13); labels found on
         one side only are not used for training, but every cell can be translated afterwards.
         """
+        options = (seed, device, validation_fraction, dropout, batch_norm, discriminator_layers)
+        return cls._of_two_sets(first, second, modalities, label_key, "unpaired", options)
+
+    @classmethod
+    def _of_two_sets(cls, first, second, modalities, label_key, pairing, options, check=None) -> Butterfly:
+        """A model of two sets of different cells sharing ``label_key`` labels, paired by ``pairing``;
+        ``check(data, names)`` runs before the preprocessing is fitted."""
         model = cls.__new__(cls)
-        model._configure(
-            modalities, seed, device, validation_fraction, dropout, batch_norm, discriminator_layers
-        )
+        model._configure(modalities, *options)
         data = _split_input(first, second, model.names)
         labels = tuple(
             check_label_key(d, label_key, what=f"The {n} data").to_numpy()
             for d, n in zip(data, model.names, strict=True)
         )
         unpaired_sampling_sizes(*labels)  # refuses sets with no shared label
-        model.pairing, model.label_key, model.cluster_resolution = "unpaired", label_key, None
+        if check is not None:
+            check(data, model.names)
+        model.pairing, model.label_key, model.cluster_resolution = pairing, label_key, None
         model.cluster_backend, model.cluster_options, model._raw = None, {}, None
         model._labels = labels
         model._fit_preprocessing(data)
@@ -271,30 +288,11 @@ class Butterfly:
                 f"transport_components must be a whole number of at least 1 (paper: 50), got {transport_components!r}."
             )
         specs = [dataclasses.replace(_modalities.EXPRESSION, name=str(n)) for n in names]
-        model = cls.__new__(cls)
-        model._configure(specs, seed, device, validation_fraction, dropout, batch_norm, discriminator_layers)
-        data = _split_input(control, stimulated, model.names)
-        labels = tuple(
-            check_label_key(d, label_key, what=f"The {n} data").to_numpy()
-            for d, n in zip(data, model.names, strict=True)
+        options = (seed, device, validation_fraction, dropout, batch_norm, discriminator_layers)
+        model = cls._of_two_sets(
+            control, stimulated, specs, label_key, "transport", options, _check_conditions
         )
-        unpaired_sampling_sizes(*labels)  # refuses sets with no shared cell type
-        for d, n in zip(data, model.names, strict=True):
-            _warn_if_counts(d, n)
-        model.pairing, model.label_key, model.cluster_resolution = "transport", label_key, None
-        model.cluster_backend, model.cluster_options, model._raw = None, {}, None
         model.transport_components = int(transport_components)
-        model._labels = labels
-        model._fit_preprocessing(data)
-        genes = [pd.Index(model.preprocessors[n].features_) for n in model.names]
-        if not genes[0].sort_values().equals(genes[1].sort_values()):
-            only = [genes[0].difference(genes[1]), genes[1].difference(genes[0])]
-            raise ButterflyInputError(
-                f"The {names[0]} and {names[1]} data must hold the same genes: {len(only[0])} are only in "
-                f"{names[0]} (e.g. {_preview(only[0])}) and {len(only[1])} only in {names[1]} (e.g. "
-                f"{_preview(only[1])}). Subset both to the shared genes, e.g. "
-                "genes = control.var_names.intersection(stimulated.var_names)."
-            )
         return model
 
     def _configure(
