@@ -50,20 +50,26 @@ def pairs_within_groups(groups, names: tuple[str, str], *, rounds: int = 2, seed
     return PairedRows({names[0]: np.concatenate(first), names[1]: np.concatenate(second)})
 
 
+def _shared_labels(first_labels, second_labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both sets' labels as strings and the labels they share; refuses sets that share none."""
+    first_labels, second_labels = np.asarray(first_labels).astype(str), np.asarray(second_labels).astype(str)
+    shared = np.intersect1d(first_labels, second_labels)
+    if shared.size == 0:
+        raise ButterflyInputError(
+            "The two sets of cells share no label, so no cells can be matched. Check that label_key names the "
+            f"same annotation on both sides (first: {_preview(sorted(set(first_labels)))}; second: "
+            f"{_preview(sorted(set(second_labels)))})."
+        )
+    return first_labels, second_labels, shared
+
+
 def unpaired_sampling_sizes(first_labels, second_labels) -> dict[str, int]:
     """How many pairs to draw per shared label for unpaired training (paper eq. 13).
 
     Label ``i`` gets ``s_i = (s_i^a + s_i^b) / sum_k (s_k^a + s_k^b)`` over the shared labels, where ``s^a``
     and ``s^b`` are the label's proportions in each set, and ``round(s_i * (n_a + n_b) / 2)`` pairs.
     """
-    first_labels, second_labels = np.asarray(first_labels).astype(str), np.asarray(second_labels).astype(str)
-    shared = np.intersect1d(first_labels, second_labels)
-    if shared.size == 0:
-        raise ButterflyInputError(
-            "The two unpaired datasets share no label, so no cells can be matched. Check that label_key names "
-            f"the same annotation on both sides (first: {_preview(sorted(set(first_labels)))}; second: "
-            f"{_preview(sorted(set(second_labels)))})."
-        )
+    first_labels, second_labels, shared = _shared_labels(first_labels, second_labels)
     n_a, n_b = len(first_labels), len(second_labels)
     share = {g: np.mean(first_labels == g) + np.mean(second_labels == g) for g in shared}
     total = sum(share.values())
@@ -100,16 +106,9 @@ def transport_matches(
     import ot
     from sklearn.decomposition import PCA
 
-    first_labels, second_labels = np.asarray(first_labels).astype(str), np.asarray(second_labels).astype(str)
     if first.shape[1] != second.shape[1]:
         raise ValueError(f"both sets need the same features; got {first.shape[1]} and {second.shape[1]}.")
-    shared = np.intersect1d(first_labels, second_labels)
-    if shared.size == 0:
-        raise ButterflyInputError(
-            "The two sets share no label, so no cells can be matched. Check that label_key names the same "
-            f"annotation on both sides (first: {_preview(sorted(set(first_labels)))}; second: "
-            f"{_preview(sorted(set(second_labels)))})."
-        )
+    first_labels, second_labels, shared = _shared_labels(first_labels, second_labels)
     first_rows, second_rows = [], []
     for label in shared:
         rows_a, rows_b = np.flatnonzero(first_labels == label), np.flatnonzero(second_labels == label)
