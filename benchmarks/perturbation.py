@@ -10,7 +10,9 @@ stimulated condition. They are scored against the measured stimulated cells of t
 :func:`butterfly.evaluate_perturbation`: top-100 DEG overlap and R^2 of the top-100 DEGs' mean expression
 (mean over 100 resamplings of 80%), plus R^2 of all genes' means. Compared with the control cells as they
 are (no response) and with the mean-shift baseline (the training cells' average response added to every
-cell). Writes perturbation.json and perturbation.md into --out.
+cell). Writes perturbation.json and perturbation.md into --out, and for the first model seed of each setting
+one figure per held-out type (`bf.report.plot_perturbation`: predicted and control mean expression against
+the measured stimulated cells').
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ def hold_out(data: ad.AnnData, cell_type: str, args) -> dict:
                 integrative_epochs=int((history["phase"] == "integrative").sum()),
             )
             rows[f"butterfly ({setting}, seed {seed})"] = scores
+            if seed == args.model_seeds[0]:  # one figure per type and setting: predicted vs measured means
+                predicted = model.translate(
+                    test_control, source="control", target="stimulated", progress=False
+                )
+                figure = args.out / f"{args.name}_{setting}_{cell_type.replace('+', 'plus')}.png"
+                args.out.mkdir(parents=True, exist_ok=True)
+                bf.report.plot_perturbation(test_control, test_stimulated, predicted, path=figure)
             print(f"{cell_type}: butterfly {setting} seed {seed}: {scores}", flush=True)
     return {"n_control": test_control.n_obs, "n_stimulated": test_stimulated.n_obs, "scores": rows}
 

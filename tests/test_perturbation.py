@@ -196,3 +196,21 @@ def test_cli_trains_a_perturbation_model_and_translates_control_cells(held_out, 
     ])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "does not combine with --unpaired" in err and "Traceback" not in err
+
+
+def test_the_response_figure_shows_predicted_and_unchanged_means_against_measured(
+    held_out, trained, tmp_path
+):
+    _, _, test_control, test_stimulated = held_out
+    model, _ = trained
+    predicted = model.translate(test_control, source="control", target="stimulated", progress=False)
+    figure = bf.report.plot_perturbation(
+        test_control, test_stimulated, predicted, path=tmp_path / "response.png"
+    )
+    assert (tmp_path / "response.png").stat().st_size > 10_000
+    titles = [ax.get_title() for ax in figure.axes]
+    r2 = [float(t.rsplit("= ", 1)[1]) for t in titles]
+    assert titles[0].startswith("predicted stimulated") and titles[1].startswith("control (no response)")
+    assert r2[0] > 0.85 > 0.5 > r2[1]  # as evaluate_perturbation's resampled R^2 (0.91 and 0.36 here)
+    with pytest.raises(ButterflyInputError, match="lack 10 of the predicted genes"):
+        bf.report.plot_perturbation(test_control[:, 10:].copy(), test_stimulated, predicted)

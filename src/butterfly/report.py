@@ -1,4 +1,4 @@
-"""Figures: loss curves and t-SNE panels of measured vs translated profiles."""
+"""Figures: loss curves, t-SNE panels of measured vs translated profiles, predicted perturbation responses."""
 
 from __future__ import annotations
 
@@ -51,6 +51,51 @@ def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None):
         ax.set_xlabel("epoch")
         ax.set_ylabel("reconstruction + KL")
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        save_figure_atomic(fig, path, dpi=120)
+    return fig
+
+
+def plot_perturbation(
+    control, stimulated, predicted, *, n_degs: int = 100, path: str | os.PathLike | None = None
+):
+    """Mean expression of each gene in predicted against measured stimulated cells, and in the control cells
+    against the measured stimulated ones (no response), the top ``n_degs`` measured DEGs (control vs
+    stimulated, Wilcoxon) in colour with the R^2 of their means (as :func:`butterfly.evaluate_perturbation`,
+    without resampling). Takes three AnnData, aligned by gene name to ``predicted`` (the output of
+    ``translate``); returns the figure (saved when ``path`` given).
+    """
+    from . import metrics
+
+    genes = pd.Index(predicted.var_names)
+    frames = {"control": control, "measured stimulated": stimulated}
+    for what, data in frames.items():
+        missing = genes.difference(data.var_names)
+        if len(missing):
+            raise ButterflyInputError(
+                f"The {what} cells lack {len(missing)} of the predicted genes (e.g. {list(missing[:3])}); pass "
+                "cells measured on the genes the model predicts."
+            )
+    ctrl, real = (data[:, genes].X for data in frames.values())
+    degs = np.isin(genes.astype(str), metrics.top_degs(ctrl, real, genes, n_degs))
+    means = {
+        name: np.asarray(X.mean(axis=0)).ravel()
+        for name, X in (("control", ctrl), ("real", real), ("predicted", predicted.X))
+    }
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4), sharex=True, sharey=True)
+    for ax, name in zip(axes, ("predicted", "control"), strict=True):
+        r2 = np.corrcoef(means["real"][degs], means[name][degs])[0, 1] ** 2
+        ax.scatter(means["real"][~degs], means[name][~degs], s=3, c="lightgrey", label="other genes")
+        ax.scatter(means["real"][degs], means[name][degs], s=8, c="tab:red", label=f"top {n_degs} DEGs")
+        top = max(means["real"].max(), means[name].max())
+        ax.plot([0, top], [0, top], color="grey", lw=0.8, ls=":")
+        label = "predicted stimulated" if name == "predicted" else "control (no response)"
+        ax.set_title(f"{label}: R^2 (DEGs) = {r2:.3f}", fontsize=10)
+        ax.set_xlabel("measured stimulated, mean expression")
+        ax.set_ylabel(f"{label}, mean expression")
+        ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     if path is not None:
         save_figure_atomic(fig, path, dpi=120)
