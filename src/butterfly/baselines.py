@@ -15,6 +15,7 @@ from sklearn.linear_model import Ridge
 from sklearn.neighbors import NearestNeighbors
 
 from ._validation import ButterflyInputError
+from .metrics import gene_means
 from .model import Butterfly
 
 
@@ -122,7 +123,7 @@ class MeanShiftPerturbation:
         )
         self.names = self._model.names
         genes = {name: pd.Index(self._model.preprocessors[name].features_) for name in self.names}
-        means = {name: np.asarray(self._model._matrices[name].mean(axis=0)).ravel() for name in self.names}
+        means = {name: gene_means(self._model._matrices[name]) for name in self.names}
         self._shift, self._reorder = {}, {}
         for source, target in (self.names, self.names[::-1]):
             in_source = genes[target].get_indexer(genes[source])  # target's columns in the source's order

@@ -104,7 +104,7 @@ def evaluate_perturbation(
     results = {}
     for row, pred in (("predicted", predicted), ("control (no response)", ctrl)):
         r2, r2_sd = metrics.deg_mean_r2(ctrl, real, pred, genes, n=n_degs, repeats=repeats, seed=seed)
-        all_genes = np.corrcoef(_column_means(real), _column_means(pred))[0, 1] ** 2
+        all_genes = np.corrcoef(metrics.gene_means(real), metrics.gene_means(pred))[0, 1] ** 2
         results[row] = {
             f"DEG_overlap_top{n_degs}": float(metrics.deg_overlap(ctrl, real, pred, genes, n=n_degs)),
             "R2_DEG_means": r2,
@@ -112,10 +112,6 @@ def evaluate_perturbation(
             "R2_all_gene_means": float(all_genes),
         }
     return results
-
-
-def _column_means(X) -> np.ndarray:
-    return np.asarray(X.mean(axis=0)).ravel()
 
 
 def scores_table(results: dict[str, dict[str, float]]) -> str:

@@ -190,6 +190,11 @@ def _check_genes(genes, *matrices) -> None:
         )
 
 
+def gene_means(X) -> np.ndarray:
+    """Mean of each column (gene) of a dense or sparse cells x genes matrix, as a flat array."""
+    return np.asarray(X.mean(axis=0)).ravel()
+
+
 def top_degs(control, stimulated, genes, n: int = 100) -> np.ndarray:
     """The ``n`` genes most up- or down-regulated in ``stimulated`` vs ``control`` (Wilcoxon rank-sum, as
     scanpy's ``rank_genes_groups(method="wilcoxon")`` ranks them, by score)."""

@@ -80,7 +80,7 @@ def plot_perturbation(
     ctrl, real = (data[:, genes].X for data in frames.values())
     degs = np.isin(genes.astype(str), metrics.top_degs(ctrl, real, genes, n_degs))
     means = {
-        name: np.asarray(X.mean(axis=0)).ravel()
+        name: metrics.gene_means(X)
         for name, X in (("control", ctrl), ("real", real), ("predicted", predicted.X))
     }
     plt = _pyplot()
