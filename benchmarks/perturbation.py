@@ -9,8 +9,9 @@ optimal-transport pairs within cell types), and the held-out type's control cell
 stimulated condition. They are scored against the measured stimulated cells of that type with
 :func:`butterfly.evaluate_perturbation`: top-100 DEG overlap and R^2 of the top-100 DEGs' mean expression
 (mean over 100 resamplings of 80%), plus R^2 of all genes' means. Compared with the control cells as they
-are (no response) and with the mean-shift baseline (the training cells' average response added to every
-cell). Writes perturbation.json and perturbation.md into --out, and for the first model seed of each setting
+are (no response), with the mean-shift baseline (the training cells' average response added to every
+cell) and, with --scgen-seeds, with scGen's method re-implemented (:class:`butterfly.baselines.LatentArithmetic`);
+`--settings` with no value leaves butterfly out. Writes perturbation.json and perturbation.md into --out, and for the first model seed of each setting
 one figure per held-out type (`bf.report.plot_perturbation`: predicted and control mean expression against
 the measured stimulated cells').
 """
@@ -29,9 +30,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import PeakMemory, machine, machine_line, write_results  # noqa: E402
-from butterfly.baselines import MeanShiftPerturbation  # noqa: E402
+from butterfly.baselines import LatentArithmetic, MeanShiftPerturbation  # noqa: E402
 
 SETTINGS = {"fast": dict(bf.FAST_SETTING), "paper": {}}
+SCGEN = "scGen-style (latent arithmetic)"
 SCORES = ("DEG_overlap_top100", "R2_DEG_means", "R2_all_gene_means")
 
 
@@ -70,12 +72,26 @@ def hold_out(data: ad.AnnData, cell_type: str, args) -> dict:
                 args.out.mkdir(parents=True, exist_ok=True)
                 bf.report.plot_perturbation(test_control, test_stimulated, predicted, path=figure)
             print(f"{cell_type}: butterfly {setting} seed {seed}: {scores}", flush=True)
+    for seed in args.scgen_seeds:
+        model = LatentArithmetic(control, train_stimulated, label_key=args.label_key, seed=seed)
+        start = time.perf_counter()
+        with PeakMemory() as memory:
+            history = model.fit(progress=False)
+        scores = bf.evaluate_perturbation(model, test_control, test_stimulated)["predicted"]
+        scores.update(
+            train_seconds=time.perf_counter() - start,
+            peak_memory_gb=(memory.peak - memory.start) / 1e9,
+            epochs=len(history),
+        )
+        rows[f"{SCGEN[:-1]}, seed {seed})"] = scores
+        print(f"{cell_type}: {SCGEN} seed {seed}: {scores}", flush=True)
     return {"n_control": test_control.n_obs, "n_stimulated": test_stimulated.n_obs, "scores": rows}
 
 
 def summarise(per_type: dict[str, dict], args) -> dict[str, dict[str, float]]:
     """Mean over held-out types of each method (butterfly: over its seeds too)."""
     methods = ["control (no response)", "mean shift"] + [f"butterfly ({s})" for s in args.settings]
+    methods += [SCGEN] if args.scgen_seeds else []
     summary = {}
     for method in methods:
         values = {score: [] for score in SCORES}
@@ -94,8 +110,18 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, required=True, help="folder holding perturb.h5ad")
     parser.add_argument("--cell-types", nargs="+", help="held-out types (default: every type)")
-    parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["fast"])
+    parser.add_argument(
+        "--settings",
+        nargs="*",
+        choices=sorted(SETTINGS),
+        default=["fast"],
+        help="butterfly's (none: skip it)",
+    )
     parser.add_argument("--model-seeds", nargs="+", type=int, default=[0])
+    parser.add_argument(
+        "--scgen-seeds", nargs="*", type=int, default=[],
+        help="also train the scGen-style baseline (butterfly.baselines.LatentArithmetic) with these seeds",
+    )  # fmt: skip
     parser.add_argument("--label-key", default="cell_type")
     parser.add_argument("--condition-key", default="condition")
     parser.add_argument("--control", default="control")
@@ -112,10 +138,13 @@ def main() -> None:
     summary = summarise(per_type, args)
     results = {
         "data": args.data.name, "settings": args.settings, "model_seeds": args.model_seeds,
+        "scgen_seeds": args.scgen_seeds,
         "per_type": per_type, "mean_over_types": summary, "machine": machine(),
     }  # fmt: skip
 
-    butterfly_rows = [r for r in next(iter(per_type.values()))["scores"] if r.startswith("butterfly")]
+    model_rows = [
+        r for r in next(iter(per_type.values()))["scores"] if r.startswith(("butterfly", SCGEN[:-1]))
+    ]
     lines = [
         f"# Perturbation response, one cell type held out at a time ({args.data.name})",
         "",
@@ -128,7 +157,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for cell_type, result in per_type.items():
-        for row in ["control (no response)", "mean shift", *butterfly_rows]:
+        for row in ["control (no response)", "mean shift", *model_rows]:
             s = result["scores"][row]
             seconds = f"{s['train_seconds']:.0f}" if "train_seconds" in s else ""
             lines.append(
