@@ -44,6 +44,13 @@ def check_keywords(given: Iterable[str], allowed: Iterable[str], *, where: str) 
     )
 
 
+def check_whole_numbers(**minima: tuple) -> None:
+    """Refuse any ``name=(value, least)`` whose value is not a whole number of at least ``least``."""
+    for name, (value, least) in minima.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ButterflyInputError(f"{name} must be a whole number of at least {least}, got {value!r}.")
+
+
 def as_csr(X, *, dtype=np.float32) -> sp.csr_matrix:
     """Return ``X`` as a CSR matrix of ``dtype`` without changing the caller's object.
 

@@ -16,7 +16,7 @@ from sklearn.linear_model import Ridge
 from sklearn.neighbors import NearestNeighbors
 from tqdm.auto import tqdm
 
-from ._validation import ButterflyInputError, NotTrainedError
+from ._validation import ButterflyInputError, NotTrainedError, check_whole_numbers
 from .metrics import gene_means
 from .model import Butterfly
 
@@ -205,10 +205,7 @@ class LatentArithmetic:
         names: tuple[str, str] = ("control", "stimulated"), hidden: int = 800, latent: int = 100,
         layers: int = 2, dropout: float = 0.2, kl_weight: float = 5e-5, seed: int = 0, device: str = "auto",
     ) -> None:  # fmt: skip
-        sizes = {"hidden": hidden, "latent": latent, "layers": layers}
-        for name, value in sizes.items():
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ButterflyInputError(f"{name} must be a whole number of at least 1, got {value!r}.")
+        check_whole_numbers(hidden=(hidden, 1), latent=(latent, 1), layers=(layers, 1))
         if not 0 <= dropout < 1 or not kl_weight >= 0:
             raise ButterflyInputError(
                 f"dropout must be in [0, 1) and kl_weight at least 0 (scGen: 0.2, 5e-5); got {dropout!r}, {kl_weight!r}."
@@ -249,12 +246,7 @@ class LatentArithmetic:
         validation_fraction: float = 0.1, progress: bool = True,
     ) -> pd.DataFrame:  # fmt: skip
         """Train the VAE, then compute the latent response. Returns the loss history (one row per epoch)."""
-        counts = {"epochs": (epochs, 1), "batch_size": (batch_size, 2), "patience": (patience, 1)}
-        for name, (value, least) in counts.items():
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
-                raise ButterflyInputError(
-                    f"{name} must be a whole number of at least {least}, got {value!r}."
-                )
+        check_whole_numbers(epochs=(epochs, 1), batch_size=(batch_size, 2), patience=(patience, 1))
         if not 0 < validation_fraction < 1 or not lr > 0:
             raise ButterflyInputError(
                 f"validation_fraction must be in (0, 1) and lr above 0; got {validation_fraction!r}, {lr!r}."

@@ -26,6 +26,7 @@ from ._validation import (
     check_keywords,
     check_label_key,
     check_paired,
+    check_whole_numbers,
 )
 from .accessibility import ATACPreprocessor, binarize_accessibility, binary_block
 from .data import PairedRows, dense_rows, split_validation
@@ -528,9 +529,7 @@ class Butterfly:
     ) -> Iterator[tuple[slice, np.ndarray | None, np.ndarray]]:  # fmt: skip
         """``(rows, translation, latent mean)`` for ``batch_size`` cells at a time; the translation is ``None``
         without a target, and its RNA/ATAC values below 1e-4 are set to 0."""
-        for name, value, low in (("batch_size", batch_size, 1), ("n_samples", n_samples, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ButterflyInputError(f"{name} must be a whole number of at least {low}, got {value!r}.")
+        check_whole_numbers(batch_size=(batch_size, 1), n_samples=(n_samples, 0))
         X = self.preprocessors[source].transform(adata).X
         self.network.eval()
         layout = source in self.network.feature_major
