@@ -702,3 +702,13 @@ def test_training_and_translating_leave_the_users_data_as_it_was(multiome):
         pd.testing.assert_frame_equal(data.var, old.var)
         assert set(data.uns) == set(old.uns) and set(data.obsm) == set(old.obsm)
         assert set(data.layers) == set(old.layers)
+
+
+def test_progress_bars_into_a_log_update_at_most_every_half_minute(multiome, capsys):
+    """With standard error a file (capsys: not a terminal, as in a batch job's log), a fit writes each
+    phase's bar when it starts and when it ends, not once per epoch (one copy of the bar each)."""
+    rna, atac = multiome
+    bf.Butterfly(rna, atac, seed=0, device="cpu").fit(pretrain_epochs=6, epochs=8)
+    log = capsys.readouterr().err
+    for phase in ("pretrain rna", "pretrain atac", "integrative"):
+        assert 1 <= log.count(f"{phase}:") <= 2, (phase, log.count(f"{phase}:"))

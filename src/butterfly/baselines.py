@@ -14,8 +14,8 @@ import torch
 from sklearn.decomposition import TruncatedSVD
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import NearestNeighbors
-from tqdm.auto import tqdm
 
+from ._progress import progress_bar
 from ._validation import ButterflyInputError, NotTrainedError, check_whole_numbers
 from .metrics import gene_means
 from .model import Butterfly
@@ -259,7 +259,7 @@ class LatentArithmetic:
         history, best, waited = [], np.inf, 0
         with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
-            bar = tqdm(range(epochs), desc="scGen-style VAE", disable=not progress, leave=False)
+            bar = progress_bar(range(epochs), desc="scGen-style VAE", disable=not progress, leave=False)
             for epoch in bar:
                 self.network.train()
                 shuffled, losses = rng.permutation(train), []
@@ -279,7 +279,7 @@ class LatentArithmetic:
                         for s in range(0, len(validation), 1024)
                     ]))  # fmt: skip
                 history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val})
-                bar.set_postfix(train=f"{history[-1]['train_loss']:.2f}", val=f"{val:.2f}")
+                bar.set_postfix(train=f"{history[-1]['train_loss']:.2f}", val=f"{val:.2f}", refresh=False)
                 best, waited = (val, 0) if val < best else (best, waited + 1)
                 if waited >= patience:
                     break

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from . import modalities as _modalities
 from ._io import _write_atomic
+from ._progress import progress_bar
 from ._validation import (
     ButterflyInputError,
     NotTrainedError,
@@ -535,7 +535,7 @@ class Butterfly:
         layout = source in self.network.feature_major
         blocks: dict[int, torch.Tensor] = {}  # latent draws shared by consecutive batches
         starts = range(0, X.shape[0], batch_size)
-        bar = tqdm(starts, desc=f"{source} -> {target or 'latent'}", unit="batch", leave=False,
+        bar = progress_bar(starts, desc=f"{source} -> {target or 'latent'}", unit="batch", leave=False,
                    disable=not progress or len(starts) < 2)  # fmt: skip
         for start in bar:
             rows = slice(start, min(start + batch_size, X.shape[0]))

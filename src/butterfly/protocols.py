@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._progress import progress_bar
 from ._validation import ButterflyInputError
 
 
@@ -149,12 +150,11 @@ def run_protocol(
     ``seed + N - 1``) instead of one run's.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from .evaluate import evaluate_translation
 
     rows, examples = [], {"obs": None, "profiles": {}}
-    bar = tqdm(total=len(folds) * len(models), desc="folds x models", disable=not progress)
+    bar = progress_bar(total=len(folds) * len(models), desc="folds x models", disable=not progress)
     numbers = list(fold_numbers) if fold_numbers is not None else list(range(len(folds)))
     for position, (fold, (train, test)) in enumerate(zip(numbers, folds, strict=True)):
         for name in models:

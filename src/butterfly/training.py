@@ -14,8 +14,8 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from ._progress import progress_bar
 from .data import PairedRows, minibatches
 
 # activate, reconstruction_loss, resolve_device, FAST_SETTING and TrainingConfig were defined here before
@@ -169,7 +169,7 @@ class Trainer:
     def _epochs(self, phase: str, max_epochs: int, run_epoch, validate, average) -> list[dict]:
         stopper = _EarlyStopping(self.network, self.config.patience)
         history = []
-        bar = tqdm(range(max_epochs), desc=phase, disable=not self.progress, leave=False)
+        bar = progress_bar(range(max_epochs), desc=phase, disable=not self.progress, leave=False)
         for epoch in bar:
             start = time.perf_counter()
             self.network.train()
@@ -187,7 +187,7 @@ class Trainer:
             record.update({f"train_{k}": v for k, v in train_stats.items()})
             record.update({f"val_{k}": v for k, v in val_stats.items()})
             history.append(record)
-            bar.set_postfix(train=f"{train_stats['loss']:.4f}", val=f"{val_stats['loss']:.4f}")
+            bar.set_postfix(train=f"{train_stats['loss']:.4f}", val=f"{val_stats['loss']:.4f}", refresh=False)
             if stop:
                 break
         stopper.restore()
