@@ -5,7 +5,8 @@
 translate_quality.py scores every model with one scoring seed (0): one PCA and one Leiden run per
 translation. This script trains models on the translate_quality split (``--setting fast``:
 ``bf.FAST_SETTING``; ``paper``: the paper's defaults; one model per ``--model-seed``), translates the test
-cells once each way (from the latent mean, and averaged over ``--translate-samples`` latent draws), and
+cells once each way (from the latent mean, averaged over ``--translate-samples`` latent draws, and into ATAC
+in the paper's other output forms with ``--atac-outputs``), and
 clusters each translation, the kNN translator's and the measured profiles with every scoring seed. A comparison of butterfly with kNN then rests on many Leiden
 runs of both instead of one. Scoring seed 0 gives translate_quality.py's figures. Writes <name>.json and
 <name>.md into --out.
@@ -37,11 +38,18 @@ def _options(setting: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in setting.items()) or "paper defaults"
 
 
-def translations(model, first: ad.AnnData, second: ad.AnnData, names, **options) -> dict[str, np.ndarray]:
-    """``{"a->b": translated X}`` for both directions."""
+def translations(
+    model, first: ad.AnnData, second: ad.AnnData, names, atac_output: str | None = None, **options
+) -> dict[str, np.ndarray]:
+    """``{"a->b": translated X}`` for both directions; with ``atac_output``, only the direction into ATAC,
+    in that output form (``translate(atac_output=...)``)."""
     data = dict(zip(names, (first, second), strict=True))
     out = {}
     for source, target in (names, names[::-1]):
+        if atac_output is not None:
+            if target != "atac":
+                continue
+            options = {**options, "atac_output": atac_output}
         out[f"{source}->{target}"] = model.translate(data[source], source=source, target=target, progress=False,
                                                      **options).X  # fmt: skip
     return out
@@ -81,17 +89,22 @@ def table(results: dict) -> str:
     kinds: dict[str, list[str]] = {}  # "butterfly" / "butterfly, N draws": its models' rows
     for key, info in results["models"].items():
         label = f"butterfly, {info['n_samples']} draws" if info.get("n_samples") else "butterfly"
+        if info.get("atac_output"):
+            label = f"butterfly, ATAC as {info['atac_output']}"
         kinds.setdefault(label, []).append(key)
     for direction in (f"{names[0]}->{names[1]}", f"{names[1]}->{names[0]}"):
         lines += [f"## {direction}", "", "| profiles | AMI | ARI | AMI at seed 0 |", "|---|---|---|---|"]
         for run, scores in runs.items():
-            if run == "measured":
+            if run == "measured" or direction not in scores:
                 continue
             ami, ari = (np.asarray(scores[direction][k]) for k in ("AMI", "ARI"))
             lines.append(f"| {run} | {ami.mean():.3f} ± {ami.std():.3f} [{ami.min():.3f}, {ami.max():.3f}] | "
                          f"{ari.mean():.3f} ± {ari.std():.3f} | {ami[0]:.3f} |")  # fmt: skip
         knn_ami = _mean_sd(runs["kNN"][direction]["AMI"])[0]
         for label, keys in kinds.items():
+            keys = [k for k in keys if direction in runs[k]]
+            if not keys:
+                continue
             per_model = [_mean_sd(runs[k][direction]["AMI"])[0] for k in keys]
             per_model_ari = [_mean_sd(runs[k][direction]["ARI"])[0] for k in keys]
             at_zero = [runs[k][direction]["AMI"][0] for k in keys]
@@ -144,6 +157,11 @@ def main() -> None:
     parser.add_argument("--model-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--score-seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--translate-samples", type=int, default=10, help="0: the latent mean only")
+    parser.add_argument(
+        "--atac-outputs", nargs="+", default=[], choices=["counts", "binary"],
+        help="also score each model's translations into ATAC in these output forms (the paper's recovered "
+        "counts, eq. 12, and their binarisation), from the latent mean",
+    )  # fmt: skip
     parser.add_argument("--name", default=None, help="result file name (default scoring_seeds_<data folder>)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -180,6 +198,8 @@ def main() -> None:
             kinds[f"butterfly seed {model_seed}, {args.translate_samples} draws"] = {
                 "n_samples": args.translate_samples
             }
+        for form in args.atac_outputs:
+            kinds[f"butterfly seed {model_seed}, ATAC as {form}"] = {"atac_output": form}
         for key, options in kinds.items():
             runs[key] = score_over_seeds(translations(model, first[test], second[test], names, **options),
                                          labels, args.score_seeds)  # fmt: skip
