@@ -536,7 +536,7 @@ class Butterfly:
         blocks: dict[int, torch.Tensor] = {}  # latent draws shared by consecutive batches
         starts = range(0, X.shape[0], batch_size)
         bar = progress_bar(starts, desc=f"{source} -> {target or 'latent'}", unit="batch", leave=False,
-                   disable=not progress or len(starts) < 2)  # fmt: skip
+                           disable=not progress or len(starts) < 2)  # fmt: skip
         for start in bar:
             rows = slice(start, min(start + batch_size, X.shape[0]))
             x = dense_rows(X, np.arange(rows.start, rows.stop), self.device, layout)
