@@ -20,6 +20,7 @@ table, with each method's mean over its seeds per held-out type.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -89,26 +90,24 @@ def hold_out(data: ad.AnnData, cell_type: str, args) -> dict:
     return {"n_control": test_control.n_obs, "n_stimulated": test_stimulated.n_obs, "scores": rows}
 
 
+def method_rows(scores: dict[str, dict], method: str) -> list[dict]:
+    """One held-out type's score rows of ``method``: the row of that name, or one per seed of a model."""
+    return [v for row, v in scores.items() if row == method or row.startswith(method[:-1] + ", seed")]
+
+
 def summarise(per_type: dict[str, dict], settings, scgen: bool) -> dict[str, dict[str, float]]:
     """Mean over held-out types of each method (the models': over their seeds too)."""
     methods = ["control (no response)", "mean shift"] + [f"butterfly ({s})" for s in settings]
     methods += [SCGEN] if scgen else []
     summary = {}
     for method in methods:
-        values = {score: [] for score in SCORES}
-        for result in per_type.values():
-            for row, scores in result["scores"].items():
-                if row == method or row.startswith(method[:-1] + ", seed"):
-                    for score in SCORES:
-                        values[score].append(scores[score])
-        summary[method] = {s: float(np.mean(v)) for s, v in values.items()}
+        rows = [v for result in per_type.values() for v in method_rows(result["scores"], method)]
+        summary[method] = {score: float(np.mean([v[score] for v in rows])) for score in SCORES}
     return summary
 
 
 def merge(paths: list[Path]) -> dict:
     """One result from runs of other seeds or methods on the same data (the baselines' rows must agree)."""
-    import json
-
     parts = [json.loads(p.read_text()) for p in paths]
     merged = {**parts[0], "per_type": {}, "settings": [], "model_seeds": {}, "scgen_seeds": []}
     for path, part in zip(paths, parts, strict=True):
@@ -159,13 +158,14 @@ def table(results: dict) -> str:
                 f"{s['DEG_overlap_top100']:.0f} | {s['R2_DEG_means']:.3f} | {s['R2_all_gene_means']:.3f} | {seconds} |"
             )
     methods = [m for m in summary if m not in ("control (no response)", "mean shift")]
-    if any(len([r for r in model_rows if r.startswith(m[:-1] + ", seed")]) > 1 for m in methods):
+    first_type = next(iter(per_type.values()))["scores"]
+    if any(len(method_rows(first_type, m)) > 1 for m in methods):
         lines += ["", "Per held-out type, each model's mean over its seeds (DEG overlap / R^2 DEG means):", "",
                   "| held-out type | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]  # fmt: skip
         for cell_type, result in per_type.items():
             cells = []
             for method in methods:
-                rows = [v for r, v in result["scores"].items() if r.startswith(method[:-1] + ", seed")]
+                rows = method_rows(result["scores"], method)
                 deg = np.mean([v["DEG_overlap_top100"] for v in rows])
                 r2 = np.mean([v["R2_DEG_means"] for v in rows])
                 cells.append(f"{deg:.1f} / {r2:.3f} ({len(rows)} seed{'s' if len(rows) > 1 else ''})")
