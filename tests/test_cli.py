@@ -52,6 +52,31 @@ def test_train_then_translate(files, capsys):
     assert "butterfly translate: warning: 100 of the 600 rna features" in err and ".py:" not in err
 
 
+def test_counts_read_from_layers(files, capsys):
+    """--first-layer / --second-layer / translate --layer read counts kept beside normalised values in X."""
+    rna = ad.read_h5ad(files / "rna.h5ad")
+    rna.layers["counts"], rna.X = rna.X, rna.X * 0.5
+    rna.write_h5ad(files / "rna_layered.h5ad")
+    train = ["train", "--first", str(files / "rna_layered.h5ad"), "--second", str(files / "atac.h5ad"),
+             "--pretrain-epochs", "1", "--epochs", "1", "--seed", "4"]  # fmt: skip
+    assert main([*train, "--out", str(files / "m0")]) == 2
+    assert "non-integer" in capsys.readouterr().err
+    assert main([*train, "--out", str(files / "m0"), "--second-layer", "counts"]) == 2
+    assert (
+        "atac.h5ad has no layers, so no layer 'counts': leave --second-layer unset" in capsys.readouterr().err
+    )
+    assert main([*train, "--out", str(files / "m1"), "--first-layer", "counts"]) == 0
+    translate = ["translate", "--model", str(files / "m1"), "--input", str(files / "rna_layered.h5ad"),
+                 "--source", "rna", "--target", "atac"]  # fmt: skip
+    assert main([*translate, "--out", str(files / "p1.h5ad"), "--layer", "counts"]) == 0
+    plain = bf.Butterfly.load(files / "m1").translate(rna, source="rna", target="atac", layer="counts")
+    np.testing.assert_array_equal(ad.read_h5ad(files / "p1.h5ad").X, plain.X)
+    assert main([*translate, "--out", str(files / "p2.h5ad"), "--layer", "count"]) == 2
+    assert (
+        "has no layer 'count'; its layers are 'counts'. Pass --layer one of them" in capsys.readouterr().err
+    )
+
+
 def test_fast_setting_and_explicit_flags(files, capsys):
     """--fast trains with FAST_SETTING; flags given explicitly override it; without --fast, the paper's defaults."""
     from butterfly import FAST_SETTING

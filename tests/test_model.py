@@ -704,6 +704,45 @@ def test_training_and_translating_leave_the_users_data_as_it_was(multiome):
         assert set(data.layers) == set(old.layers)
 
 
+def test_counts_in_a_layer_train_and_translate_as_counts_in_x(multiome, tmp_path):
+    """scanpy's usual layout, normalised values in X and the counts in layers["counts"]: naming the layer gives
+    the model and the translations that the counts in X give, and the user's X stays as it was."""
+    rna, atac = multiome
+    layered = rna.copy()
+    layered.layers["counts"] = layered.X.copy()
+    layered.X = layered.X * 0.37  # not counts
+    before = layered.X.copy()
+    with pytest.raises(ButterflyInputError, match="non-integer.*name it: layer='counts'"):
+        bf.Butterfly(layered, atac, seed=3)
+    with pytest.raises(ButterflyInputError, match="The atac data has no layers, so no layer 'counts'"):
+        bf.Butterfly(layered, atac, layer="counts", seed=3)  # one name is read from both
+    with pytest.raises(ButterflyInputError, match=r"layer names modality 'adt'.*\['rna', 'atac'\]"):
+        bf.Butterfly(layered, atac, layer={"adt": "counts"}, seed=3)
+    models = []
+    for first, layer in ((rna, None), (layered, {"rna": "counts"})):
+        model = bf.Butterfly(first, atac, layer=layer, seed=3, device="cpu")
+        model.fit(pretrain_epochs=2, epochs=2, progress=False)
+        models.append(model)
+    expected = models[0].translate(rna, source="rna", target="atac", progress=False)
+    got = models[1].translate(layered, source="rna", target="atac", layer="counts", progress=False)
+    np.testing.assert_array_equal(got.X, expected.X)
+    pd.testing.assert_frame_equal(got.obs, layered.obs)
+    models[1].translate_to_h5ad(layered, tmp_path / "atac.h5ad", source="rna", target="atac", layer="counts",
+                                progress=False)  # fmt: skip
+    np.testing.assert_array_equal(ad.read_h5ad(tmp_path / "atac.h5ad").X, expected.X)
+    np.testing.assert_array_equal(models[1].latent(layered, "rna", layer="counts", progress=False),
+                                  expected.obsm["X_butterfly"])  # fmt: skip
+    with pytest.raises(ButterflyInputError, match=r"has no layer 'raw'; its layers are 'counts'"):
+        models[1].translate(layered, source="rna", target="atac", layer="raw")
+    scores = bf.evaluate_translation(models[1], layered, atac, layer={"rna": "counts"})
+    assert scores == bf.evaluate_translation(models[1], rna, atac)
+    unpaired = bf.Butterfly.unpaired(layered, atac, layer={"rna": "counts"})
+    np.testing.assert_array_equal(
+        unpaired.preprocessors["rna"].features_, models[0].preprocessors["rna"].features_
+    )
+    assert (layered.X != before).nnz == 0 and list(layered.layers) == ["counts"]
+
+
 def test_progress_bars_into_a_log_update_at_most_every_half_minute(multiome, capsys):
     """With standard error a file (capsys: not a terminal, as in a batch job's log), a fit writes each
     phase's bar when it starts and when it ends, not once per epoch (one copy of the bar each)."""

@@ -68,6 +68,13 @@ def as_csr(X, *, dtype=np.float32) -> sp.csr_matrix:
     return sp.csr_matrix(np.asarray(X, dtype=dtype))
 
 
+#: The fix named when ``adata.X`` does not hold raw counts.
+COUNTS_IN_A_LAYER = (
+    "If the raw counts sit in a layer, name it: layer='counts' (CLI: --first-layer / --second-layer counts, "
+    "or translate --layer counts)."
+)
+
+
 def check_values(X, *, what: str, require_integer: bool) -> None:
     """Refuse negative, NaN or infinite values, and non-integers where raw counts are expected."""
     data = X.data if sp.issparse(X) else np.asarray(X)
@@ -84,16 +91,61 @@ def check_values(X, *, what: str, require_integer: bool) -> None:
     if min_value < 0:
         raise ButterflyInputError(
             f"{what} contains negative values (minimum {min_value:g}). butterfly expects raw, non-negative "
-            "counts; pass the count matrix (often adata.layers['counts']) instead of scaled or centred data."
+            f"counts, not scaled or centred data. {COUNTS_IN_A_LAYER}"
         )
     if require_integer:
         sample = data if data.size <= 5_000_000 else data[:: data.size // 5_000_000 + 1]
         if not np.all(sample == np.round(sample)):
             raise ButterflyInputError(
-                f"{what} contains non-integer values, but raw counts are expected. Pass the raw count matrix "
-                "(often adata.layers['counts'] or adata.raw), or, if the data are already normalised on "
-                "purpose, use the 'expression' modality, which takes normalised values as given."
+                f"{what} contains non-integer values, but raw counts are expected. {COUNTS_IN_A_LAYER} If the "
+                "data are normalised on purpose, use the 'expression' modality, which takes them as given."
             )
+
+
+def use_layer(adata: ad.AnnData, layer: str | None, *, what: str, option: str = "layer=") -> ad.AnnData:
+    """``adata`` with ``adata.layers[layer]`` in place of ``X`` (the same matrix object, not a copy; ``obs`` and
+    ``var`` copied), or ``adata`` itself when ``layer`` is None. ``adata`` is not modified. ``option``: how
+    the user names the layer (a keyword argument or a CLI flag)."""
+    if layer is None:
+        return adata
+    if not isinstance(layer, str):
+        raise ButterflyInputError(
+            f"{option} must name one of adata.layers (a string), or be None to read adata.X; got {layer!r}."
+        )
+    if layer not in adata.layers:
+        found = list(adata.layers)
+        if not found:
+            raise ButterflyInputError(
+                f"{what} has no layers, so no layer {layer!r}: leave {option} unset to read adata.X."
+            )
+        raise ButterflyInputError(
+            f"{what} has no layer {layer!r}; its layers are {_preview(found, 20)}. Pass {option} one of them, "
+            "or leave it unset to read adata.X."
+        )
+    return ad.AnnData(X=adata.layers[layer], obs=adata.obs, var=adata.var)
+
+
+def use_layers(datasets: Sequence[ad.AnnData], names: Sequence[str], layer) -> tuple[ad.AnnData, ...]:
+    """:func:`use_layer` for each modality's dataset: ``layer`` is one name (or None) for all of them, or a
+    dict ``{modality: layer}`` (modalities it leaves out keep ``X``)."""
+    if layer is None or isinstance(layer, str):
+        layers = dict.fromkeys(names, layer)
+    elif isinstance(layer, dict):
+        unknown = [key for key in layer if key not in names]
+        if unknown:
+            raise ButterflyInputError(
+                f"layer names modality {unknown[0]!r}, but the modalities here are {list(names)}."
+            )
+        layers = {name: layer.get(name) for name in names}
+    else:
+        raise ButterflyInputError(
+            "layer must be one layer name for both modalities (e.g. 'counts'), a dict naming a layer per "
+            f"modality (e.g. {{{names[0]!r}: 'counts'}}), or None to use adata.X; got {layer!r}."
+        )
+    return tuple(
+        use_layer(data, layers[name], what=f"The {name} data")
+        for data, name in zip(datasets, names, strict=True)
+    )
 
 
 def row_sums(X) -> np.ndarray:
@@ -105,8 +157,7 @@ def check_nonempty_cells(X, obs_names: Sequence, *, what: str) -> None:
     empty = np.flatnonzero(row_sums(X) == 0)
     if empty.size and empty.size == X.shape[0]:
         raise ButterflyInputError(
-            f"{what} holds no counts at all: adata.X is all zeros in every cell. If the counts are in a layer, "
-            "put them in X first, e.g. adata = adata.copy(); adata.X = adata.layers['counts']."
+            f"{what} holds no counts at all: adata.X is all zeros in every cell. {COUNTS_IN_A_LAYER}"
         )
     if empty.size:
         raise ButterflyInputError(

@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         "--modalities", nargs=2, default=["rna", "atac"], metavar=("FIRST", "SECOND"),
         help="kinds of the two files: rna, atac, adt or expression (default: rna atac)",
     )  # fmt: skip
+    _add_layer_options(train)
     train.add_argument("--variant", choices=["B", "T", "C"], default="B",
                        help="B: measured pairs; T: pairs augmented within cell types (--label-key); "
                        "C: augmented within clusters of a joint embedding (default B)")  # fmt: skip
@@ -98,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     translate.add_argument(
         "--input", required=True, type=Path, help="h5ad of the cells, in the source modality"
     )
+    translate.add_argument(
+        "--layer", default=None, metavar="NAME",
+        help="read --input's data from its layer NAME (e.g. counts) instead of X",
+    )  # fmt: skip
     translate.add_argument("--source", required=True, help="modality of --input (e.g. atac)")
     translate.add_argument("--target", required=True, help="modality to predict (e.g. rna)")
     translate.add_argument("--out", required=True, type=Path, help="h5ad file to write the prediction to")
@@ -125,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--first", required=True, type=Path, help="h5ad of the first modality (raw counts)")
     bench.add_argument("--second", required=True, type=Path, help="h5ad of the second modality (raw counts)")
+    _add_layer_options(bench)
     bench.add_argument("--modalities", nargs=2, default=["rna", "atac"], metavar=("FIRST", "SECOND"),
                        help="kinds of the two files (default: rna atac)")  # fmt: skip
     bench.add_argument("--protocol", choices=["cell", "cell_type", "batch"], default="cell",
@@ -217,6 +223,14 @@ def _parser() -> argparse.ArgumentParser:
 _REPORT_OVERWRITE_HELP = "write into --out even if it holds files other than an earlier report of this kind"
 
 
+def _add_layer_options(parser: argparse.ArgumentParser) -> None:
+    for which in ("first", "second"):
+        parser.add_argument(
+            f"--{which}-layer", default=None, metavar="NAME",
+            help=f"read --{which}'s data from its layer NAME (e.g. counts) instead of X",
+        )  # fmt: skip
+
+
 def _add_optimizer_options(
     parser: argparse.ArgumentParser, prefix: str = "", *, fast_defaults: bool = False
 ) -> None:
@@ -278,20 +292,30 @@ def _scvi_options(args: argparse.Namespace) -> dict | None:
     return {"max_epochs": args.scvi_epochs}
 
 
-def _read(path: Path):
+def _read(path: Path, layer: str | None = None, option: str = "--layer"):
+    """The AnnData of an .h5ad file, with ``layers[layer]`` as its X when ``layer`` names one."""
     import anndata as ad
 
-    from ._validation import ButterflyInputError
+    from ._validation import ButterflyInputError, use_layer
 
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:
-        return ad.read_h5ad(path)
+        adata = ad.read_h5ad(path)
     except (OSError, KeyError, ValueError, TypeError) as err:
         raise ButterflyInputError(
             f"{path} could not be read as an .h5ad file ({err}). Save the data with adata.write_h5ad(path) "
             "(for 10x output: sc.read_10x_h5(...).write_h5ad(path))."
         ) from None
+    return use_layer(adata, layer, what=str(path), option=option)
+
+
+def _read_pair(args: argparse.Namespace):
+    """``--first`` and ``--second``, each from its ``--first-layer`` / ``--second-layer`` if given."""
+    return (
+        _read(args.first, args.first_layer, "--first-layer"),
+        _read(args.second, args.second_layer, "--second-layer"),
+    )
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -308,7 +332,7 @@ def _run(args: argparse.Namespace) -> None:
         check_save_target(args.out, overwrite=args.overwrite)  # before hours of training, not after
         options = _training_options(args)
         TrainingConfig(**options)  # refuses a bad setting before the data are read
-        first, second = _read(args.first), _read(args.second)
+        first, second = _read_pair(args)
         common = {"modalities": tuple(args.modalities), "seed": args.seed, "device": args.device}
         if args.perturbation:
             model = Butterfly.perturbation(
@@ -340,7 +364,7 @@ def _run(args: argparse.Namespace) -> None:
                 f"{args.out} exists; pass --overwrite to replace it, or choose another --out."
             )
         model = Butterfly.load(args.model, device=args.device)
-        cells = _read(args.input)
+        cells = _read(args.input, args.layer)
         # batch by batch into the file: the output never sits in memory, however many cells
         model.translate_to_h5ad(
             cells, args.out, source=args.source, target=args.target, atac_output=args.atac_output,
@@ -353,7 +377,7 @@ def _run(args: argparse.Namespace) -> None:
         from ._io import check_report_folder
         from ._validation import ButterflyInputError, check_label_key, check_paired
 
-        first, second = _read(args.first), _read(args.second)
+        first, second = _read_pair(args)
         check_paired(first, second, tuple(args.modalities))
         what = f"The {args.modalities[0]} data"
         check_label_key(first, args.label_key, what=what, option="--label-key")

@@ -6,7 +6,7 @@ import anndata as ad
 import numpy as np
 
 from . import metrics
-from ._validation import check_label_key, check_paired
+from ._validation import check_label_key, check_paired, use_layers
 from .model import LATENT_KEY, Butterfly
 
 
@@ -35,7 +35,7 @@ def score_prediction(
 def evaluate_translation(
     model, first: ad.AnnData, second: ad.AnnData, *, label_key: str = "cell_type", seed: int = 0,
     reference: Butterfly | None = None, latent: bool = False, translate_options: dict | None = None,
-    scoring_runs: int = 1,
+    scoring_runs: int = 1, layer: str | dict[str, str | None] | None = None,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Translate held-out paired cells both ways and score each translation against the measured profiles.
 
@@ -47,10 +47,11 @@ def evaluate_translation(
     translated profile lacks already miss from the latent, or is it lost in decoding?
     ``translate_options`` go to ``model.translate`` (e.g. ``{"n_samples": 10}``). ``scoring_runs`` N:
     every clustering score is the mean over N clusterings (PCA and Leiden seeded ``seed`` to
-    ``seed + N - 1``) instead of one run's.
+    ``seed + N - 1``) instead of one run's. ``layer``: where the counts are, as for :class:`Butterfly`.
     """
     reference = reference or (model if isinstance(model, Butterfly) else model._model)
     names = reference.names
+    first, second = use_layers((first, second), names, layer)
     check_paired(first, second, names)  # scoring one cell's translation against another's profile is silent
     labels = check_label_key(first, label_key, what=f"The {names[0]} data").to_numpy()
     data = dict(zip(names, (first, second), strict=True))

@@ -27,6 +27,8 @@ from ._validation import (
     check_label_key,
     check_paired,
     check_whole_numbers,
+    use_layer,
+    use_layers,
 )
 from .accessibility import ATACPreprocessor, binarize_accessibility, binary_block
 from .data import PairedRows, dense_rows, split_validation
@@ -112,6 +114,10 @@ class Butterfly:
     modalities
         Names or :class:`~butterfly.modalities.ModalitySpec` of the two modalities, in the order of
         ``first`` and ``second``: ``("rna", "atac")``, ``("rna", "adt")``, ...
+    layer
+        Where the counts are: ``None`` (default) reads ``adata.X``; a name reads ``adata.layers[name]`` of
+        both datasets (e.g. ``"counts"``, when ``X`` holds normalised values); a dict names a layer per
+        modality, e.g. ``{"rna": "counts"}`` (modalities it leaves out are read from ``X``).
     pairing
         Training pairs: ``"measured"`` (scButterfly-B), ``"label"`` (-T: pairs augmented within the cell
         types of ``obs[label_key]`` of ``first``, 3x the training cells) or ``"cluster"`` (-C: augmented within
@@ -154,6 +160,7 @@ class Butterfly:
         second=None,
         *,
         modalities: Sequence[str | ModalitySpec] = ("rna", "atac"),
+        layer: str | dict[str, str | None] | None = None,
         pairing: str = "measured",
         label_key: str = "cell_type",
         cluster_resolution: float = 3.0,
@@ -182,7 +189,7 @@ class Butterfly:
             )
         if pairing == "cluster" and cluster_backend == "builtin":
             check_keywords(cluster_options or {}, ["n_components"], where="cluster_options (builtin backend)")
-        data = _split_input(first, second, self.names)
+        data = use_layers(_split_input(first, second, self.names), self.names, layer)
         check_paired(data[0], data[1], self.names)
         self.pairing, self.label_key, self.cluster_resolution = pairing, label_key, cluster_resolution
         self.cluster_backend, self.cluster_options = cluster_backend, dict(cluster_options or {})
@@ -205,6 +212,7 @@ class Butterfly:
         *,
         modalities: Sequence[str | ModalitySpec] = ("rna", "atac"),
         label_key: str = "cell_type",
+        layer: str | dict[str, str | None] | None = None,
         seed: int = 0,
         device: str = "auto",
         validation_fraction: float = 0.2,
@@ -216,18 +224,21 @@ class Butterfly:
 
         Training pairs match a random ``first`` cell with a random ``second`` cell of the same label, each
         shared label drawn in proportion to its average share of the two sets (paper eq. 13); labels found on
-        one side only are not used for training, but every cell can be translated afterwards.
+        one side only are not used for training, but every cell can be translated afterwards. ``layer`` as
+        for :class:`Butterfly`.
         """
         options = (seed, device, validation_fraction, dropout, batch_norm, discriminator_layers)
-        return cls._of_two_sets(first, second, modalities, label_key, "unpaired", options)
+        return cls._of_two_sets(first, second, modalities, label_key, layer, "unpaired", options)
 
     @classmethod
-    def _of_two_sets(cls, first, second, modalities, label_key, pairing, options, check=None) -> Butterfly:
+    def _of_two_sets(
+        cls, first, second, modalities, label_key, layer, pairing, options, check=None
+    ) -> Butterfly:
         """A model of two sets of different cells sharing ``label_key`` labels, paired by ``pairing``;
         ``check(data, names)`` runs before the preprocessing is fitted."""
         model = cls.__new__(cls)
         model._configure(modalities, *options)
-        data = _split_input(first, second, model.names)
+        data = use_layers(_split_input(first, second, model.names), model.names, layer)
         labels = tuple(
             check_label_key(d, label_key, what=f"The {n} data").to_numpy()
             for d, n in zip(data, model.names, strict=True)
@@ -249,6 +260,7 @@ class Butterfly:
         *,
         label_key: str = "cell_type",
         names: tuple[str, str] = ("control", "stimulated"),
+        layer: str | dict[str, str | None] | None = None,
         transport_components: int = 50,
         seed: int = 0,
         device: str = "auto",
@@ -262,8 +274,9 @@ class Butterfly:
         cells, including cell types never seen stimulated.
 
         ``control`` and ``stimulated`` hold log-normalised expression of the same genes (as scGen's Kang
-        data; for counts, ``sc.pp.normalize_total`` and ``sc.pp.log1p`` first), used as given, and cell
-        types in ``obs[label_key]``. Both sides use the RNA networks (256-128 encoder, 50% input mask, MSE).
+        data; for counts, ``sc.pp.normalize_total`` and ``sc.pp.log1p`` first), used as given (read from
+        ``adata.layers[layer]`` if ``layer`` names one, as for :class:`Butterfly`), and cell types in
+        ``obs[label_key]``. Both sides use the RNA networks (256-128 encoder, 50% input mask, MSE).
         Training pairs (paper, Methods): within each cell type found on both sides, the cells of both
         conditions are embedded by PCA (``transport_components``), the exact optimal transport plan between
         them is computed (Euclidean cost, uniform weights) and each control cell is paired with the
@@ -291,7 +304,7 @@ class Butterfly:
         specs = [dataclasses.replace(_modalities.EXPRESSION, name=str(n)) for n in names]
         options = (seed, device, validation_fraction, dropout, batch_norm, discriminator_layers)
         model = cls._of_two_sets(
-            control, stimulated, specs, label_key, "transport", options, _check_conditions
+            control, stimulated, specs, label_key, layer, "transport", options, _check_conditions
         )
         model.transport_components = int(transport_components)
         return model
@@ -597,6 +610,7 @@ class Butterfly:
         source: str,
         target: str,
         *,
+        layer: str | None = None,
         atac_output: str = "probability",
         library_size: np.ndarray | None = None,
         n_samples: int = 0,
@@ -612,6 +626,8 @@ class Butterfly:
 
         Parameters
         ----------
+        layer
+            Read the cells from ``adata.layers[layer]`` instead of ``adata.X`` (e.g. ``"counts"``).
         atac_output
             For an ATAC target: ``"probability"`` (the model's scaled TF-IDF output), ``"counts"`` (inverted
             to counts, paper eq. 12) or ``"binary"`` (counts binarised by row and column means).
@@ -628,6 +644,7 @@ class Butterfly:
             Cells per forward pass, and a progress bar over them when there are several.
         """
         target_pre = self._check_translation(source, target, atac_output)
+        adata = use_layer(adata, layer, what=f"The {source} data")
         output, latent = self._run(adata, source, target, batch_size, progress, n_samples)
         if atac_output != "probability":
             output = target_pre.inverse_transform(output, library_size, copy=False)  # in place, float32
@@ -642,6 +659,7 @@ class Butterfly:
         source: str,
         target: str,
         *,
+        layer: str | None = None,
         atac_output: str = "probability",
         library_size: np.ndarray | None = None,
         n_samples: int = 0,
@@ -656,6 +674,7 @@ class Butterfly:
         import h5py
 
         target_pre = self._check_translation(source, target, atac_output)
+        adata = use_layer(adata, layer, what=f"The {source} data")
         n_cells, n_features = adata.n_obs, target_pre.n_features
         library = None if atac_output == "probability" else target_pre.library_sizes(n_cells, library_size)
         skeleton = self._translation_anndata(
@@ -686,10 +705,13 @@ class Butterfly:
         _write_atomic(path, write)
 
     def latent(
-        self, adata: ad.AnnData, source: str, *, batch_size: int = 1024, progress: bool = True
-    ) -> np.ndarray:
-        """The translator's latent mean (cells x 128) of cells measured in ``source``."""
+        self, adata: ad.AnnData, source: str, *, layer: str | None = None, batch_size: int = 1024,
+        progress: bool = True,
+    ) -> np.ndarray:  # fmt: skip
+        """The translator's latent mean (cells x 128) of cells measured in ``source`` (read from
+        ``adata.layers[layer]`` if ``layer`` names one)."""
         self._check_names(source)
+        adata = use_layer(adata, layer, what=f"The {source} data")
         return self._run(adata, source, None, batch_size, progress)[1]
 
     # -- persistence (butterfly.persistence) ------------------------------------------------------------
