@@ -3,7 +3,8 @@
     python benchmarks/make_fixtures.py --shared ../shared/data
 
 Writes src/butterfly/data/snare_mcc_2k_{rna,atac}.h5ad (the demo data shipped in the package) and
-tests/data/{multiome,cite}_{...}.h5ad and tests/data/kang_perturb.h5ad (test fixtures).
+tests/data/{multiome,cite}_{...}.h5ad and tests/data/kang_perturb.h5ad (test fixtures); with mudata
+installed (`pip install mudata`), also tests/data/multiome_200.h5mu, a MuData file written by mudata itself.
 """
 
 import argparse
@@ -24,6 +25,28 @@ def _write(adata: ad.AnnData, path: Path) -> None:
                 frame[col] = frame[col].astype(str).astype("category")
     adata.write_h5ad(path, compression="gzip")
     print(f"{path.relative_to(ROOT)}: {adata.n_obs} x {adata.n_vars}, {path.stat().st_size / 1e6:.2f} MB")
+
+
+def _write_mudata(folder: Path, path: Path) -> None:
+    """The first 200 multiome cells as a MuData file, as muon users keep them: modalities "rna" and "atac",
+    the cell types in the MuData's own obs only."""
+    try:
+        import mudata
+    except ImportError:
+        print(f"{path.relative_to(ROOT)}: skipped (needs mudata)")
+        return
+    mods = {}
+    for name in ("rna", "atac"):
+        data = ad.read_h5ad(folder / f"{name}.h5ad")[:200].copy()
+        data.layers, data.uns = {}, {}
+        mods[name] = data
+    cell_types = mods["rna"].obs["cell_type"].astype(str).to_numpy()
+    for data in mods.values():
+        data.obs = data.obs[["batch"]].astype(str).astype("category")
+    mdata = mudata.MuData(mods)
+    mdata.obs["cell_type"] = cell_types
+    mdata.write(path, compression="gzip")
+    print(f"{path.relative_to(ROOT)}: {mdata.n_obs} cells, {path.stat().st_size / 1e6:.2f} MB")
 
 
 def main() -> None:
@@ -49,6 +72,8 @@ def main() -> None:
             data = ad.read_h5ad(args.shared / folder / f"{name}.h5ad")
             data.layers = {}
             _write(data, ROOT / "tests" / "data" / f"{prefix}_{name}.h5ad")
+
+    _write_mudata(args.shared / "multiome_bmmc_starter", ROOT / "tests" / "data" / "multiome_200.h5mu")
 
     # Kang IFN-beta PBMC (scGen's log-normalised file): 1,000 random cells, the 1,000 most variable genes
     kang = ad.read_h5ad(args.shared / "pt_pbmc_kang" / "perturb.h5ad")

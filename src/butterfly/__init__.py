@@ -1,6 +1,6 @@
 """butterfly: single-cell cross-modality translation with dual-aligned variational autoencoders (scButterfly)."""
 
-from . import datasets, evaluate, metrics, modalities, preprocessing, protocols, report
+from . import datasets, evaluate, metrics, modalities, preprocessing, protocols, readers, report
 from ._validation import ButterflyInputError, NotTrainedError, align_cells
 from .accessibility import ATACPreprocessor, binarize_accessibility
 from .evaluate import evaluate_perturbation, evaluate_translation
@@ -31,5 +31,6 @@ __all__ = [
     "parse_peaks",
     "preprocessing",
     "protocols",
+    "readers",
     "report",
 ]

@@ -15,6 +15,8 @@ EXAMPLES = """examples:
   butterfly train --first rna.h5ad --second atac.h5ad --modalities rna atac --out my_model
   butterfly train --first rna.h5ad --second atac.h5ad --fast --out my_model   # minutes, not the paper's hour
   butterfly translate --model my_model --input new_atac.h5ad --source atac --target rna --out predicted_rna.h5ad
+  butterfly train --first arc/filtered_feature_bc_matrix.h5 --second arc/filtered_feature_bc_matrix.h5 --fast --out m
+  butterfly train --first multiome.h5mu --second multiome.h5mu --first-layer counts --fast --out m
   butterfly train --first control.h5ad --second stimulated.h5ad --perturbation --fast --out ifnb_model
   butterfly translate --model ifnb_model --input control_b_cells.h5ad --source control --target stimulated --out pred.h5ad
   butterfly benchmark --first rna.h5ad --second atac.h5ad --protocol batch --folds 4 --out bench_batch
@@ -35,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train a translator on paired cells",
-        description="Train a translator on two .h5ad files holding the same cells (raw counts).",
+        description="Train a translator on two .h5ad files holding the same cells (raw counts). --first and "
+        "--second may also name one MuData .h5mu file (its modalities named as --modalities, or rna/gex, "
+        "atac/peaks, prot/adt) or one Cell Ranger .h5 matrix (ARC, multi: its Gene Expression, Peaks and "
+        "Antibody Capture features).",
     )
     train.add_argument(
         "--first", required=True, type=Path, help="h5ad of the first modality (e.g. RNA counts)"
@@ -97,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     translate.add_argument("--model", required=True, type=Path, help="folder of a trained model")
     translate.add_argument(
-        "--input", required=True, type=Path, help="h5ad of the cells, in the source modality"
-    )
+        "--input", required=True, type=Path,
+        help="h5ad of the cells, in the source modality (or an .h5mu or Cell Ranger .h5 holding it)",
+    )  # fmt: skip
     translate.add_argument(
         "--layer", default=None, metavar="NAME",
         help="read --input's data from its layer NAME (e.g. counts) instead of X",
@@ -292,29 +298,28 @@ def _scvi_options(args: argparse.Namespace) -> dict | None:
     return {"max_epochs": args.scvi_epochs}
 
 
-def _read(path: Path, layer: str | None = None, option: str = "--layer"):
-    """The AnnData of an .h5ad file, with ``layers[layer]`` as its X when ``layer`` names one."""
-    import anndata as ad
+def _read(path: Path, name: str, kind: str, layer: str | None = None, option: str = "--layer"):
+    """Modality ``name`` (preprocessing ``kind``) of an .h5ad, .h5mu or Cell Ranger .h5 file
+    (:func:`butterfly.readers.read_modality`), with ``layers[layer]`` as its X when ``layer`` names one."""
+    from ._validation import use_layer
+    from .readers import read_modality
 
-    from ._validation import ButterflyInputError, use_layer
-
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        adata = ad.read_h5ad(path)
-    except (OSError, KeyError, ValueError, TypeError) as err:
-        raise ButterflyInputError(
-            f"{path} could not be read as an .h5ad file ({err}). Save the data with adata.write_h5ad(path) "
-            "(for 10x output: sc.read_10x_h5(...).write_h5ad(path))."
-        ) from None
-    return use_layer(adata, layer, what=str(path), option=option)
+    return use_layer(read_modality(path, name, kind), layer, what=str(path), option=option)
 
 
-def _read_pair(args: argparse.Namespace):
-    """``--first`` and ``--second``, each from its ``--first-layer`` / ``--second-layer`` if given."""
+def _read_pair(args: argparse.Namespace, names: tuple[str, str]):
+    """``--first`` and ``--second`` as modalities ``names``, each from its ``--first-layer`` /
+    ``--second-layer`` if given."""
+    from . import modalities
+
+    kinds = (
+        ["expression"] * 2
+        if getattr(args, "perturbation", False)
+        else [modalities.get(n).preprocessing for n in names]
+    )
     return (
-        _read(args.first, args.first_layer, "--first-layer"),
-        _read(args.second, args.second_layer, "--second-layer"),
+        _read(args.first, names[0], kinds[0], args.first_layer, "--first-layer"),
+        _read(args.second, names[1], kinds[1], args.second_layer, "--second-layer"),
     )
 
 
@@ -332,7 +337,8 @@ def _run(args: argparse.Namespace) -> None:
         check_save_target(args.out, overwrite=args.overwrite)  # before hours of training, not after
         options = _training_options(args)
         TrainingConfig(**options)  # refuses a bad setting before the data are read
-        first, second = _read_pair(args)
+        names = ("control", "stimulated") if args.perturbation else tuple(args.modalities)
+        first, second = _read_pair(args, names)
         common = {"modalities": tuple(args.modalities), "seed": args.seed, "device": args.device}
         if args.perturbation:
             model = Butterfly.perturbation(
@@ -364,7 +370,8 @@ def _run(args: argparse.Namespace) -> None:
                 f"{args.out} exists; pass --overwrite to replace it, or choose another --out."
             )
         model = Butterfly.load(args.model, device=args.device)
-        cells = _read(args.input, args.layer)
+        model._check_names(args.source, args.target)
+        cells = _read(args.input, args.source, model.specs[args.source].preprocessing, args.layer)
         # batch by batch into the file: the output never sits in memory, however many cells
         model.translate_to_h5ad(
             cells, args.out, source=args.source, target=args.target, atac_output=args.atac_output,
@@ -377,7 +384,7 @@ def _run(args: argparse.Namespace) -> None:
         from ._io import check_report_folder
         from ._validation import ButterflyInputError, check_label_key, check_paired
 
-        first, second = _read_pair(args)
+        first, second = _read_pair(args, tuple(args.modalities))
         check_paired(first, second, tuple(args.modalities))
         what = f"The {args.modalities[0]} data"
         check_label_key(first, args.label_key, what=what, option="--label-key")
