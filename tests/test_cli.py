@@ -77,6 +77,20 @@ def test_counts_read_from_layers(files, capsys):
     )
 
 
+def test_shared_cells_keeps_the_cells_both_files_hold(files, capsys):
+    atac = ad.read_h5ad(files / "atac.h5ad")
+    atac[50:].copy().write_h5ad(files / "atac_450.h5ad")
+    train = ["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac_450.h5ad"),
+             "--pretrain-epochs", "1", "--epochs", "1", "--out", str(files / "m")]  # fmt: skip
+    assert main(train) == 2
+    assert "Keep the 450 shared cells with the flag --shared-cells" in capsys.readouterr().err
+    assert main([*train, "--shared-cells", "--unpaired"]) == 2
+    assert "--perturbation and --unpaired train on different cells" in capsys.readouterr().err
+    assert main([*train, "--shared-cells"]) == 0
+    assert "--shared-cells: 450 cells in both files (--first: 500, --second: 450)" in capsys.readouterr().out
+    assert bf.Butterfly.load(files / "m").history_["phase"].nunique() == 3
+
+
 def test_fast_setting_and_explicit_flags(files, capsys):
     """--fast trains with FAST_SETTING; flags given explicitly override it; without --fast, the paper's defaults."""
     from butterfly import FAST_SETTING

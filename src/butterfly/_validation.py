@@ -199,24 +199,30 @@ def check_label_key(
     return labels
 
 
-def check_paired(first: ad.AnnData, second: ad.AnnData, names: tuple[str, str]) -> None:
-    """Refuse two modalities that do not list the same cells in the same order."""
+def check_paired(
+    first: ad.AnnData, second: ad.AnnData, names: tuple[str, str], *, align: str | None = None,
+    unpaired: str = "Butterfly.unpaired(...)",
+) -> None:  # fmt: skip
+    """Refuse two modalities that do not list the same cells in the same order. ``align`` and ``unpaired``:
+    how the user aligns them and trains on different cells (defaults: the Python API's; the CLI names its
+    flags)."""
     a, b = names
     if first.n_obs == second.n_obs and np.array_equal(first.obs_names.values, second.obs_names.values):
         return
+    align = align or f"{a}, {b} = butterfly.align_cells({a}, {b})"
     shared = first.obs_names.intersection(second.obs_names)
     if len(shared) == first.n_obs == second.n_obs:
         raise ButterflyInputError(
-            f"The {a} and {b} data list the same cells in a different order. Align them by name first: "
-            f"{a}, {b} = butterfly.align_cells({a}, {b})."
+            f"The {a} and {b} data list the same cells in a different order. Align them by name first "
+            f"with {align}."
         )
     only_first = first.obs_names.difference(second.obs_names)
     only_second = second.obs_names.difference(first.obs_names)
     hint = (
-        f"Keep the {len(shared)} shared cells with {a}, {b} = butterfly.align_cells({a}, {b})."
+        f"Keep the {len(shared)} shared cells with {align}."
         if len(shared)
         else "No cell name is shared: if the two datasets come from different cells, train with "
-        "Butterfly.unpaired(...); if they are the same cells, give them the same obs_names."
+        f"{unpaired}; if they are the same cells, give them the same obs_names."
     )
     raise ButterflyInputError(
         f"The {a} data ({first.n_obs} cells) and the {b} data ({second.n_obs} cells) are not the same cells: "

@@ -235,6 +235,11 @@ def _add_layer_options(parser: argparse.ArgumentParser) -> None:
             f"--{which}-layer", default=None, metavar="NAME",
             help=f"read --{which}'s data from its layer NAME (e.g. counts) instead of X",
         )  # fmt: skip
+    parser.add_argument(
+        "--shared-cells", action="store_true",
+        help="keep only the cells both files hold (matched by name, in --first's order), e.g. the modalities "
+        "of an .h5mu that were filtered apart; by default cells that differ are refused",
+    )  # fmt: skip
 
 
 def _add_optimizer_options(
@@ -307,20 +312,29 @@ def _read(path: Path, name: str, kind: str, layer: str | None = None, option: st
     return use_layer(read_modality(path, name, kind), layer, what=str(path), option=option)
 
 
-def _read_pair(args: argparse.Namespace, names: tuple[str, str]):
+def _read_pair(args: argparse.Namespace, names: tuple[str, str], paired: bool = True):
     """``--first`` and ``--second`` as modalities ``names``, each from its ``--first-layer`` /
-    ``--second-layer`` if given."""
+    ``--second-layer`` if given. ``paired``: the same cells, kept to those both hold with ``--shared-cells``
+    and refused when they differ without it."""
     from . import modalities
+    from ._validation import align_cells, check_paired
 
     kinds = (
         ["expression"] * 2
         if getattr(args, "perturbation", False)
         else [modalities.get(n).preprocessing for n in names]
     )
-    return (
-        _read(args.first, names[0], kinds[0], args.first_layer, "--first-layer"),
-        _read(args.second, names[1], kinds[1], args.second_layer, "--second-layer"),
-    )
+    first = _read(args.first, names[0], kinds[0], args.first_layer, "--first-layer")
+    second = _read(args.second, names[1], kinds[1], args.second_layer, "--second-layer")
+    if paired and args.shared_cells:
+        n_cells = first.n_obs, second.n_obs
+        first, second = align_cells(first, second)
+        print(
+            f"--shared-cells: {first.n_obs} cells in both files (--first: {n_cells[0]}, --second: {n_cells[1]})"
+        )
+    if paired:
+        check_paired(first, second, names, align="the flag --shared-cells", unpaired="--unpaired")
+    return first, second
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -338,7 +352,12 @@ def _run(args: argparse.Namespace) -> None:
         options = _training_options(args)
         TrainingConfig(**options)  # refuses a bad setting before the data are read
         names = ("control", "stimulated") if args.perturbation else tuple(args.modalities)
-        first, second = _read_pair(args, names)
+        if args.shared_cells and (args.perturbation or args.unpaired):
+            raise ButterflyInputError(
+                "--shared-cells keeps the cells two files share; --perturbation and --unpaired train on "
+                "different cells, so they take all of each file."
+            )
+        first, second = _read_pair(args, names, paired=not (args.perturbation or args.unpaired))
         common = {"modalities": tuple(args.modalities), "seed": args.seed, "device": args.device}
         if args.perturbation:
             model = Butterfly.perturbation(
@@ -382,10 +401,9 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "benchmark":
         from . import protocols, report
         from ._io import check_report_folder
-        from ._validation import ButterflyInputError, check_label_key, check_paired
+        from ._validation import ButterflyInputError, check_label_key
 
         first, second = _read_pair(args, tuple(args.modalities))
-        check_paired(first, second, tuple(args.modalities))
         what = f"The {args.modalities[0]} data"
         check_label_key(first, args.label_key, what=what, option="--label-key")
         if args.protocol == "cell":
