@@ -472,6 +472,24 @@ def test_mudata_like_input(multiome):
         bf.Butterfly(FakeMuData(), modalities=("rna", "atac"))
 
 
+def test_translate_takes_the_source_modality_of_a_mudata(trained, snare_split):
+    _, _, rna, atac = snare_split
+
+    class FakeMuData:
+        mod = {"rna": rna, "atac": atac}
+
+    expected = trained.translate(atac, source="atac", target="rna", progress=False)
+    got = trained.translate(FakeMuData(), source="atac", target="rna", progress=False)
+    np.testing.assert_array_equal(got.X, expected.X)
+    pd.testing.assert_frame_equal(got.obs, atac.obs)
+    np.testing.assert_array_equal(
+        trained.latent(FakeMuData(), "rna", progress=False), trained.latent(rna, "rna")
+    )
+    FakeMuData.mod = {"gex": rna}
+    with pytest.raises(ButterflyInputError, match=r"The MuData has no modality 'rna' \(it has \['gex'\]\)"):
+        trained.translate(FakeMuData(), source="rna", target="atac")
+
+
 def test_mismatched_cells_refused_at_construction(multiome):
     rna, atac = multiome
     with pytest.raises(ButterflyInputError, match="different order"):

@@ -536,6 +536,18 @@ class Butterfly:
         if target is not None and source == target:
             raise ButterflyInputError("source and target must differ; use the measured data itself.")
 
+    def _source_data(self, adata, source: str, layer: str | None) -> ad.AnnData:
+        """The cells to translate from ``source``: ``adata`` itself or, for a MuData, its modality ``source``;
+        read from ``layers[layer]`` when ``layer`` names one."""
+        if hasattr(adata, "mod") and not isinstance(adata, ad.AnnData):  # MuData, without importing mudata
+            if source not in adata.mod:
+                raise ButterflyInputError(
+                    f"The MuData has no modality {source!r} (it has {sorted(adata.mod)}). Pass the AnnData of "
+                    f"the {source} cells instead, e.g. translate(mdata.mod[...], source={source!r}, ...)."
+                )
+            adata = adata.mod[source]
+        return use_layer(adata, layer, what=f"The {source} data")
+
     def _translated_batches(
         self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool,
         n_samples: int = 0,
@@ -626,6 +638,8 @@ class Butterfly:
 
         Parameters
         ----------
+        adata
+            The cells, measured in ``source``: an AnnData, or a MuData holding a modality named ``source``.
         layer
             Read the cells from ``adata.layers[layer]`` instead of ``adata.X`` (e.g. ``"counts"``).
         atac_output
@@ -644,7 +658,7 @@ class Butterfly:
             Cells per forward pass, and a progress bar over them when there are several.
         """
         target_pre = self._check_translation(source, target, atac_output)
-        adata = use_layer(adata, layer, what=f"The {source} data")
+        adata = self._source_data(adata, source, layer)
         output, latent = self._run(adata, source, target, batch_size, progress, n_samples)
         if atac_output != "probability":
             output = target_pre.inverse_transform(output, library_size, copy=False)  # in place, float32
@@ -674,7 +688,7 @@ class Butterfly:
         import h5py
 
         target_pre = self._check_translation(source, target, atac_output)
-        adata = use_layer(adata, layer, what=f"The {source} data")
+        adata = self._source_data(adata, source, layer)
         n_cells, n_features = adata.n_obs, target_pre.n_features
         library = None if atac_output == "probability" else target_pre.library_sizes(n_cells, library_size)
         skeleton = self._translation_anndata(
@@ -711,7 +725,7 @@ class Butterfly:
         """The translator's latent mean (cells x 128) of cells measured in ``source`` (read from
         ``adata.layers[layer]`` if ``layer`` names one)."""
         self._check_names(source)
-        adata = use_layer(adata, layer, what=f"The {source} data")
+        adata = self._source_data(adata, source, layer)
         return self._run(adata, source, None, batch_size, progress)[1]
 
     # -- persistence (butterfly.persistence) ------------------------------------------------------------
