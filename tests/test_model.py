@@ -761,6 +761,26 @@ def test_counts_in_a_layer_train_and_translate_as_counts_in_x(multiome, tmp_path
     assert (layered.X != before).nnz == 0 and list(layered.layers) == ["counts"]
 
 
+def test_translations_carry_the_training_features_annotations(multiome, tmp_path):
+    """Text columns of the training data's var (gene IDs, feature types) reach the translated AnnData, also
+    from a saved model; numbers, mostly statistics of the training cells, do not."""
+    rna, atac = multiome
+    rna = rna.copy()
+    rna.var["feature_types"] = pd.Categorical(["Gene Expression"] * rna.n_vars)
+    rna.var["mean_counts"] = 1.5
+    model = bf.Butterfly(rna, atac, seed=0)
+    model.fit(pretrain_epochs=1, epochs=1, progress=False)
+    genes = model.translate(atac, source="atac", target="rna", progress=False)
+    assert list(genes.var.columns) == ["gene_ids", "feature_types"]
+    assert list(genes.var["gene_ids"]) == list(rna.var.loc[genes.var_names, "gene_ids"])
+    model.save(tmp_path / "model")
+    again = bf.Butterfly.load(tmp_path / "model").translate(atac, source="atac", target="rna", progress=False)
+    pd.testing.assert_frame_equal(again.var, genes.var)
+    peaks = model.translate(rna, source="rna", target="atac", progress=False).var
+    assert list(peaks.columns) == ["chrom", "start", "end"]
+    assert list(peaks["start"]) == list(atac.var.loc[peaks.index, "start"])
+
+
 def test_progress_bars_into_a_log_update_at_most_every_half_minute(multiome, capsys):
     """With standard error a file (capsys: not a terminal, as in a batch job's log), a fit writes each
     phase's bar when it starts and when it ends, not once per epoch (one copy of the bar each)."""

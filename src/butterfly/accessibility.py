@@ -31,6 +31,7 @@ class ATACPreprocessor(Preprocessor):
     """
 
     kind = "atac"
+    computed_columns = frozenset({"chrom", "start", "end"})
 
     def __init__(self, min_cell_fraction: float = 0.005) -> None:
         super().__init__()
@@ -132,10 +133,9 @@ class ATACPreprocessor(Preprocessor):
         return out
 
     def _output_var(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            {"chrom": self.chrom_.astype(str), "start": self.start_, "end": self.end_},
-            index=pd.Index(self.features_.astype(str)),
-        )
+        var = super()._output_var()
+        var["chrom"], var["start"], var["end"] = self.chrom_.astype(str), self.start_, self.end_
+        return var
 
     def inverse_transform(self, values, library_size=None, *, copy: bool = True) -> np.ndarray:
         """Turn scaled TF-IDF values (e.g. predictions) back into counts (paper eq. 12).

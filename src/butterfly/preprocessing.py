@@ -100,10 +100,15 @@ class Preprocessor:
     kind: ClassVar[str] = ""
     #: Whether the input must be raw integer counts.
     requires_integer: ClassVar[bool] = True
+    #: Columns of the output ``var`` the preprocessor computes itself (not carried from the training data).
+    computed_columns: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
         self.input_features_: np.ndarray | None = None  # fitted features new data are aligned to
         self.features_: np.ndarray | None = None  # features of the output
+        #: Text columns of the training data's ``var`` for the output features (gene IDs, feature types...),
+        #: carried into translated AnnData.
+        self.feature_annotations_: dict[str, np.ndarray] = {}
 
     # -- public API ---------------------------------------------------------------------------------------
     @property
@@ -121,6 +126,7 @@ class Preprocessor:
         X = self._checked_matrix(adata, what=what)
         self._check_feature_kind(adata, what=what, fix=_ORDER_FIX)
         self._fit(X, adata)
+        self.feature_annotations_ = _text_columns(adata.var, self.features_, skip=self.computed_columns)
         return self
 
     def transform(self, adata: ad.AnnData) -> ad.AnnData:
@@ -144,11 +150,14 @@ class Preprocessor:
         """The fitted state as (JSON-able config, named arrays). Restore with :func:`preprocessor_from_state`."""
         self._check_fitted()
         config, arrays = self._state()
-        config = {"kind": self.kind, **config}
+        annotations = list(self.feature_annotations_)
+        config = {"kind": self.kind, **config, "feature_annotations": annotations}
         arrays = {
             "input_features": self.input_features_.astype(str),
             "features": self.features_.astype(str),
             **arrays,
+            # numbered, not named: a column name may hold any character
+            **{f"annotation_{i}": self.feature_annotations_[c] for i, c in enumerate(annotations)},
         }
         return config, arrays
 
@@ -157,6 +166,10 @@ class Preprocessor:
         obj = cls(**config.get("params", {}))
         obj.input_features_ = np.asarray(arrays["input_features"]).astype(object)
         obj.features_ = np.asarray(arrays["features"]).astype(object)
+        obj.feature_annotations_ = {
+            column: np.asarray(arrays[f"annotation_{i}"]).astype(str)
+            for i, column in enumerate(config.get("feature_annotations", []))  # none in files before them
+        }
         obj._load_state(config, arrays)
         return obj
 
@@ -185,7 +198,11 @@ class Preprocessor:
             )
 
     def _output_var(self) -> pd.DataFrame:
-        return pd.DataFrame(index=pd.Index(self.features_.astype(str)))
+        """``var`` of translated AnnData: the output features with the training data's text annotations."""
+        var = pd.DataFrame(index=pd.Index(self.features_.astype(str)))
+        for column, values in self.feature_annotations_.items():
+            var[column] = values
+        return var
 
     # -- helpers ------------------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -325,6 +342,25 @@ class ExpressionPreprocessor(Preprocessor):
 
     def _transform(self, X: sp.csr_matrix, adata: ad.AnnData) -> sp.csr_matrix:
         return X
+
+
+def _text_columns(var: pd.DataFrame, features: np.ndarray, skip=frozenset()) -> dict[str, np.ndarray]:
+    """The text (string or categorical) columns of ``var`` at ``features``, but those in ``skip``, as arrays of
+    str. Numbers are left out: in a ``var`` they are mostly statistics of the training cells (means,
+    dispersions)."""
+    rows = var.index.get_indexer(pd.Index(features.astype(str)))
+    if (rows < 0).any():  # output features not named as in var: no annotation to carry
+        return {}
+    columns = {}
+    for column in var.columns:
+        values = var[column]
+        if (
+            isinstance(column, str)
+            and column not in skip
+            and (isinstance(values.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(values.dtype))
+        ):
+            columns[column] = values.iloc[rows].astype(str).to_numpy().astype(str)
+    return columns
 
 
 def __getattr__(name: str) -> Any:
