@@ -98,11 +98,16 @@ def test_read_modality_finds_usual_names_and_explains_what_it_cannot_read(cellra
         read_modality(tmp_path / "missing.h5mu", "rna", "rna")
 
 
-def test_cli_trains_on_a_cellranger_h5_and_translates_from_an_h5mu(cellranger_h5, tmp_path, capsys):
+def test_cli_trains_on_a_cellranger_h5_and_translates_from_an_h5mu(
+    cellranger_h5, tmp_path, capsys, monkeypatch
+):
     model_dir, out = tmp_path / "model", tmp_path / "pred.h5ad"
+    reads = []
+    monkeypatch.setattr(bf.readers, "read_10x_h5", lambda path: reads.append(path) or read_10x_h5(path))
     code = main(["train", "--first", str(cellranger_h5), "--second", str(cellranger_h5), "--out", str(model_dir),
                  "--pretrain-epochs", "1", "--epochs", "1", "--seed", "2"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
+    assert reads == [cellranger_h5]  # --first and --second name one file: it is read once
     model = bf.Butterfly.load(model_dir)
     assert model.preprocessors["rna"].input_features_.size == 600
     code = main(["translate", "--model", str(model_dir), "--input", str(DATA / "multiome_200.h5mu"),

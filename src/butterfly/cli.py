@@ -317,15 +317,25 @@ def _read_pair(args: argparse.Namespace, names: tuple[str, str], paired: bool = 
     ``--second-layer`` if given. ``paired``: the same cells, kept to those both hold with ``--shared-cells``
     and refused when they differ without it."""
     from . import modalities
-    from ._validation import align_cells, check_paired
+    from ._validation import align_cells, check_paired, use_layer
+    from .readers import read_modalities, read_modality
 
     kinds = (
         ["expression"] * 2
         if getattr(args, "perturbation", False)
         else [modalities.get(n).preprocessing for n in names]
     )
-    first = _read(args.first, names[0], kinds[0], args.first_layer, "--first-layer")
-    second = _read(args.second, names[1], kinds[1], args.second_layer, "--second-layer")
+    if (
+        args.first.resolve() == args.second.resolve()
+    ):  # both modalities of one .h5mu or Cell Ranger .h5: read once
+        first, second = read_modalities(args.first, list(zip(names, kinds, strict=True)))
+    else:
+        first, second = (
+            read_modality(args.first, names[0], kinds[0]),
+            read_modality(args.second, names[1], kinds[1]),
+        )
+    first = use_layer(first, args.first_layer, what=str(args.first), option="--first-layer")
+    second = use_layer(second, args.second_layer, what=str(args.second), option="--second-layer")
     if paired and args.shared_cells:
         n_cells = first.n_obs, second.n_obs
         first, second = align_cells(first, second)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
@@ -111,40 +112,55 @@ def read_modality(path: str | os.PathLike, name: str, kind: str) -> ad.AnnData:
     for ``kind`` (``rna``/``gex``, ``atac``/``peaks``, ``prot``/``adt``...). A Cell Ranger ``.h5``: the
     features of ``kind``'s feature type. The CLI reads ``--first``, ``--second`` and ``--input`` so.
     """
+    return read_modalities(path, [(name, kind)])[0]
+
+
+def read_modalities(path: str | os.PathLike, wanted: Sequence[tuple[str, str]]) -> list[ad.AnnData]:
+    """:func:`read_modality` of each ``(name, kind)`` in ``wanted``, reading the file once (both modalities of
+    one ``.h5mu`` or Cell Ranger ``.h5``)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".h5mu":
         parts = read_h5mu(path)
-        if name in parts:
-            return parts[name]
-        usual = [m for m in parts if m.lower() in MUDATA_NAMES.get(kind, ())]
-        if len(usual) == 1:
-            return parts[usual[0]]
-        raise ButterflyInputError(
-            f"{path} has no modality {name!r} (it has {_preview(sorted(parts))}). Save the one you mean as an "
-            f".h5ad file (mdata.mod[...].write_h5ad(path)) and pass that file instead."
-        )
+        return [_named_part(parts, path, name, kind) for name, kind in wanted]
     if suffix == ".h5":
-        if kind not in FEATURE_TYPES:
-            raise ButterflyInputError(
-                f"{path} is a Cell Ranger matrix of counts, but modality {name!r} takes normalised values; "
-                "normalise it with scanpy first and pass an .h5ad file."
-            )
+        for name, kind in wanted:  # before reading a large file
+            if kind not in FEATURE_TYPES:
+                raise ButterflyInputError(
+                    f"{path} is a Cell Ranger matrix of counts, but modality {name!r} takes normalised "
+                    "values; normalise it with scanpy first and pass an .h5ad file."
+                )
         parts = read_10x_h5(path)
-        if kind not in parts:
+        missing = [(name, kind) for name, kind in wanted if kind not in parts]
+        if missing:
+            name, kind = missing[0]
             raise ButterflyInputError(
                 f"{path} holds no {FEATURE_TYPES[kind]!r} features for modality {name!r}; it holds "
                 f"{_preview(FEATURE_TYPES[k] for k in parts)}."
             )
-        return parts[kind]
+        return [parts[kind] for _, kind in wanted]
     _check_file(path)
     try:
-        return ad.read_h5ad(path)
+        adata = ad.read_h5ad(path)
     except (OSError, KeyError, ValueError, TypeError) as err:
         raise ButterflyInputError(
             f"{path} could not be read as an .h5ad file ({err}). Save the data with adata.write_h5ad(path), or "
             "give a Cell Ranger .h5 or a MuData .h5mu file."
         ) from None
+    return [adata if i == 0 else adata.copy() for i in range(len(wanted))]
+
+
+def _named_part(parts: dict[str, ad.AnnData], path: Path, name: str, kind: str) -> ad.AnnData:
+    """The modality of a MuData called ``name``, or else the only one named as usual for ``kind``."""
+    if name in parts:
+        return parts[name]
+    usual = [m for m in parts if m.lower() in MUDATA_NAMES.get(kind, ())]
+    if len(usual) == 1:
+        return parts[usual[0]]
+    raise ButterflyInputError(
+        f"{path} has no modality {name!r} (it has {_preview(sorted(parts))}). Save the one you mean as an "
+        f".h5ad file (mdata.mod[...].write_h5ad(path)) and pass that file instead."
+    )
 
 
 def _check_file(path: Path) -> None:
