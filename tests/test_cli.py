@@ -195,6 +195,9 @@ def test_help_explains_commands(capsys):
     text = capsys.readouterr().out
     for word in ("train", "translate", "demo", "examples"):
         assert word in text
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"butterfly {bf.__version__}"
 
 
 def test_benchmark_command_end_to_end(files, capsys):
