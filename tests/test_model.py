@@ -732,8 +732,12 @@ def test_counts_in_a_layer_train_and_translate_as_counts_in_x(multiome, tmp_path
     before = layered.X.copy()
     with pytest.raises(ButterflyInputError, match="non-integer.*name it: layer='counts'"):
         bf.Butterfly(layered, atac, seed=3)
-    with pytest.raises(ButterflyInputError, match="The atac data has no layers, so no layer 'counts'"):
+    with pytest.raises(
+        ButterflyInputError, match=r"no layer 'counts', which .* both .* layer=\{'rna': 'counts'\}"
+    ):
         bf.Butterfly(layered, atac, layer="counts", seed=3)  # one name is read from both
+    with pytest.raises(ButterflyInputError, match="The atac data has no layers, so no layer 'counts'"):
+        bf.Butterfly(layered, atac, layer={"atac": "counts"}, seed=3)
     with pytest.raises(ButterflyInputError, match=r"layer names modality 'adt'.*\['rna', 'atac'\]"):
         bf.Butterfly(layered, atac, layer={"adt": "counts"}, seed=3)
     models = []

@@ -129,6 +129,13 @@ def use_layers(datasets: Sequence[ad.AnnData], names: Sequence[str], layer) -> t
     """:func:`use_layer` for each modality's dataset: ``layer`` is one name (or None) for all of them, or a
     dict ``{modality: layer}`` (modalities it leaves out keep ``X``)."""
     if layer is None or isinstance(layer, str):
+        having = [n for d, n in zip(datasets, names, strict=True) if layer in d.layers]
+        if having and len(having) < len(names):  # one name reads both; say how to read one modality's
+            lacking = next(n for n in names if n not in having)
+            raise ButterflyInputError(
+                f"The {lacking} data has no layer {layer!r}, which layer={layer!r} reads from both modalities. "
+                f"To read it from the {having[0]} data only: layer={{{having[0]!r}: {layer!r}}}."
+            )
         layers = dict.fromkeys(names, layer)
     elif isinstance(layer, dict):
         unknown = [key for key in layer if key not in names]
