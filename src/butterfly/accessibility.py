@@ -197,6 +197,13 @@ def binarize_accessibility(counts, *, copy: bool = True, chunk: int = 4096) -> n
 
     Returns float32 0/1 values; ``copy=False`` writes them into a dense float32 ``counts`` itself. Rows are
     compared ``chunk`` at a time, so no whole-matrix temporaries are made.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> binarize_accessibility(np.array([[0.1, 2.0], [0.3, 0.2]]))
+    array([[0., 1.],
+           [1., 0.]], dtype=float32)
     """
     counts = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
     if counts.ndim != 2:

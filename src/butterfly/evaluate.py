@@ -48,6 +48,18 @@ def evaluate_translation(
     ``translate_options`` go to ``model.translate`` (e.g. ``{"n_samples": 10}``). ``scoring_runs`` N:
     every clustering score is the mean over N clusterings (PCA and Leiden seeded ``seed`` to
     ``seed + N - 1``) instead of one run's. ``layer``: where the counts are, as for :class:`Butterfly`.
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> rna, atac = bf.datasets.snare_mcc_demo()
+    >>> model = bf.Butterfly(rna[:1500], atac[:1500], seed=0)
+    >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
+    >>> scores = bf.evaluate_translation(model, rna[1500:], atac[1500:])  # held-out paired cells
+    >>> sorted(scores)
+    ['atac->rna', 'measured atac', 'measured rna', 'rna->atac']
+    >>> sorted(scores["rna->atac"])
+    ['AMI', 'ARI', 'AUPRC', 'AUROC', 'HOM', 'NMI']
     """
     reference = reference or (model if isinstance(model, Butterfly) else model._model)
     names = reference.names

@@ -52,6 +52,13 @@ def parse_peaks(var: pd.DataFrame) -> PeakCoordinates:
     """Read peak coordinates from ``var`` columns (chrom/start/end or aliases) or from the var names.
 
     Names may be ``chr1:100-200``, ``chr1-100-200`` or ``chr1_100_200``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> peaks = parse_peaks(pd.DataFrame(index=["chr1:100-200", "chr2-50-80"]))
+    >>> list(peaks.chrom), peaks.start.tolist(), peaks.end.tolist()
+    (['chr1', 'chr2'], [100, 50], [200, 80])
     """
     chrom_col, start_col, end_col = (
         _first_column(var, _CHROM_COLUMNS),

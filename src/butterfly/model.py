@@ -656,6 +656,20 @@ class Butterfly:
             that raised RNA->ATAC AMI for fast-setting models and lowered it for others (README).
         batch_size, progress
             Cells per forward pass, and a progress bar over them when there are several.
+
+        Examples
+        --------
+        >>> import butterfly as bf
+        >>> rna, atac = bf.datasets.snare_mcc_demo()
+        >>> model = bf.Butterfly(rna[:400], atac[:400], seed=0)
+        >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
+        >>> new_cells = atac[1900:]  # cells the model never saw
+        >>> rna_pred = model.translate(new_cells, source="atac", target="rna", progress=False)
+        >>> rna_pred.shape, rna_pred.obsm["X_butterfly"].shape
+        ((100, 1677), (100, 128))
+        >>> counts = model.translate(rna[1900:], source="rna", target="atac", atac_output="counts", progress=False)
+        >>> list(counts.var.columns)
+        ['chrom', 'start', 'end']
         """
         target_pre = self._check_translation(source, target, atac_output)
         adata = self._source_data(adata, source, layer)
@@ -723,7 +737,17 @@ class Butterfly:
         progress: bool = True,
     ) -> np.ndarray:  # fmt: skip
         """The translator's latent mean (cells x 128) of cells measured in ``source`` (read from
-        ``adata.layers[layer]`` if ``layer`` names one)."""
+        ``adata.layers[layer]`` if ``layer`` names one).
+
+        Examples
+        --------
+        >>> import butterfly as bf
+        >>> rna, atac = bf.datasets.snare_mcc_demo()
+        >>> model = bf.Butterfly(rna[:400], atac[:400], seed=0)
+        >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
+        >>> model.latent(atac[1900:], "atac", progress=False).shape
+        (100, 128)
+        """
         self._check_names(source)
         adata = self._source_data(adata, source, layer)
         return self._run(adata, source, None, batch_size, progress)[1]
@@ -732,7 +756,21 @@ class Butterfly:
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Save the model to a folder: ``config.json``, ``weights.pt`` (a state dict), the fitted preprocessing
         (JSON + ``.npz``) and the loss history. The folder is written atomically; ``overwrite`` replaces an
-        earlier saved model (or an empty folder), never a folder holding anything else."""
+        earlier saved model (or an empty folder), never a folder holding anything else.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, butterfly as bf
+        >>> rna, atac = bf.datasets.snare_mcc_demo()
+        >>> model = bf.Butterfly(rna[:400], atac[:400], seed=0)
+        >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
+        >>> folder = tempfile.mkdtemp()
+        >>> model.save(f"{folder}/model")
+        >>> again = bf.Butterfly.load(f"{folder}/model")
+        >>> a, b = (m.translate(atac[1900:], source="atac", target="rna", progress=False).X for m in (model, again))
+        >>> bool(np.array_equal(a, b))
+        True
+        """
         save_model(self, path, overwrite=overwrite)
 
     @classmethod

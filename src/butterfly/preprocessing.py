@@ -237,6 +237,14 @@ class RNAPreprocessor(Preprocessor):
         Number of highly variable genes to keep (paper: 3000).
     hvg_flavor
         scanpy ``highly_variable_genes`` flavor working on log data (``"seurat"`` or ``"cell_ranger"``).
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> rna, _ = bf.datasets.snare_mcc_demo()
+    >>> pre = bf.RNAPreprocessor(n_top_genes=500).fit(rna[:1500])
+    >>> pre.transform(rna[1500:]).shape  # any cells, aligned to the fitted genes by name
+    (500, 500)
     """
 
     kind = "rna"

@@ -76,6 +76,11 @@ def read_h5mu(path: str | os.PathLike) -> dict[str, ad.AnnData]:
     Cell annotations a MuData keeps in its global ``obs`` (cell types, clusters) are added to the ``obs`` of
     each modality that lacks a column of that name; columns named ``<modality>:<column>`` (copies of a
     modality's own) are not.
+
+    Examples
+    --------
+    >>> data = bf.readers.read_h5mu("multiome.h5mu")  # doctest: +SKIP
+    >>> model = bf.Butterfly(data["rna"], data["atac"], modalities=("rna", "atac"))  # doctest: +SKIP
     """
     import h5py
 
