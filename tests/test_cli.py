@@ -31,6 +31,10 @@ def test_train_then_translate(files, capsys):
     pred = ad.read_h5ad(out)
     assert pred.n_obs == 500 and pred.n_vars == 600
     assert "wrote 500 cells x 600 rna features" in capsys.readouterr().out
+    code = main(["translate", "--model", str(model_dir), "--input", str(files / "atac.h5ad"), "--source", "atac",
+                 "--target", "rna", "--out", str(files / "overlap.h5ad"), "--peak-matching", "overlap"])  # fmt: skip
+    assert code == 0  # the same peaks match by overlap as by coordinates
+    np.testing.assert_array_equal(ad.read_h5ad(files / "overlap.h5ad").X, pred.X)
     again = ["translate", "--model", str(model_dir), "--input", str(files / "rna.h5ad"), "--source", "rna",
              "--target", "atac", "--out", str(out), "--atac-output", "binary", "--batch-size", "64"]  # fmt: skip
     assert main(again) == 2 and "exists; pass --overwrite" in capsys.readouterr().err

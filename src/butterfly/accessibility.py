@@ -12,8 +12,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._validation import ButterflyInputError, _preview
-from .genome import has_coordinate_columns, looks_like_peaks, parse_peaks
-from .preprocessing import Preprocessor
+from .genome import PeakCoordinates, has_coordinate_columns, looks_like_peaks, overlap_matrix, parse_peaks
+from .preprocessing import MIN_FEATURE_OVERLAP, Preprocessor
 
 
 class ATACPreprocessor(Preprocessor):
@@ -32,6 +32,10 @@ class ATACPreprocessor(Preprocessor):
 
     kind = "atac"
     computed_columns = frozenset({"chrom", "start", "end"})
+    alignment_hint = (
+        " If the input's peaks were called apart from the training data's, match them by overlap: "
+        "translate(..., peak_matching='overlap') (CLI: translate --peak-matching overlap)."
+    )
 
     def __init__(self, min_cell_fraction: float = 0.005) -> None:
         super().__init__()
@@ -136,6 +140,41 @@ class ATACPreprocessor(Preprocessor):
         var = super()._output_var()
         var["chrom"], var["start"], var["end"] = self.chrom_.astype(str), self.start_, self.end_
         return var
+
+    def transform(self, adata: ad.AnnData, *, peak_matching: str = "exact") -> ad.AnnData:
+        """Apply the fitted transform to any cells; returns a new AnnData (obs copied).
+
+        ``peak_matching="exact"`` matches the input's peaks to the fitted ones by coordinates. ``"overlap"``
+        gives each fitted peak the counts of the input peaks that overlap it (by at least one base; ``chr1``
+        and ``1`` are one chromosome), for peaks called apart from the training data's (another sample or
+        peak caller), few of which match exactly.
+        """
+        if peak_matching == "exact":
+            return super().transform(adata)
+        if peak_matching != "overlap":
+            raise ButterflyInputError(f"peak_matching must be 'exact' or 'overlap', got {peak_matching!r}.")
+        return self._transform_aligned(adata, self._align_by_overlap)
+
+    def _align_by_overlap(self, X: sp.csr_matrix, adata: ad.AnnData) -> sp.csr_matrix:
+        fitted = PeakCoordinates(chrom=self.chrom_, start=self.start_, end=self.end_)
+        overlaps = overlap_matrix(parse_peaks(adata.var), fitted)
+        covered = int((overlaps.getnnz(axis=0) > 0).sum())
+        if covered == 0:
+            raise ButterflyInputError(
+                f"None of the input's {adata.n_vars} peaks overlaps any of the model's {len(self.features_)} "
+                f"peaks (input e.g. {_preview(adata.var_names)}; model e.g. {_preview(self.features_)}). "
+                "Check that both use the same genome build (e.g. hg38 vs hg19)."
+            )
+        if covered < MIN_FEATURE_OVERLAP * len(self.features_):
+            warnings.warn(
+                f"Only {covered} of the model's {len(self.features_)} peaks overlap a peak of the input; the "
+                "others are read as closed in every cell.",
+                UserWarning,
+                stacklevel=4,
+            )
+        aligned = (X @ overlaps).tocsr()
+        aligned.sort_indices()
+        return aligned
 
     def inverse_transform(self, values, library_size=None, *, copy: bool = True) -> np.ndarray:
         """Turn scaled TF-IDF values (e.g. predictions) back into counts (paper eq. 12).

@@ -112,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
         "--layer", default=None, metavar="NAME",
         help="read --input's data from its layer NAME (e.g. counts) instead of X",
     )  # fmt: skip
+    translate.add_argument(
+        "--peak-matching", choices=["exact", "overlap"], default="exact",
+        help="ATAC input: match peaks to the model's by coordinates (default) or by overlap, for peaks called "
+        "apart from the training data's",
+    )  # fmt: skip
     translate.add_argument("--source", required=True, help="modality of --input (e.g. atac)")
     translate.add_argument("--target", required=True, help="modality to predict (e.g. rna)")
     translate.add_argument("--out", required=True, type=Path, help="h5ad file to write the prediction to")
@@ -407,7 +412,7 @@ def _run(args: argparse.Namespace) -> None:
         # batch by batch into the file: the output never sits in memory, however many cells
         model.translate_to_h5ad(
             cells, args.out, source=args.source, target=args.target, atac_output=args.atac_output,
-            n_samples=args.samples, batch_size=args.batch_size,
+            peak_matching=args.peak_matching, n_samples=args.samples, batch_size=args.batch_size,
         )  # fmt: skip
         n_features = model.preprocessors[args.target].n_features
         print(f"wrote {cells.n_obs} cells x {n_features} {args.target} features to {args.out}")

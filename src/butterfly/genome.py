@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ._validation import ButterflyInputError, _preview
 
@@ -104,6 +105,55 @@ def _checked(coords: PeakCoordinates, names) -> PeakCoordinates:
             "Check that start and end are not swapped."
         )
     return coords
+
+
+def _bare_chromosomes(chrom) -> np.ndarray:
+    """Chromosome names without a leading 'chr' (UCSC's chr1 and Ensembl's 1 are one chromosome)."""
+    return (
+        pd.Index(np.asarray(chrom, dtype=object))
+        .astype(str)
+        .str.replace(r"^chr", "", case=False, regex=True)
+        .to_numpy()
+    )
+
+
+def overlap_matrix(query: PeakCoordinates, reference: PeakCoordinates) -> sp.csr_matrix:
+    """``(query peaks x reference peaks)`` matrix of ones where two peaks overlap by at least one base.
+
+    Intervals are half-open (BED's ``[start, end)``); chromosomes match with or without a 'chr' prefix. Per
+    chromosome, the reference peaks are sorted by start once and each query peak's candidates found by
+    binary search, so the work grows with the number of peaks and of overlaps, not their product.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> called = parse_peaks(pd.DataFrame(index=["chr1:90-150", "chr1:400-420", "2:10-30"]))
+    >>> model = parse_peaks(pd.DataFrame(index=["chr1:100-200", "chr1:140-300", "chr2:0-20"]))
+    >>> overlap_matrix(called, model).toarray()
+    array([[1., 1., 0.],
+           [0., 0., 0.],
+           [0., 0., 1.]], dtype=float32)
+    """
+    query_chrom, reference_chrom = _bare_chromosomes(query.chrom), _bare_chromosomes(reference.chrom)
+    rows, columns = [], []
+    for chrom in np.intersect1d(query_chrom, reference_chrom):
+        q = np.flatnonzero(query_chrom == chrom)
+        r = np.flatnonzero(reference_chrom == chrom)
+        r = r[np.argsort(reference.start[r], kind="stable")]
+        # candidates: reference peaks starting before the query ends, from the first whose running maximum
+        # end passes the query's start (the running maximum keeps the search valid for nested peaks)
+        first = np.searchsorted(np.maximum.accumulate(reference.end[r]), query.start[q], side="right")
+        last = np.searchsorted(reference.start[r], query.end[q], side="left")
+        n = np.maximum(last - first, 0)
+        pair_query = np.repeat(q, n)
+        pair_reference = r[np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(first, n)]
+        overlapping = reference.end[pair_reference] > query.start[pair_query]
+        rows.append(pair_query[overlapping])
+        columns.append(pair_reference[overlapping])
+    rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    columns = np.concatenate(columns) if columns else np.zeros(0, np.int64)
+    shape = (len(query.start), len(reference.start))
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, columns)), shape=shape)
 
 
 def chromosome_sort_key(name: str) -> tuple:

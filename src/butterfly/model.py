@@ -536,9 +536,16 @@ class Butterfly:
         if target is not None and source == target:
             raise ButterflyInputError("source and target must differ; use the measured data itself.")
 
-    def _source_data(self, adata, source: str, layer: str | None) -> ad.AnnData:
+    def _source_data(self, adata, source: str, layer: str | None, peak_matching: str = "exact") -> ad.AnnData:
         """The cells to translate from ``source``: ``adata`` itself or, for a MuData, its modality ``source``;
-        read from ``layers[layer]`` when ``layer`` names one."""
+        read from ``layers[layer]`` when ``layer`` names one. ``peak_matching`` is refused for a source
+        without peaks."""
+        if peak_matching not in ("exact", "overlap"):
+            raise ButterflyInputError(f"peak_matching must be 'exact' or 'overlap', got {peak_matching!r}.")
+        if peak_matching == "overlap" and not isinstance(self.preprocessors[source], ATACPreprocessor):
+            raise ButterflyInputError(
+                f"peak_matching='overlap' maps chromatin peaks; the {source} modality has no peaks."
+            )
         if hasattr(adata, "mod") and not isinstance(adata, ad.AnnData):  # MuData, without importing mudata
             if source not in adata.mod:
                 raise ButterflyInputError(
@@ -550,12 +557,14 @@ class Butterfly:
 
     def _translated_batches(
         self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool,
-        n_samples: int = 0,
+        n_samples: int = 0, peak_matching: str = "exact",
     ) -> Iterator[tuple[slice, np.ndarray | None, np.ndarray]]:  # fmt: skip
         """``(rows, translation, latent mean)`` for ``batch_size`` cells at a time; the translation is ``None``
         without a target, and its RNA/ATAC values below 1e-4 are set to 0."""
         check_whole_numbers(batch_size=(batch_size, 1), n_samples=(n_samples, 0))
-        X = self.preprocessors[source].transform(adata).X
+        pre = self.preprocessors[source]
+        matching = {"peak_matching": peak_matching} if peak_matching != "exact" else {}
+        X = pre.transform(adata, **matching).X
         self.network.eval()
         layout = source in self.network.feature_major
         blocks: dict[int, torch.Tensor] = {}  # latent draws shared by consecutive batches
@@ -579,7 +588,7 @@ class Butterfly:
 
     def _run(
         self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool = False,
-        n_samples: int = 0,
+        n_samples: int = 0, peak_matching: str = "exact",
     ) -> tuple[np.ndarray | None, np.ndarray]:  # fmt: skip
         """Translations (``None`` without a target) and latent means of ``adata``, written batch by batch into
         arrays allocated once: no list of chunks to concatenate, no whole-matrix temporaries."""
@@ -587,7 +596,9 @@ class Butterfly:
         output = None
         if target is not None:
             output = np.zeros((adata.n_obs, self.preprocessors[target].n_features), np.float32)
-        batches = self._translated_batches(adata, source, target, batch_size, progress, n_samples)
+        batches = self._translated_batches(
+            adata, source, target, batch_size, progress, n_samples, peak_matching
+        )
         for rows, out, mean in batches:
             latent[rows] = mean
             if output is not None:
@@ -623,6 +634,7 @@ class Butterfly:
         target: str,
         *,
         layer: str | None = None,
+        peak_matching: str = "exact",
         atac_output: str = "probability",
         library_size: np.ndarray | None = None,
         n_samples: int = 0,
@@ -642,6 +654,10 @@ class Butterfly:
             The cells, measured in ``source``: an AnnData, or a MuData holding a modality named ``source``.
         layer
             Read the cells from ``adata.layers[layer]`` instead of ``adata.X`` (e.g. ``"counts"``).
+        peak_matching
+            For an ATAC source: ``"exact"`` (default) matches peaks by their coordinates; ``"overlap"`` gives
+            each of the model's peaks the counts of the input peaks that overlap it, for peaks called apart
+            from the training data's (another sample, another peak caller).
         atac_output
             For an ATAC target: ``"probability"`` (the model's scaled TF-IDF output), ``"counts"`` (inverted
             to counts, paper eq. 12) or ``"binary"`` (counts binarised by row and column means).
@@ -672,8 +688,8 @@ class Butterfly:
         ['chrom', 'start', 'end']
         """
         target_pre = self._check_translation(source, target, atac_output)
-        adata = self._source_data(adata, source, layer)
-        output, latent = self._run(adata, source, target, batch_size, progress, n_samples)
+        adata = self._source_data(adata, source, layer, peak_matching)
+        output, latent = self._run(adata, source, target, batch_size, progress, n_samples, peak_matching)
         if atac_output != "probability":
             output = target_pre.inverse_transform(output, library_size, copy=False)  # in place, float32
             if atac_output == "binary":
@@ -688,6 +704,7 @@ class Butterfly:
         target: str,
         *,
         layer: str | None = None,
+        peak_matching: str = "exact",
         atac_output: str = "probability",
         library_size: np.ndarray | None = None,
         n_samples: int = 0,
@@ -702,7 +719,7 @@ class Butterfly:
         import h5py
 
         target_pre = self._check_translation(source, target, atac_output)
-        adata = self._source_data(adata, source, layer)
+        adata = self._source_data(adata, source, layer, peak_matching)
         n_cells, n_features = adata.n_obs, target_pre.n_features
         library = None if atac_output == "probability" else target_pre.library_sizes(n_cells, library_size)
         skeleton = self._translation_anndata(
@@ -718,7 +735,9 @@ class Butterfly:
                 X.attrs["encoding-type"], X.attrs["encoding-version"] = "array", "0.2.0"
                 latent = f["obsm"][LATENT_KEY]
                 col_sum = np.zeros(n_features)
-                batches = self._translated_batches(adata, source, target, batch_size, progress, n_samples)
+                batches = self._translated_batches(
+                    adata, source, target, batch_size, progress, n_samples, peak_matching
+                )
                 for rows, out, mean in batches:
                     if library is not None:
                         out = target_pre.inverse_transform(out, library[rows], copy=False)
@@ -733,8 +752,8 @@ class Butterfly:
         _write_atomic(path, write)
 
     def latent(
-        self, adata: ad.AnnData, source: str, *, layer: str | None = None, batch_size: int = 1024,
-        progress: bool = True,
+        self, adata: ad.AnnData, source: str, *, layer: str | None = None, peak_matching: str = "exact",
+        batch_size: int = 1024, progress: bool = True,
     ) -> np.ndarray:  # fmt: skip
         """The translator's latent mean (cells x 128) of cells measured in ``source`` (read from
         ``adata.layers[layer]`` if ``layer`` names one).
@@ -749,8 +768,8 @@ class Butterfly:
         (100, 128)
         """
         self._check_names(source)
-        adata = self._source_data(adata, source, layer)
-        return self._run(adata, source, None, batch_size, progress)[1]
+        adata = self._source_data(adata, source, layer, peak_matching)
+        return self._run(adata, source, None, batch_size, progress, peak_matching=peak_matching)[1]
 
     # -- persistence (butterfly.persistence) ------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:

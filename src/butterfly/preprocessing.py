@@ -49,12 +49,13 @@ def align_features(
     *,
     what: str,
     min_overlap: float = MIN_FEATURE_OVERLAP,
+    hint: str = "",
 ) -> sp.csr_matrix:
     """Return ``X`` with its columns put in the order of ``reference``, matching by name.
 
     Features of ``reference`` missing from ``names`` become zero columns (with a warning naming how many);
     extra features are dropped. Raises :class:`ButterflyInputError` when fewer than ``min_overlap`` of the
-    reference features are present.
+    reference features are present (its message ends with ``hint``).
     """
     names = pd.Index(names)
     if len(names) == len(reference) and np.array_equal(names.values.astype(str), reference.astype(str)):
@@ -67,7 +68,7 @@ def align_features(
             f"Only {n_present} of the {len(reference)} {what} features the model was fitted on are present in "
             f"the input (at least {min_overlap:.0%} are needed). Fitted features look like "
             f"{_preview(reference)}; the input's look like {_preview(names)}. Check that both use the same "
-            "kind of feature names (gene symbols vs Ensembl IDs, same genome build and peak set)."
+            f"kind of feature names (gene symbols vs Ensembl IDs, same genome build and peak set).{hint}"
         )
     if n_present < len(reference):
         warnings.warn(
@@ -102,6 +103,8 @@ class Preprocessor:
     requires_integer: ClassVar[bool] = True
     #: Columns of the output ``var`` the preprocessor computes itself (not carried from the training data).
     computed_columns: ClassVar[frozenset[str]] = frozenset()
+    #: Appended to the error for new data whose features are mostly not the fitted ones.
+    alignment_hint: ClassVar[str] = ""
 
     def __init__(self) -> None:
         self.input_features_: np.ndarray | None = None  # fitted features new data are aligned to
@@ -131,17 +134,24 @@ class Preprocessor:
 
     def transform(self, adata: ad.AnnData) -> ad.AnnData:
         """Apply the fitted transform to any cells; returns a new AnnData (obs copied)."""
+        return self._transform_aligned(adata, self._align_by_name)
+
+    def _transform_aligned(self, adata: ad.AnnData, align) -> ad.AnnData:
+        """:meth:`transform` with the input's columns put in the fitted features' order by ``align(X, adata)``."""
         self._check_fitted()
         what = f"The {self.kind} data"
         X = self._checked_matrix(adata, what=what, check_cells=False)
         self._check_feature_kind(adata, what=what, fix=_SOURCE_FIX)
         # Feature names first: input with the wrong kind of names often has "empty" cells as well, and the
         # names are what the user has to fix.
-        aligned = align_features(X, self._input_names(adata), self.input_features_, what=self.kind)
+        aligned = align(X, adata)
         check_nonempty_cells(X, adata.obs_names, what=what)
-        X = aligned
-        out = ad.AnnData(X=self._transform(X, adata), obs=adata.obs.copy(), var=self._output_var())
-        return out
+        return ad.AnnData(X=self._transform(aligned, adata), obs=adata.obs.copy(), var=self._output_var())
+
+    def _align_by_name(self, X: sp.csr_matrix, adata: ad.AnnData) -> sp.csr_matrix:
+        return align_features(
+            X, self._input_names(adata), self.input_features_, what=self.kind, hint=self.alignment_hint
+        )
 
     def fit_transform(self, adata: ad.AnnData) -> ad.AnnData:
         return self.fit(adata).transform(adata)
