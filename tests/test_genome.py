@@ -3,7 +3,14 @@ import pandas as pd
 import pytest
 
 from butterfly import ButterflyInputError
-from butterfly.genome import chromosome_order, chromosome_sort_key, group_by_chromosome, parse_peaks
+from butterfly.genome import (
+    PeakCoordinates,
+    chromosome_order,
+    chromosome_sort_key,
+    group_by_chromosome,
+    overlap_matrix,
+    parse_peaks,
+)
 
 
 @pytest.mark.parametrize("name", ["chr1:100-200", "chr1-100-200", "chr1_100_200"])
@@ -54,3 +61,22 @@ def test_grouping_permutation_round_trips(multiome):
     assert np.all(np.diff(codes[order]) >= 0)  # grouped
     x = np.arange(len(codes))
     assert np.array_equal(x[order][np.argsort(order)], x)  # back to the user's order
+
+
+def test_overlap_matrix_matches_a_brute_force_comparison():
+    """Random intervals on three chromosomes, nested and overlapping ones included, named with and without 'chr'."""
+    rng = np.random.default_rng(0)
+
+    def peaks(n, prefix):
+        chrom = np.array([f"{prefix}{c}" for c in rng.integers(1, 4, n)], dtype=object)
+        start = rng.integers(0, 20_000, n)
+        return PeakCoordinates(chrom=chrom, start=start, end=start + rng.integers(1, 3_000, n))
+
+    query, reference = peaks(400, ""), peaks(300, "chr")
+    same_chrom = query.chrom[:, None] == np.char.replace(reference.chrom.astype(str), "chr", "")[None, :]
+    overlapping = (reference.start[None, :] < query.end[:, None]) & (
+        reference.end[None, :] > query.start[:, None]
+    )
+    got = overlap_matrix(query, reference).toarray()
+    np.testing.assert_array_equal(got, (same_chrom & overlapping).astype(np.float32))
+    assert got.sum() > 400  # the comparison is not vacuous
