@@ -22,7 +22,8 @@ class ATACPreprocessor(Preprocessor):
     TF = x / (row sum of the binarised cell over the kept peaks); IDF = log(1 + n / column sum), fitted on
     the training cells; the result is divided by its training maximum ``S`` so training values lie in
     [0, 1] (values of new cells above 1 are clipped to 1). Peaks are matched between datasets by their
-    coordinates (``chr1:100-200``, ``chr1-100-200`` and ``chr1_100_200`` are the same peak).
+    coordinates (``chr1:100-200``, ``chr1-100-200`` and ``chr1_100_200`` are the same peak), or by overlap
+    (:meth:`transform` with ``peak_matching="overlap"``).
 
     Parameters
     ----------

@@ -35,6 +35,7 @@ def read_10x_h5(path: str | os.PathLike) -> dict[str, ad.AnnData]:
 
     Examples
     --------
+    >>> import butterfly as bf
     >>> data = bf.readers.read_10x_h5("filtered_feature_bc_matrix.h5")  # doctest: +SKIP
     >>> model = bf.Butterfly(data["rna"], data["atac"], modalities=("rna", "atac"))  # doctest: +SKIP
     """
@@ -79,6 +80,7 @@ def read_h5mu(path: str | os.PathLike) -> dict[str, ad.AnnData]:
 
     Examples
     --------
+    >>> import butterfly as bf
     >>> data = bf.readers.read_h5mu("multiome.h5mu")  # doctest: +SKIP
     >>> model = bf.Butterfly(data["rna"], data["atac"], modalities=("rna", "atac"))  # doctest: +SKIP
     """
@@ -102,7 +104,7 @@ def read_h5mu(path: str | os.PathLike) -> dict[str, ad.AnnData]:
             f"{path} could not be read as a MuData .h5mu file ({err}). Write it with mdata.write(path), or "
             "save each modality as an .h5ad file (mdata.mod['rna'].write_h5ad(...))."
         ) from None
-    global_columns = [c for c in shared.columns if c.split(":", 1)[0] not in parts]
+    global_columns = [c for c in shared.columns if str(c).split(":", 1)[0] not in parts]
     for adata in parts.values():
         for column in global_columns:
             if column not in adata.obs:
