@@ -17,15 +17,16 @@ from butterfly.readers import read_10x_h5, read_h5mu, read_modality
 DATA = Path(__file__).parent / "data"
 
 
-def _write_cellranger_h5(path, rna: ad.AnnData, atac: ad.AnnData) -> None:
-    """The layout of Cell Ranger ARC's filtered_feature_bc_matrix.h5 (format 3): one features x barcodes CSC
-    matrix of integer counts, each feature with an ID, a name and a feature type. A CRISPR guide feature is
-    added (a type butterfly leaves out), and one gene symbol is given twice, as happens in real references."""
+def _write_cellranger_h5(path, rna: ad.AnnData, other: ad.AnnData, other_type: str = "Peaks") -> None:
+    """The layout of Cell Ranger's filtered_feature_bc_matrix.h5 (format 3; ARC's with ``other_type`` Peaks,
+    ``cellranger multi``'s with Antibody Capture): one features x barcodes CSC matrix of integer counts, each
+    feature with an ID, a name and a feature type. A CRISPR guide feature is added (a type butterfly leaves
+    out), and one gene symbol is given twice, as happens in real references."""
     guides = sp.csr_matrix(np.arange(rna.n_obs, dtype=np.float32).reshape(-1, 1) % 3)
-    X = sp.hstack([rna.X, atac.X, guides]).tocsr().astype(np.int32)
-    names = [*rna.var_names[:-1], rna.var_names[0], *atac.var_names, "guide-1"]
-    ids = [*rna.var["gene_ids"], *atac.var_names, "guide-1"]
-    types = ["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars + ["CRISPR Guide Capture"]
+    X = sp.hstack([rna.X, other.X, guides]).tocsr().astype(np.int32)
+    names = [*rna.var_names[:-1], rna.var_names[0], *other.var_names, "guide-1"]
+    ids = [*rna.var["gene_ids"], *other.var_names, "guide-1"]
+    types = ["Gene Expression"] * rna.n_vars + [other_type] * other.n_vars + ["CRISPR Guide Capture"]
     with h5py.File(path, "w") as f:
         matrix = f.create_group("matrix")
         matrix["barcodes"] = np.array(rna.obs_names, dtype="S")
@@ -56,6 +57,17 @@ def test_cellranger_h5_splits_into_modalities_with_the_counts_as_written(cellran
     assert parts["rna"].var_names.is_unique  # the symbol given twice got a suffix
     assert parts["rna"].var_names[-1] == f"{rna.var_names[0]}-1"
     assert list(parts["rna"].var["gene_ids"]) == list(rna.var["gene_ids"])
+
+
+def test_cellranger_multi_h5_gives_the_proteins(cite, tmp_path):
+    rna, adt = cite
+    rna = rna.copy()
+    rna.var["gene_ids"] = [f"ENSG{i:011d}" for i in range(rna.n_vars)]
+    _write_cellranger_h5(tmp_path / "multi.h5", rna, adt, "Antibody Capture")
+    assert sorted(read_10x_h5(tmp_path / "multi.h5")) == ["adt", "rna"]
+    proteins = read_modality(tmp_path / "multi.h5", "adt", "adt")
+    assert list(proteins.var_names) == list(adt.var_names)
+    np.testing.assert_array_equal(proteins.X.toarray(), adt.X.toarray())
 
 
 def test_h5mu_written_by_mudata_reads_with_anndata_alone(multiome):
