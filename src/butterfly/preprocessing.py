@@ -64,11 +64,19 @@ def align_features(
     present = position >= 0
     n_present = int(present.sum())
     if n_present < min_overlap * len(reference):
+        upper = pd.Index(names.astype(str).str.upper())
+        n_case = int((upper.get_indexer(pd.Index(reference.astype(str)).str.upper()) >= 0).sum())
+        case = (
+            f" {n_case} of them match when letter case is ignored: are the two from different species (mouse "
+            "'Gapdh', human 'GAPDH')? A model translates cells of the species it was trained on."
+            if n_case >= min_overlap * len(reference)
+            else ""
+        )
         raise ButterflyInputError(
             f"Only {n_present} of the {len(reference)} {what} features the model was fitted on are present in "
             f"the input (at least {min_overlap:.0%} are needed). Fitted features look like "
             f"{_preview(reference)}; the input's look like {_preview(names)}. Check that both use the same "
-            f"kind of feature names (gene symbols vs Ensembl IDs, same genome build and peak set).{hint}"
+            f"kind of feature names (gene symbols vs Ensembl IDs, same genome build and peak set).{case}{hint}"
         )
     if n_present < len(reference):
         warnings.warn(
