@@ -304,6 +304,9 @@ def test_no_overlapping_features_is_refused(trained, snare_split):
     renamed.var_names = [f"gene{i}" for i in range(renamed.n_vars)]
     with pytest.raises(ButterflyInputError, match=r"Only 0 of the 1677 rna features"):
         trained.translate(renamed, source="rna", target="atac")
+    renamed.var["symbol"] = rna_test.var_names.to_numpy()  # symbols in a column, IDs as names (10x style)
+    with pytest.raises(ButterflyInputError, match=r"var\['symbol'\] holds the fitted names: use it"):
+        trained.translate(renamed, source="rna", target="atac")
     human_style = rna_test.copy()  # the mouse genes as a human dataset would name them
     human_style.var_names = human_style.var_names.str.upper()
     with pytest.raises(ButterflyInputError, match=r"1677 of them match when letter case is ignored.*species"):

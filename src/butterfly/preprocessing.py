@@ -50,12 +50,14 @@ def align_features(
     what: str,
     min_overlap: float = MIN_FEATURE_OVERLAP,
     hint: str = "",
+    var: pd.DataFrame | None = None,
 ) -> sp.csr_matrix:
     """Return ``X`` with its columns put in the order of ``reference``, matching by name.
 
     Features of ``reference`` missing from ``names`` become zero columns (with a warning naming how many);
     extra features are dropped. Raises :class:`ButterflyInputError` when fewer than ``min_overlap`` of the
-    reference features are present (its message ends with ``hint``).
+    reference features are present (its message ends with ``hint``, and names a column of ``var``, the
+    input's feature table, that holds the reference names).
     """
     names = pd.Index(names)
     if len(names) == len(reference) and np.array_equal(names.values.astype(str), reference.astype(str)):
@@ -72,11 +74,19 @@ def align_features(
             if n_case >= min_overlap * len(reference)
             else ""
         )
+        column = _column_of_names(var, reference, min_overlap) if var is not None else None
+        other_names = (
+            f" The input's var[{column!r}] holds the fitted names: use it, e.g. adata = adata.copy(); "
+            f"adata.var_names = adata.var[{column!r}].astype(str); adata.var_names_make_unique()."
+            if column is not None
+            else ""
+        )
         raise ButterflyInputError(
             f"Only {n_present} of the {len(reference)} {what} features the model was fitted on are present in "
             f"the input (at least {min_overlap:.0%} are needed). Fitted features look like "
             f"{_preview(reference)}; the input's look like {_preview(names)}. Check that both use the same "
-            f"kind of feature names (gene symbols vs Ensembl IDs, same genome build and peak set).{case}{hint}"
+            f"kind of feature names (gene symbols vs Ensembl IDs, same genome build and peak set)."
+            f"{other_names}{case}{hint}"
         )
     if n_present < len(reference):
         warnings.warn(
@@ -93,6 +103,17 @@ def align_features(
     aligned = (X @ selector).tocsr()
     aligned.sort_indices()  # canonical order, so results do not depend on the input's column order
     return aligned
+
+
+def _column_of_names(var: pd.DataFrame, reference: np.ndarray, min_overlap: float) -> str | None:
+    """The first text column of ``var`` holding at least ``min_overlap`` of the ``reference`` names."""
+    wanted = pd.Index(reference.astype(str))
+    for column in var.columns:
+        values = var[column]
+        if isinstance(values.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(values.dtype):
+            if wanted.isin(values.astype(str)).sum() >= min_overlap * len(wanted):
+                return str(column)
+    return None
 
 
 def _scale_rows(X: sp.csr_matrix, factors: np.ndarray) -> sp.csr_matrix:
@@ -158,8 +179,9 @@ class Preprocessor:
 
     def _align_by_name(self, X: sp.csr_matrix, adata: ad.AnnData) -> sp.csr_matrix:
         return align_features(
-            X, self._input_names(adata), self.input_features_, what=self.kind, hint=self.alignment_hint
-        )
+            X, self._input_names(adata), self.input_features_, what=self.kind, hint=self.alignment_hint,
+            var=adata.var,
+        )  # fmt: skip
 
     def fit_transform(self, adata: ad.AnnData) -> ad.AnnData:
         return self.fit(adata).transform(adata)
