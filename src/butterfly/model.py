@@ -625,6 +625,8 @@ class Butterfly:
         result = ad.AnnData(X=X, obs=adata.obs.copy(), var=target_pre._output_var())
         result.obsm[LATENT_KEY] = latent
         result.uns["butterfly"] = {"source": source, "target": target, "output": atac_output}
+        if target_pre.kind == "rna":  # log-normalised, as sc.pp.log1p marks it: scanpy will not log it again
+            result.uns["log1p"] = {"base": None}
         return result
 
     def translate(
