@@ -109,11 +109,13 @@ def _column_of_names(var: pd.DataFrame, reference: np.ndarray, min_overlap: floa
     """The first text column of ``var`` holding at least ``min_overlap`` of the ``reference`` names."""
     wanted = pd.Index(reference.astype(str))
     for column in var.columns:
-        values = var[column]
-        if isinstance(values.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(values.dtype):
-            if wanted.isin(values.astype(str)).sum() >= min_overlap * len(wanted):
-                return str(column)
+        if _is_text(var[column]) and wanted.isin(var[column].astype(str)).sum() >= min_overlap * len(wanted):
+            return str(column)
     return None
+
+
+def _is_text(values: pd.Series) -> bool:
+    return isinstance(values.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(values.dtype)
 
 
 def _scale_rows(X: sp.csr_matrix, factors: np.ndarray) -> sp.csr_matrix:
@@ -399,16 +401,11 @@ def _text_columns(var: pd.DataFrame, features: np.ndarray, skip=frozenset()) -> 
     rows = var.index.get_indexer(pd.Index(features.astype(str)))
     if (rows < 0).any():  # output features not named as in var: no annotation to carry
         return {}
-    columns = {}
-    for column in var.columns:
-        values = var[column]
-        if (
-            isinstance(column, str)
-            and column not in skip
-            and (isinstance(values.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(values.dtype))
-        ):
-            columns[column] = values.iloc[rows].astype(str).to_numpy().astype(str)
-    return columns
+    return {
+        column: var[column].iloc[rows].astype(str).to_numpy().astype(str)
+        for column in var.columns
+        if isinstance(column, str) and column not in skip and _is_text(var[column])
+    }
 
 
 def __getattr__(name: str) -> Any:
