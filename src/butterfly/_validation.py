@@ -75,8 +75,14 @@ COUNTS_IN_A_LAYER = (
 )
 
 
-def check_values(X, *, what: str, require_integer: bool) -> None:
-    """Refuse negative, NaN or infinite values, and non-integers where raw counts are expected."""
+NORMALISED_ON_PURPOSE = (
+    " If the data are normalised on purpose, use the 'expression' modality, which takes them as given."
+)
+
+
+def check_values(X, *, what: str, require_integer: bool, hint: str | None = None) -> None:
+    """Refuse negative, NaN or infinite values, and non-integers where raw counts are expected (that error
+    ends with ``hint``; by default, with the modality that takes normalised data)."""
     data = X.data if sp.issparse(X) else np.asarray(X)
     if data.size == 0:
         return
@@ -97,8 +103,8 @@ def check_values(X, *, what: str, require_integer: bool) -> None:
         sample = data if data.size <= 5_000_000 else data[:: data.size // 5_000_000 + 1]
         if not np.all(sample == np.round(sample)):
             raise ButterflyInputError(
-                f"{what} contains non-integer values, but raw counts are expected. {COUNTS_IN_A_LAYER} If the "
-                "data are normalised on purpose, use the 'expression' modality, which takes them as given."
+                f"{what} contains non-integer values, but raw counts are expected. {COUNTS_IN_A_LAYER}"
+                + (NORMALISED_ON_PURPOSE if hint is None else hint)
             )
 
 

@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
         help="ATAC input: match peaks to the model's by coordinates (default) or by overlap, for peaks called "
         "apart from the training data's",
     )  # fmt: skip
+    translate.add_argument(
+        "--normalized-to", type=float, default=None, metavar="TOTAL",
+        help="RNA input already log-normalised, not counts: the total its cells were scaled to before log1p "
+        "(e.g. 10000). Not needed for another model's RNA translation, which says its own",
+    )  # fmt: skip
     translate.add_argument("--source", required=True, help="modality of --input (e.g. atac)")
     translate.add_argument("--target", required=True, help="modality to predict (e.g. rna)")
     translate.add_argument("--out", required=True, type=Path, help="h5ad file to write the prediction to")
@@ -412,7 +417,8 @@ def _run(args: argparse.Namespace) -> None:
         # batch by batch into the file: the output never sits in memory, however many cells
         model.translate_to_h5ad(
             cells, args.out, source=args.source, target=args.target, atac_output=args.atac_output,
-            peak_matching=args.peak_matching, n_samples=args.samples, batch_size=args.batch_size,
+            peak_matching=args.peak_matching, normalized_to=args.normalized_to, n_samples=args.samples,
+            batch_size=args.batch_size,
         )  # fmt: skip
         n_features = model.preprocessors[args.target].n_features
         print(f"wrote {cells.n_obs} cells x {n_features} {args.target} features to {args.out}")

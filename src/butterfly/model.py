@@ -6,7 +6,7 @@ import dataclasses
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from .pairing import (
     unpaired_sampling_sizes,
 )
 from .persistence import load_model, save_model
-from .preprocessing import Preprocessor
+from .preprocessing import Preprocessor, RNAPreprocessor
 from .settings import TrainingConfig
 from .training import Trainer
 
@@ -536,15 +536,25 @@ class Butterfly:
         if target is not None and source == target:
             raise ButterflyInputError("source and target must differ; use the measured data itself.")
 
-    def _source_data(self, adata, source: str, layer: str | None, peak_matching: str = "exact") -> ad.AnnData:
-        """The cells to translate from ``source``: ``adata`` itself or, for a MuData, its modality ``source``;
-        read from ``layers[layer]`` when ``layer`` names one. ``peak_matching`` is refused for a source
-        without peaks."""
+    def _source_data(
+        self, adata, source: str, layer: str | None, peak_matching: str = "exact",
+        normalized_to: float | None = None,
+    ) -> tuple[ad.AnnData, dict[str, Any]]:  # fmt: skip
+        """The cells to translate from ``source`` (``adata`` itself or, for a MuData, its modality ``source``;
+        read from ``layers[layer]`` when ``layer`` names one) and the keywords of the source preprocessor's
+        ``transform`` that read them. ``peak_matching`` is refused for a source without peaks and
+        ``normalized_to`` for one that is not RNA; an RNA translation from another model (``uns["butterfly"]``)
+        is read as log-normalised, as it is."""
         if peak_matching not in ("exact", "overlap"):
             raise ButterflyInputError(f"peak_matching must be 'exact' or 'overlap', got {peak_matching!r}.")
-        if peak_matching == "overlap" and not isinstance(self.preprocessors[source], ATACPreprocessor):
+        pre = self.preprocessors[source]
+        if peak_matching == "overlap" and not isinstance(pre, ATACPreprocessor):
             raise ButterflyInputError(
                 f"peak_matching='overlap' maps chromatin peaks; the {source} modality has no peaks."
+            )
+        if normalized_to is not None and not isinstance(pre, RNAPreprocessor):
+            raise ButterflyInputError(
+                f"normalized_to reads log-normalised RNA; the {source} modality is not RNA."
             )
         if hasattr(adata, "mod") and not isinstance(adata, ad.AnnData):  # MuData, without importing mudata
             if source not in adata.mod:
@@ -553,18 +563,24 @@ class Butterfly:
                     f"the {source} cells instead, e.g. translate(mdata.mod[...], source={source!r}, ...)."
                 )
             adata = adata.mod[source]
-        return use_layer(adata, layer, what=f"The {source} data")
+        options: dict[str, Any] = {"peak_matching": peak_matching} if peak_matching != "exact" else {}
+        if isinstance(pre, RNAPreprocessor):
+            made_by = adata.uns.get("butterfly") if layer is None else None
+            if normalized_to is None and isinstance(made_by, Mapping) and "normalized_to" in made_by:
+                normalized_to = float(made_by["normalized_to"])  # a translation into RNA, chained
+            if normalized_to is not None:
+                options["normalized_to"] = normalized_to
+        return use_layer(adata, layer, what=f"The {source} data"), options
 
     def _translated_batches(
         self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool,
-        n_samples: int = 0, peak_matching: str = "exact",
+        n_samples: int = 0, options: Mapping[str, Any] | None = None,
     ) -> Iterator[tuple[slice, np.ndarray | None, np.ndarray]]:  # fmt: skip
         """``(rows, translation, latent mean)`` for ``batch_size`` cells at a time; the translation is ``None``
-        without a target, and its RNA/ATAC values below 1e-4 are set to 0."""
+        without a target, and its RNA/ATAC values below 1e-4 are set to 0. ``options``: keywords of the
+        source preprocessor's ``transform`` (from :meth:`_source_data`)."""
         check_whole_numbers(batch_size=(batch_size, 1), n_samples=(n_samples, 0))
-        pre = self.preprocessors[source]
-        matching = {"peak_matching": peak_matching} if peak_matching != "exact" else {}
-        X = pre.transform(adata, **matching).X
+        X = self.preprocessors[source].transform(adata, **(options or {})).X
         self.network.eval()
         layout = source in self.network.feature_major
         blocks: dict[int, torch.Tensor] = {}  # latent draws shared by consecutive batches
@@ -588,7 +604,7 @@ class Butterfly:
 
     def _run(
         self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool = False,
-        n_samples: int = 0, peak_matching: str = "exact",
+        n_samples: int = 0, options: Mapping[str, Any] | None = None,
     ) -> tuple[np.ndarray | None, np.ndarray]:  # fmt: skip
         """Translations (``None`` without a target) and latent means of ``adata``, written batch by batch into
         arrays allocated once: no list of chunks to concatenate, no whole-matrix temporaries."""
@@ -596,9 +612,7 @@ class Butterfly:
         output = None
         if target is not None:
             output = np.zeros((adata.n_obs, self.preprocessors[target].n_features), np.float32)
-        batches = self._translated_batches(
-            adata, source, target, batch_size, progress, n_samples, peak_matching
-        )
+        batches = self._translated_batches(adata, source, target, batch_size, progress, n_samples, options)
         for rows, out, mean in batches:
             latent[rows] = mean
             if output is not None:
@@ -625,8 +639,10 @@ class Butterfly:
         result = ad.AnnData(X=X, obs=adata.obs.copy(), var=target_pre._output_var())
         result.obsm[LATENT_KEY] = latent
         result.uns["butterfly"] = {"source": source, "target": target, "output": atac_output}
-        if target_pre.kind == "rna":  # log-normalised, as sc.pp.log1p marks it: scanpy will not log it again
-            result.uns["log1p"] = {"base": None}
+        if isinstance(target_pre, RNAPreprocessor):
+            result.uns["log1p"] = {"base": None}  # as sc.pp.log1p marks it: scanpy will not log it again
+            # the total its cells are scaled to: another model translates them from RNA as they are
+            result.uns["butterfly"]["normalized_to"] = target_pre.target_sum_
         return result
 
     def translate(
@@ -637,6 +653,7 @@ class Butterfly:
         *,
         layer: str | None = None,
         peak_matching: str = "exact",
+        normalized_to: float | None = None,
         atac_output: str = "probability",
         library_size: np.ndarray | None = None,
         n_samples: int = 0,
@@ -660,6 +677,12 @@ class Butterfly:
             For an ATAC source: ``"exact"`` (default) matches peaks by their coordinates; ``"overlap"`` gives
             each of the model's peaks the counts of the input peaks that overlap it, for peaks called apart
             from the training data's (another sample, another peak caller).
+        normalized_to
+            For an RNA source whose cells are already log-normalised, not counts: the total they were scaled
+            to before ``log1p`` (scanpy's ``normalize_total(target_sum=...)``, often ``1e4``). Another model's
+            RNA translation is recognised by itself (its ``uns["butterfly"]["normalized_to"]``), so
+            translations chain: ATAC -> RNA with one model, then RNA -> protein with another trained on the
+            genes the first predicts (README, "Consecutive translation").
         atac_output
             For an ATAC target: ``"probability"`` (the model's scaled TF-IDF output), ``"counts"`` (inverted
             to counts, paper eq. 12) or ``"binary"`` (counts binarised by row and column means).
@@ -690,8 +713,8 @@ class Butterfly:
         ['chrom', 'start', 'end']
         """
         target_pre = self._check_translation(source, target, atac_output)
-        adata = self._source_data(adata, source, layer, peak_matching)
-        output, latent = self._run(adata, source, target, batch_size, progress, n_samples, peak_matching)
+        adata, options = self._source_data(adata, source, layer, peak_matching, normalized_to)
+        output, latent = self._run(adata, source, target, batch_size, progress, n_samples, options)
         if atac_output != "probability":
             output = target_pre.inverse_transform(output, library_size, copy=False)  # in place, float32
             if atac_output == "binary":
@@ -707,6 +730,7 @@ class Butterfly:
         *,
         layer: str | None = None,
         peak_matching: str = "exact",
+        normalized_to: float | None = None,
         atac_output: str = "probability",
         library_size: np.ndarray | None = None,
         n_samples: int = 0,
@@ -721,7 +745,7 @@ class Butterfly:
         import h5py
 
         target_pre = self._check_translation(source, target, atac_output)
-        adata = self._source_data(adata, source, layer, peak_matching)
+        adata, options = self._source_data(adata, source, layer, peak_matching, normalized_to)
         n_cells, n_features = adata.n_obs, target_pre.n_features
         library = None if atac_output == "probability" else target_pre.library_sizes(n_cells, library_size)
         skeleton = self._translation_anndata(
@@ -738,7 +762,7 @@ class Butterfly:
                 latent = f["obsm"][LATENT_KEY]
                 col_sum = np.zeros(n_features)
                 batches = self._translated_batches(
-                    adata, source, target, batch_size, progress, n_samples, peak_matching
+                    adata, source, target, batch_size, progress, n_samples, options
                 )
                 for rows, out, mean in batches:
                     if library is not None:
@@ -755,10 +779,11 @@ class Butterfly:
 
     def latent(
         self, adata: ad.AnnData, source: str, *, layer: str | None = None, peak_matching: str = "exact",
-        batch_size: int = 1024, progress: bool = True,
+        normalized_to: float | None = None, batch_size: int = 1024, progress: bool = True,
     ) -> np.ndarray:  # fmt: skip
         """The translator's latent mean (cells x 128) of cells measured in ``source`` (read from
-        ``adata.layers[layer]`` if ``layer`` names one).
+        ``adata.layers[layer]`` if ``layer`` names one; ``peak_matching`` and ``normalized_to`` as in
+        :meth:`translate`).
 
         Examples
         --------
@@ -770,8 +795,8 @@ class Butterfly:
         (100, 128)
         """
         self._check_names(source)
-        adata = self._source_data(adata, source, layer, peak_matching)
-        return self._run(adata, source, None, batch_size, progress, peak_matching=peak_matching)[1]
+        adata, options = self._source_data(adata, source, layer, peak_matching, normalized_to)
+        return self._run(adata, source, None, batch_size, progress, options=options)[1]
 
     # -- persistence (butterfly.persistence) ------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:

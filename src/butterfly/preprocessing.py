@@ -136,6 +136,8 @@ class Preprocessor:
     computed_columns: ClassVar[frozenset[str]] = frozenset()
     #: Appended to the error for new data whose features are mostly not the fitted ones.
     alignment_hint: ClassVar[str] = ""
+    #: Appended to the error for new data that are not counts: another form ``transform`` accepts.
+    other_input_hint: ClassVar[str] = ""
 
     def __init__(self) -> None:
         self.input_features_: np.ndarray | None = None  # fitted features new data are aligned to
@@ -167,17 +169,20 @@ class Preprocessor:
         """Apply the fitted transform to any cells; returns a new AnnData (obs copied)."""
         return self._transform_aligned(adata, self._align_by_name)
 
-    def _transform_aligned(self, adata: ad.AnnData, align) -> ad.AnnData:
-        """:meth:`transform` with the input's columns put in the fitted features' order by ``align(X, adata)``."""
+    def _transform_aligned(self, adata: ad.AnnData, align, convert=None, counts: bool = True) -> ad.AnnData:
+        """:meth:`transform` with the input's columns put in the fitted features' order by ``align(X, adata)``
+        and then converted by ``convert(aligned, adata)`` (default: the fitted transform). ``counts``: whether
+        the input must be raw counts where the modality's are."""
         self._check_fitted()
         what = f"The {self.kind} data"
-        X = self._checked_matrix(adata, what=what, check_cells=False)
+        X = self._checked_matrix(adata, what=what, check_cells=False, counts=counts)
         self._check_feature_kind(adata, what=what, fix=_SOURCE_FIX)
         # Feature names first: input with the wrong kind of names often has "empty" cells as well, and the
         # names are what the user has to fix.
         aligned = align(X, adata)
         check_nonempty_cells(X, adata.obs_names, what=what)
-        return ad.AnnData(X=self._transform(aligned, adata), obs=adata.obs.copy(), var=self._output_var())
+        converted = (convert or self._transform)(aligned, adata)
+        return ad.AnnData(X=converted, obs=adata.obs.copy(), var=self._output_var())
 
     def _align_by_name(self, X: sp.csr_matrix, adata: ad.AnnData) -> sp.csr_matrix:
         return align_features(
@@ -251,14 +256,18 @@ class Preprocessor:
         if self.features_ is None:
             raise RuntimeError(f"This {type(self).__name__} is not fitted yet; call fit(adata) first.")
 
-    def _checked_matrix(self, adata: ad.AnnData, *, what: str, check_cells: bool = True) -> sp.csr_matrix:
+    def _checked_matrix(
+        self, adata: ad.AnnData, *, what: str, check_cells: bool = True, counts: bool = True
+    ) -> sp.csr_matrix:
         if not isinstance(adata, ad.AnnData):
             raise ButterflyInputError(f"{what} must be an AnnData object, got {type(adata).__name__}.")
         if adata.n_obs == 0 or adata.n_vars == 0:
             raise ButterflyInputError(f"{what} is empty ({adata.n_obs} cells x {adata.n_vars} features).")
         check_unique_names(adata, what=what)
         X = as_csr(adata.X)
-        check_values(X, what=what, require_integer=self.requires_integer)
+        # fitting needs counts; new cells (no check_cells) may come in another form the modality accepts
+        hint = None if check_cells else self.other_input_hint
+        check_values(X, what=what, require_integer=self.requires_integer and counts, hint=hint)
         if check_cells:
             check_nonempty_cells(X, adata.obs_names, what=what)
         return X
@@ -290,6 +299,10 @@ class RNAPreprocessor(Preprocessor):
     """
 
     kind = "rna"
+    other_input_hint = (
+        " Cells already log-normalised (scanpy's normalize_total, then log1p) translate as they are with the "
+        "total they were scaled to: normalized_to=1e4, say (CLI: --normalized-to 10000)."
+    )
 
     def __init__(self, n_top_genes: int = 3000, hvg_flavor: str = "seurat") -> None:
         super().__init__()
@@ -332,6 +345,47 @@ class RNAPreprocessor(Preprocessor):
         if self.highly_variable_.all():
             return logged
         return logged[:, np.flatnonzero(self.highly_variable_)]
+
+    def transform(self, adata: ad.AnnData, *, normalized_to: float | None = None) -> ad.AnnData:
+        """Apply the fitted transform to any cells; returns a new AnnData (obs copied).
+
+        ``adata`` holds raw counts, or with ``normalized_to`` log-normalised values: ``log1p`` of counts
+        scaled to ``normalized_to`` per cell (scanpy's ``normalize_total(target_sum=...)`` then ``log1p``), or
+        another model's RNA translation (its ``uns["butterfly"]["normalized_to"]``). They are rescaled to the
+        fitted total, ``log1p(expm1(x) * target_sum_ / normalized_to)``, and only the selected genes are
+        needed: at least half of them, the rest read as zero. This equals the counts' transform when the input
+        was normalised over the genes the model was fitted on, and is near it otherwise.
+        """
+        if normalized_to is None:
+            return super().transform(adata)
+        if not (isinstance(normalized_to, (int, float)) and np.isfinite(normalized_to) and normalized_to > 0):
+            raise ButterflyInputError(
+                f"normalized_to must be the positive total the cells were scaled to (e.g. 1e4), got "
+                f"{normalized_to!r}."
+            )
+        return self._transform_aligned(
+            adata, self._align_selected, lambda X, _: self._rescale(X, float(normalized_to)), counts=False
+        )
+
+    def _align_selected(self, X: sp.csr_matrix, adata: ad.AnnData) -> sp.csr_matrix:
+        return align_features(
+            X, self._input_names(adata), self.features_, what=self.kind, var=adata.var,
+            hint=" A translation into RNA holds only the genes its model predicts: train this model on those "
+            "genes, e.g. rna = rna[:, rna.var_names.isin(translated.var_names)].",
+        )  # fmt: skip
+
+    def _rescale(self, X: sp.csr_matrix, normalized_to: float) -> sp.csr_matrix:
+        ceiling = np.log1p(normalized_to) * (1 + 1e-4)  # no gene holds more than its cell's total
+        if X.nnz and X.data.max() > ceiling:
+            raise ButterflyInputError(
+                f"The rna data hold values up to {X.data.max():g}, above log1p({normalized_to:g}) = "
+                f"{np.log1p(normalized_to):.3g}, the most a gene of a cell log-normalised to a total of "
+                f"{normalized_to:g} can hold: these are not such values. Raw counts translate without "
+                "normalized_to; log-normalised values need the total their cells were scaled to."
+            )
+        out = X.astype(np.float64)
+        out.data = np.log1p(np.expm1(out.data) * (self.target_sum_ / normalized_to))
+        return out.astype(np.float32)
 
     def _state(self):
         params = {"n_top_genes": self.n_top_genes, "hvg_flavor": self.hvg_flavor}
