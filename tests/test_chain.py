@@ -33,7 +33,7 @@ def test_log_normalised_rna_translates_as_its_counts(multiome):
     with pytest.raises(ButterflyInputError, match=r"non-integer.*log-normalised.*normalized_to=1e4"):
         model.translate(logged, source="rna", target="atac")
     with pytest.raises(
-        ButterflyInputError, match=r"values up to .* above log1p\(10000\).*without normalized_to"
+        ButterflyInputError, match=r"values up to .* far above log1p\(10000\).*without normalized_to"
     ):
         model.translate(rna, source="rna", target="atac", normalized_to=1e4)
     with pytest.raises(ButterflyInputError, match="the atac modality is not RNA"):

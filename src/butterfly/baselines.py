@@ -19,6 +19,7 @@ from ._progress import progress_bar
 from ._validation import ButterflyInputError, NotTrainedError, check_whole_numbers
 from .metrics import gene_means
 from .model import Butterfly
+from .preprocessing import RNAPreprocessor
 
 
 class _SVDBaseline:
@@ -37,16 +38,20 @@ class _SVDBaseline:
             self._components[name] = svd.fit_transform(X)
             self._svd[name] = svd
 
-    def _source_components(self, adata: ad.AnnData, source: str, target: str) -> np.ndarray:
+    def _source_components(
+        self, adata: ad.AnnData, source: str, target: str, normalized_to=None
+    ) -> np.ndarray:
         self._model._check_names(source, target)  # the same refusals as Butterfly.translate
-        return self._svd[source].transform(self._model.preprocessors[source].transform(adata).X)
+        adata, options = self._model._source_data(adata, source, None, normalized_to=normalized_to)
+        return self._svd[source].transform(self._model.preprocessors[source].transform(adata, **options).X)
 
     def _result(self, pred: np.ndarray, adata: ad.AnnData, target: str) -> ad.AnnData:
-        return ad.AnnData(
-            X=pred.astype(np.float32),
-            obs=adata.obs.copy(),
-            var=self._model.preprocessors[target]._output_var(),
-        )
+        target_pre = self._model.preprocessors[target]
+        result = ad.AnnData(X=pred.astype(np.float32), obs=adata.obs.copy(), var=target_pre._output_var())
+        if isinstance(target_pre, RNAPreprocessor):  # log-normalised, and chained as a model's translation
+            result.uns["log1p"] = {"base": None}
+            result.uns["butterfly"] = {"target": target, "normalized_to": target_pre.target_sum_}
+        return result
 
 
 class KNNTranslator(_SVDBaseline):
@@ -66,10 +71,14 @@ class KNNTranslator(_SVDBaseline):
             name: NearestNeighbors(n_neighbors=k).fit(self._components[name]) for name in self.names
         }
 
-    def translate(self, adata: ad.AnnData, source: str, target: str, *, progress: bool = False) -> ad.AnnData:
-        """Predict ``target`` for cells measured in ``source`` (``progress``: the signature of
+    def translate(
+        self, adata: ad.AnnData, source: str, target: str, *, normalized_to: float | None = None,
+        progress: bool = False,
+    ) -> ad.AnnData:  # fmt: skip
+        """Predict ``target`` for cells measured in ``source`` (``normalized_to`` and ``progress``: as
         :meth:`Butterfly.translate`; one search, no bar)."""
-        _, neighbours = self._index[source].kneighbors(self._source_components(adata, source, target))
+        components = self._source_components(adata, source, target, normalized_to)
+        _, neighbours = self._index[source].kneighbors(components)
         n, n_train = neighbours.shape[0], self._train[target].shape[0]
         rows = np.repeat(np.arange(n), self.k)
         averaging = sp.csr_matrix(
@@ -99,9 +108,12 @@ class LinearTranslator(_SVDBaseline):
                 self._components[source], self._components[target]
             )
 
-    def translate(self, adata: ad.AnnData, source: str, target: str, *, progress: bool = False) -> ad.AnnData:
-        """Predict ``target`` for cells measured in ``source`` (``progress``: as :meth:`KNNTranslator.translate`)."""
-        source_components = self._source_components(adata, source, target)  # checks the names first
+    def translate(
+        self, adata: ad.AnnData, source: str, target: str, *, normalized_to: float | None = None,
+        progress: bool = False,
+    ) -> ad.AnnData:  # fmt: skip
+        """Predict ``target`` for cells measured in ``source`` (keywords: as :meth:`KNNTranslator.translate`)."""
+        source_components = self._source_components(adata, source, target, normalized_to)  # names checked
         components = self._ridge[source, target].predict(source_components)
         pred = self._svd[target].inverse_transform(components)
         low = 0.0 if self._model.specs[target].output in ("sigmoid", "leaky_relu") else -np.inf

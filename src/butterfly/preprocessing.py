@@ -375,10 +375,11 @@ class RNAPreprocessor(Preprocessor):
         )  # fmt: skip
 
     def _rescale(self, X: sp.csr_matrix, normalized_to: float) -> sp.csr_matrix:
-        ceiling = np.log1p(normalized_to) * (1 + 1e-4)  # no gene holds more than its cell's total
-        if X.nnz and X.data.max() > ceiling:
+        # No measured gene holds more than its cell's total, log1p(normalized_to); a translation might overshoot
+        # it a little, but not e-fold.
+        if X.nnz and X.data.max() > np.log1p(normalized_to) + 1:
             raise ButterflyInputError(
-                f"The rna data hold values up to {X.data.max():g}, above log1p({normalized_to:g}) = "
+                f"The rna data hold values up to {X.data.max():g}, far above log1p({normalized_to:g}) = "
                 f"{np.log1p(normalized_to):.3g}, the most a gene of a cell log-normalised to a total of "
                 f"{normalized_to:g} can hold: these are not such values. Raw counts translate without "
                 "normalized_to; log-normalised values need the total their cells were scaled to."
