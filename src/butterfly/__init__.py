@@ -3,6 +3,7 @@
 from . import datasets, evaluate, metrics, modalities, preprocessing, protocols, readers, report
 from ._validation import ButterflyInputError, NotTrainedError, align_cells
 from .accessibility import ATACPreprocessor, binarize_accessibility
+from .annotation import annotate
 from .evaluate import evaluate_perturbation, evaluate_translation
 from .genome import parse_peaks
 from .model import Butterfly
@@ -21,6 +22,7 @@ __all__ = [
     "NotTrainedError",
     "RNAPreprocessor",
     "align_cells",
+    "annotate",
     "binarize_accessibility",
     "datasets",
     "evaluate",

@@ -141,6 +141,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     translate.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
+    annotate = commands.add_parser(
+        "annotate",
+        help="label cells measured in one modality with a reference labelled in the other",
+        description="Cell types of cells measured in SOURCE (e.g. ATAC only), from reference cells measured in "
+        "the model's other modality and labelled (e.g. an RNA atlas): the cells are translated, and a linear "
+        "SVM trained on the reference labels them. Writes a CSV: cell, label, margin (small margins: the "
+        "classifier hesitated between two types).",
+    )
+    annotate.add_argument("--model", required=True, type=Path, help="folder of a trained model")
+    annotate.add_argument(
+        "--input", required=True, type=Path, help="h5ad of the cells to label (or .h5mu, .h5)"
+    )
+    annotate.add_argument("--source", required=True, help="modality of --input (e.g. atac)")
+    annotate.add_argument(
+        "--reference", required=True, type=Path,
+        help="h5ad of labelled cells measured in the model's other modality, raw counts",
+    )  # fmt: skip
+    annotate.add_argument(
+        "--label-key", default="cell_type", help="reference obs column of labels (default cell_type)"
+    )
+    annotate.add_argument("--out", required=True, type=Path, help="CSV file to write the labels to")
+    annotate.add_argument("--layer", default=None, metavar="NAME", help="read --input from its layer NAME")
+    annotate.add_argument(
+        "--reference-layer", default=None, metavar="NAME", help="read --reference from its layer NAME"
+    )
+    annotate.add_argument("--peak-matching", choices=["exact", "overlap"], default="exact",
+                          help="ATAC input: match peaks by coordinates (default) or by overlap")  # fmt: skip
+    annotate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    annotate.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
     bench = commands.add_parser(
         "benchmark",
         help="cross-validate butterfly and baselines on paired cells, write tables, figures and an HTML report",
@@ -422,6 +452,28 @@ def _run(args: argparse.Namespace) -> None:
         )  # fmt: skip
         n_features = model.preprocessors[args.target].n_features
         print(f"wrote {cells.n_obs} cells x {n_features} {args.target} features to {args.out}")
+    elif args.command == "annotate":
+        from . import annotation
+
+        if args.out.exists() and not args.overwrite:
+            raise FileExistsError(
+                f"{args.out} exists; pass --overwrite to replace it, or choose another --out."
+            )
+        model = Butterfly.load(args.model, device=args.device)
+        target = next((name for name in model.names if name != args.source), args.source)
+        model._check_names(args.source, target)
+        cells = _read(args.input, args.source, model.specs[args.source].preprocessing)
+        reference = _read(args.reference, target, model.specs[target].preprocessing)
+        labels = annotation.annotate(
+            model, cells, args.source, reference, args.label_key, layer=args.layer,
+            reference_layer=args.reference_layer, peak_matching=args.peak_matching,
+        )  # fmt: skip
+        write_text_atomic(args.out, labels.to_csv(index_label="cell"))
+        counts = labels["label"].value_counts()
+        counts = counts[counts > 0]
+        shown = ", ".join(f"{label} {n}" for label, n in counts.head(8).items())
+        more = ", ..." if len(counts) > 8 else ""
+        print(f"annotated {len(labels)} cells into {len(counts)} types ({shown}{more}) in {args.out}")
     elif args.command == "benchmark":
         from . import protocols, report
         from ._io import check_report_folder
