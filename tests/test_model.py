@@ -670,6 +670,25 @@ def test_loss_means_are_cell_weighted_and_read_once():
     assert _Means("loss").result() == {"loss": 0.0}  # no minibatch (an empty validation split)
 
 
+def test_early_stopping_waits_for_the_kl_warm_up_to_end(multiome):
+    """Within the warm-up the KL term is lighter than the objective trained for, so reconstruction is better
+    than it will be: those epochs are not kept as the best and do not spend the patience."""
+    from butterfly.training import _EarlyStopping
+
+    module = torch.nn.Linear(2, 2)
+    stopper = _EarlyStopping(module, patience=2, first_epoch=3)
+    losses = [0.1, 0.2, 0.3, 0.5, 0.4, 0.45, 0.46]  # best in the warm-up, later ones worse
+    stops = [stopper.step(loss, epoch) for epoch, loss in enumerate(losses)]
+    assert stops == [False] * 6 + [True] and stopper.best_epoch == 4 and stopper.best == 0.4
+    rna, atac = multiome
+    model = bf.Butterfly(rna, atac, seed=0, device="cpu")
+    history = model.fit(pretrain_epochs=6, epochs=8, patience=1, kl_warmup_epochs=4, progress=False)
+    for phase, part in history.groupby("phase"):
+        assert part["best_epoch"].iloc[0] >= 4 and len(part) >= 5, phase
+    short = model.fit(pretrain_epochs=2, epochs=2, patience=1, kl_warmup_epochs=4, progress=False)
+    assert (short["best_epoch"] == 1).all()  # fewer epochs than the warm-up: the last one is kept
+
+
 def test_evaluation_clusters_the_latent_each_translation_starts_from(trained, snare_split):
     from butterfly.baselines import KNNTranslator
     from butterfly.evaluate import evaluate_translation
