@@ -682,7 +682,7 @@ class Butterfly:
             to before ``log1p`` (scanpy's ``normalize_total(target_sum=...)``, often ``1e4``). Another model's
             RNA translation is recognised by itself (its ``uns["butterfly"]["normalized_to"]``), so
             translations chain: ATAC -> RNA with one model, then RNA -> protein with another trained on the
-            genes the first predicts (README, "Consecutive translation").
+            genes the first predicts (README: "translations chain").
         atac_output
             For an ATAC target: ``"probability"`` (the model's scaled TF-IDF output), ``"counts"`` (inverted
             to counts, paper eq. 12) or ``"binary"`` (counts binarised by row and column means).
