@@ -252,7 +252,8 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="train and translate on the SNARE-seq cells shipped with butterfly, write a report",
         description="Train RNA<->ATAC on 1,600 shipped SNARE-seq cells, translate 400 held-out cells both ways, "
-        "and write metrics, t-SNE plots, loss curves and the model to --out.",
+        "label their cell types from their ATAC alone, and write metrics, t-SNE plots, loss curves and the model "
+        "to --out.",
     )
     demo.add_argument(
         "--out", type=Path, default=Path("butterfly_demo"), help="report folder (default butterfly_demo)"
@@ -563,6 +564,11 @@ def _run(args: argparse.Namespace) -> None:
             overwrite=args.overwrite,
         )
         print(scores_table(summary["scores"]))
+        annotation = summary["atac_cells_annotated_from_rna"]
+        print(
+            f"cell types of the held-out cells from their ATAC alone: accuracy {annotation['accuracy']:.3f}, "
+            f"Cohen's kappa {annotation['kappa']:.3f}"
+        )
         print(f"finished in {summary['total_seconds']:.0f} s; report in {args.out}/")
 
 
