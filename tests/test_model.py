@@ -835,6 +835,29 @@ def test_counts_in_a_layer_train_and_translate_as_counts_in_x(multiome, tmp_path
     assert (layered.X != before).nnz == 0 and list(layered.layers) == ["counts"]
 
 
+def test_counts_kept_in_raw_are_named(multiome):
+    """scanpy's other habit, counts in adata.raw and normalised values in X: the refusal names adata.raw."""
+    import scanpy as sc
+
+    rna, atac = multiome
+    logged = rna.copy()
+    logged.raw = rna.copy()
+    sc.pp.normalize_total(logged)
+    sc.pp.log1p(logged)
+    with pytest.raises(
+        ButterflyInputError, match=r"non-integer.*adata\.raw holds whole numbers.*raw\.to_adata\(\)"
+    ):
+        bf.Butterfly(logged, atac)
+    np.testing.assert_array_equal(
+        bf.Butterfly(logged.raw.to_adata(), atac).preprocessors["rna"].features_,
+        bf.Butterfly(rna, atac).preprocessors["rna"].features_,
+    )
+    logged.raw = logged  # raw holding normalised values too: no such hint
+    with pytest.raises(ButterflyInputError, match="non-integer") as refusal:
+        bf.Butterfly(logged, atac)
+    assert "adata.raw" not in str(refusal.value)
+
+
 def test_translations_carry_the_training_features_annotations(multiome, tmp_path):
     """Text columns of the training data's var (gene IDs, feature types) reach the translated AnnData, also
     from a saved model; numbers, mostly statistics of the training cells, do not."""

@@ -80,9 +80,9 @@ NORMALISED_ON_PURPOSE = (
 )
 
 
-def check_values(X, *, what: str, require_integer: bool, hint: str | None = None) -> None:
+def check_values(X, *, what: str, require_integer: bool, hint: str = NORMALISED_ON_PURPOSE) -> None:
     """Refuse negative, NaN or infinite values, and non-integers where raw counts are expected (that error
-    ends with ``hint``; by default, with the modality that takes normalised data)."""
+    ends with ``hint``; by default, the modality that takes normalised data)."""
     data = X.data if sp.issparse(X) else np.asarray(X)
     if data.size == 0:
         return
@@ -103,9 +103,22 @@ def check_values(X, *, what: str, require_integer: bool, hint: str | None = None
         sample = data if data.size <= 5_000_000 else data[:: data.size // 5_000_000 + 1]
         if not np.all(sample == np.round(sample)):
             raise ButterflyInputError(
-                f"{what} contains non-integer values, but raw counts are expected. {COUNTS_IN_A_LAYER}"
-                + (NORMALISED_ON_PURPOSE if hint is None else hint)
+                f"{what} contains non-integer values, but raw counts are expected. {COUNTS_IN_A_LAYER}" + hint
             )
+
+
+def counts_in_raw(adata: ad.AnnData) -> str:
+    """A hint naming ``adata.raw`` when it holds whole numbers (scanpy users often keep the counts there)."""
+    raw = getattr(adata, "raw", None)
+    if raw is None:
+        return ""
+    data = as_csr(raw.X[: min(raw.n_obs, 200)]).data
+    if data.size == 0 or not np.all(data == np.round(data)) or data.min() < 0:
+        return ""
+    return (
+        " adata.raw holds whole numbers, probably the counts: pass adata.raw.to_adata() (its obs and all its "
+        "genes; CLI: write that to a file)."
+    )
 
 
 def use_layer(adata: ad.AnnData, layer: str | None, *, what: str, option: str = "layer=") -> ad.AnnData:

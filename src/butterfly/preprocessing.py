@@ -19,12 +19,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._validation import (
+    NORMALISED_ON_PURPOSE,
     ButterflyInputError,
     _preview,
     as_csr,
     check_nonempty_cells,
     check_unique_names,
     check_values,
+    counts_in_raw,
     row_sums,
 )
 from .genome import looks_like_peaks
@@ -266,7 +268,8 @@ class Preprocessor:
         check_unique_names(adata, what=what)
         X = as_csr(adata.X)
         # fitting needs counts; new cells (no check_cells) may come in another form the modality accepts
-        hint = None if check_cells else self.other_input_hint
+        hint = NORMALISED_ON_PURPOSE if check_cells else self.other_input_hint
+        hint = counts_in_raw(adata) + hint if self.requires_integer and counts else hint
         check_values(X, what=what, require_integer=self.requires_integer and counts, hint=hint)
         if check_cells:
             check_nonempty_cells(X, adata.obs_names, what=what)
