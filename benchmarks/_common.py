@@ -76,6 +76,22 @@ def machine_line(info: dict, device: torch.device) -> str:
     return f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}{gpu}."
 
 
+def mean_sd_table(rows: list[dict], key: str, columns: list[str]) -> list[str]:
+    """Markdown table lines, header first: one row per value of ``row[key]`` (in first-seen order) holding each
+    column's mean ± sd over that value's rows (folds, seeds), blank where its rows lack the column."""
+    lines = [f"| {key} | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for value in dict.fromkeys(r[key] for r in rows):
+        mine = [r for r in rows if r[key] == value]
+        cells = [
+            f"{np.mean([r[c] for r in mine]):.3f} ± {np.std([r[c] for r in mine], ddof=1) if len(mine) > 1 else 0:.3f}"
+            if c in mine[0]
+            else ""
+            for c in columns
+        ]
+        lines.append(f"| {value} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def result_name(name: str, device: torch.device) -> str:
     """Result files of a GPU run are named apart from the CPU's: ``name_cuda``."""
     return name if device.type == "cpu" else f"{name}_{device.type}"

@@ -23,11 +23,12 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.svm import LinearSVC
 
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
-from _common import machine, write_results  # noqa: E402
+from _common import machine, machine_line, mean_sd_table, write_results  # noqa: E402
 from butterfly import metrics  # noqa: E402
 from butterfly.baselines import KNNTranslator, LinearTranslator  # noqa: E402
 from butterfly.protocols import folds_by_cell  # noqa: E402
@@ -87,28 +88,18 @@ def main() -> None:
             )
             print({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
 
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    folds = sorted({r["fold"] for r in rows})
+    folds, info = sorted({r["fold"] for r in rows}), machine()
     lines = [
         f"# Annotating ATAC-only cells from a labelled RNA reference ({args.data.name})",
         "",
         f"Folds {folds} of {args.folds} by cell; the other folds split into paired cells without labels (the "
         "translator's training) and labelled RNA-only cells (the SVM's reference). Mean ± sd over folds.",
         "",
-        "| method | " + " | ".join(METRICS) + " |",
-        "|---|" + "---|" * len(METRICS),
+        *mean_sd_table(rows, "method", METRICS),
+        "",
+        f"butterfly training: {np.mean([r['training_seconds'] for r in rows]):.0f} s per fold. "
+        + machine_line(info, torch.device("cpu")),
     ]
-    for method in methods:
-        mine = [r for r in rows if r["method"] == method]
-        cells = [
-            f"{np.mean([r[m] for r in mine]):.3f} ± {np.std([r[m] for r in mine], ddof=1) if len(mine) > 1 else 0:.3f}"
-            for m in METRICS
-        ]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    info = machine()
-    seconds = np.mean([r["training_seconds"] for r in rows])
-    lines += ["", f"butterfly training: {seconds:.0f} s per fold. Machine: {info['cpu']}, {info['cores']} cores, "
-              f"torch {info['torch']}."]  # fmt: skip
     results = {
         "data": args.data.name,
         "folds": args.folds,

@@ -29,10 +29,11 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
-from _common import machine, write_results  # noqa: E402
+from _common import machine, machine_line, mean_sd_table, write_results  # noqa: E402
 from butterfly import metrics  # noqa: E402
 from butterfly.baselines import KNNTranslator  # noqa: E402
 from butterfly.protocols import folds_by_cell  # noqa: E402
@@ -117,16 +118,8 @@ def main() -> None:
             rows.append(row)
             print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
 
-    names = list(dict.fromkeys(r["profile"] for r in rows))
     columns = ["AMI", *[f"{p} contrast" for p in MARKERS], "per-protein Pearson vs direct"]
-    summary = {}
-    for name in names:
-        mine = [r for r in rows if r["profile"] == name]
-        summary[name] = {
-            c: (float(np.mean([r[c] for r in mine])), float(np.std([r[c] for r in mine], ddof=1)))
-            for c in columns
-            if c in mine[0]
-        }
+    info = machine()
     lines = [
         f"# Consecutive translation: proteins from chromatin through RNA ({args.multiome.name} -> {args.cite.name})",
         "",
@@ -136,21 +129,13 @@ def main() -> None:
         "runs against the Multiome cell types; contrast: the protein's mean (CLR) in the cells of the types that "
         "carry it minus in the others.",
         "",
-        "| profile | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
+        *mean_sd_table(rows, "profile", columns),
+        "",
+        f"Training both models: {np.mean([r['training_seconds'] for r in rows]):.0f} s per fold. "
+        + machine_line(info, torch.device("cpu")),
     ]
-    for name in names:
-        cells = [
-            f"{summary[name][c][0]:.3f} ± {summary[name][c][1]:.3f}" if c in summary[name] else ""
-            for c in columns
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    info = machine()
-    seconds = np.mean([r["training_seconds"] for r in rows])
-    lines += ["", f"Training both models: {seconds:.0f} s per fold. Machine: {info['cpu']}, {info['cores']} cores, "
-              f"torch {info['torch']}."]  # fmt: skip
     results = {"multiome": args.multiome.name, "cite": args.cite.name, "folds": args.folds, "scoring_runs": runs,
-               "shared_genes": int(genes.sum()), "rows": rows, "summary": summary, "machine": info}  # fmt: skip
+               "shared_genes": int(genes.sum()), "rows": rows, "machine": info}  # fmt: skip
     write_results(args.out, args.name, results, "\n".join(lines) + "\n")
 
 
