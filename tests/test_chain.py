@@ -38,7 +38,11 @@ def test_log_normalised_rna_translates_as_its_counts(multiome):
         model.translate(rna, source="rna", target="atac", normalized_to=1e4)
     with pytest.raises(ButterflyInputError, match="the atac modality is not RNA"):
         model.translate(atac, source="atac", target="rna", normalized_to=1e4)
-    for bad in (0, -1.0, float("nan"), "1e4"):
+    again = model.translate(
+        logged, source="rna", target="atac", normalized_to=np.float32(1e4), progress=False
+    )
+    np.testing.assert_array_equal(again.X, got.X)  # numpy numbers are numbers
+    for bad in (0, -1.0, float("nan"), "1e4", True):
         with pytest.raises(ButterflyInputError, match="normalized_to must be the positive total"):
             model.translate(logged, source="rna", target="atac", normalized_to=bad)
 

@@ -10,6 +10,7 @@ nothing densifies a cells x features matrix. The fitted state is plain arrays pl
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from typing import Any, ClassVar
 
@@ -361,7 +362,8 @@ class RNAPreprocessor(Preprocessor):
         """
         if normalized_to is None:
             return super().transform(adata)
-        if not (isinstance(normalized_to, (int, float)) and np.isfinite(normalized_to) and normalized_to > 0):
+        number = isinstance(normalized_to, numbers.Real) and not isinstance(normalized_to, bool)
+        if not (number and np.isfinite(normalized_to) and normalized_to > 0):
             raise ButterflyInputError(
                 f"normalized_to must be the positive total the cells were scaled to (e.g. 1e4), got "
                 f"{normalized_to!r}."
