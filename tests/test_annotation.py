@@ -69,3 +69,18 @@ def test_cli_annotate_writes_labels(trained, snare_split, tmp_path, capsys):
     assert main([*command[:-4], "--reference", str(tmp_path / "reference.h5ad"), "--label-key", "type",
                  "--out", str(tmp_path / "other.csv")]) == 2  # fmt: skip
     assert "no column 'type'" in capsys.readouterr().err and not (tmp_path / "other.csv").exists()
+
+
+def test_annotation_figure_shows_each_types_labels(tmp_path):
+    true = ["a"] * 6 + ["b"] * 3 + ["c"]
+    predicted = ["a"] * 4 + ["b", "d"] + ["b"] * 3 + ["a"]
+    figure = bf.report.plot_annotation(true, predicted, tmp_path / "annotation.png")
+    assert (tmp_path / "annotation.png").stat().st_size > 5_000
+    shares = figure.confusion
+    assert list(shares.index) == ["a", "b", "c"] and list(shares.columns) == ["a", "b", "c", "d"]
+    np.testing.assert_allclose(shares.loc["a"], [4 / 6, 1 / 6, 0, 1 / 6])
+    np.testing.assert_allclose(shares.loc["c"], [1, 0, 0, 0])
+    np.testing.assert_allclose(shares.sum(axis=1), 1)
+    assert figure.axes[0].get_title() == "10 cells, accuracy 0.70"
+    with pytest.raises(ButterflyInputError, match="one true and one predicted label per cell"):
+        bf.report.plot_annotation(true, predicted[:-1])

@@ -1,4 +1,5 @@
-"""Figures: loss curves, t-SNE panels of measured vs translated profiles, predicted perturbation responses."""
+"""Figures: loss curves, t-SNE panels of measured vs translated profiles, cell-type annotation, predicted
+perturbation responses."""
 
 from __future__ import annotations
 
@@ -52,6 +53,39 @@ def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None):
         ax.set_ylabel("reconstruction + KL")
         ax.legend(fontsize=8)
     fig.tight_layout()
+    if path is not None:
+        save_figure_atomic(fig, path, dpi=120)
+    return fig
+
+
+def plot_annotation(true, predicted, path: str | os.PathLike | None = None):
+    """How cells of each true type were labelled (:func:`~butterfly.annotate`'s ``label``): a heatmap whose
+    row for a type holds the shares of its cells given each label, rows summing to 1, types ordered by size.
+    Returns the figure (saved when ``path`` given); ``fig.confusion`` holds the table."""
+    true, predicted = np.asarray(true).astype(str), np.asarray(predicted).astype(str)
+    if true.shape != predicted.shape or true.ndim != 1 or true.size == 0:
+        raise ButterflyInputError(
+            f"plot_annotation needs one true and one predicted label per cell; got {true.size} and "
+            f"{predicted.size} labels."
+        )
+    rows = pd.Series(true).value_counts().index
+    columns = list(rows) + sorted(set(predicted) - set(rows))
+    table = pd.crosstab(pd.Series(true, name="true"), pd.Series(predicted, name="predicted"))
+    table = table.reindex(index=rows, columns=columns, fill_value=0)
+    shares = table.div(table.sum(axis=1), axis=0)
+    plt = _pyplot()
+    size = 2.5 + 0.32 * len(columns)
+    fig, ax = plt.subplots(figsize=(size + 1.2, 2.2 + 0.3 * len(rows)))
+    image = ax.imshow(shares.to_numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(rows)), [f"{t} ({n})" for t, n in table.sum(axis=1).items()], fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (cells)")
+    accuracy = float((true == predicted).mean())
+    ax.set_title(f"{len(true)} cells, accuracy {accuracy:.2f}", fontsize=9)
+    fig.colorbar(image, ax=ax, label="share of the type's cells")
+    fig.tight_layout()
+    fig.confusion = shares
     if path is not None:
         save_figure_atomic(fig, path, dpi=120)
     return fig
