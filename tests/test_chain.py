@@ -73,9 +73,8 @@ def test_translations_chain_from_chromatin_to_proteins(chain, tmp_path):
     proteins = second.translate(rna, source="rna", target="adt", progress=False)
     assert proteins.shape == (100, 134) and "CD3" in proteins.var_names
     assert list(proteins.obs_names) == list(atac.obs_names)
-    plain = ad.AnnData(
-        rna.X.copy(), obs=rna.obs, var=rna.var
-    )  # the values alone, as another tool would hand them
+    # the values alone, as another tool would hand them on
+    plain = ad.AnnData(rna.X.copy(), obs=rna.obs, var=rna.var)
     with pytest.raises(ButterflyInputError, match="normalized_to"):
         second.translate(plain, source="rna", target="adt")
     by_hand = second.translate(
