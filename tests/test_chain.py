@@ -36,7 +36,7 @@ def test_log_normalised_rna_translates_as_its_counts(multiome):
         ButterflyInputError, match=r"values up to .* far above log1p\(10000\).*without normalized_to"
     ):
         model.translate(rna, source="rna", target="atac", normalized_to=1e4)
-    with pytest.raises(ButterflyInputError, match="the atac modality is not RNA"):
+    with pytest.raises(ButterflyInputError, match="the atac modality is not RNA counts."):
         model.translate(atac, source="atac", target="rna", normalized_to=1e4)
     again = model.translate(
         logged, source="rna", target="atac", normalized_to=np.float32(1e4), progress=False

@@ -243,3 +243,10 @@ def test_the_response_figure_shows_predicted_and_unchanged_means_against_measure
     assert r2[0] > 0.85 > 0.5 > r2[1]  # as evaluate_perturbation's resampled R^2 (0.91 and 0.36 here)
     with pytest.raises(ButterflyInputError, match="lack 10 of the predicted genes"):
         bf.report.plot_perturbation(test_control[:, 10:].copy(), test_stimulated, predicted)
+
+
+def test_expression_is_taken_as_given_without_normalized_to(held_out, trained):
+    _, _, test_control, _ = held_out
+    model, _ = trained
+    with pytest.raises(ButterflyInputError, match="control modality .* takes its values as given"):
+        model.translate(test_control, source="control", target="stimulated", normalized_to=1e4)

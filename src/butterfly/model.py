@@ -553,8 +553,11 @@ class Butterfly:
                 f"peak_matching='overlap' maps chromatin peaks; the {source} modality has no peaks."
             )
         if normalized_to is not None and not isinstance(pre, RNAPreprocessor):
+            given = (
+                " and takes its values as given: leave normalized_to out" if pre.kind == "expression" else ""
+            )
             raise ButterflyInputError(
-                f"normalized_to reads log-normalised RNA; the {source} modality is not RNA."
+                f"normalized_to reads log-normalised RNA; the {source} modality is not RNA counts{given}."
             )
         if hasattr(adata, "mod") and not isinstance(adata, ad.AnnData):  # MuData, without importing mudata
             if source not in adata.mod:
