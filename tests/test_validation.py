@@ -69,6 +69,10 @@ def test_empty_cells_are_refused():
     data.X = sp.csr_matrix(X)
     with pytest.raises(ButterflyInputError, match=r"1 cell\(s\) with zero counts.*'c3'.*filter_cells"):
         bf.ADTPreprocessor().fit(data)
+    fitted = bf.ADTPreprocessor().fit(_counts())
+    # new cells to translate have no other modality to drop them from
+    with pytest.raises(ButterflyInputError, match=r"zero counts.*min_counts=1\)\.$"):
+        fitted.transform(data)
     data.layers["counts"], data.X = data.X, sp.csr_matrix(data.shape, dtype=np.float32)
     with pytest.raises(ButterflyInputError, match=r"no counts at all.*name it: layer='counts'"):
         bf.ADTPreprocessor().fit(data)

@@ -178,8 +178,8 @@ def row_sums(X) -> np.ndarray:
     return np.asarray(X.sum(axis=1)).ravel()
 
 
-def check_nonempty_cells(X, obs_names: Sequence, *, what: str) -> None:
-    """Refuse cells whose counts are all zero."""
+def check_nonempty_cells(X, obs_names: Sequence, *, what: str, paired: bool = True) -> None:
+    """Refuse cells whose counts are all zero; ``paired``: the data is one side of paired training cells."""
     empty = np.flatnonzero(row_sums(X) == 0)
     if empty.size and empty.size == X.shape[0]:
         raise ButterflyInputError(
@@ -188,8 +188,8 @@ def check_nonempty_cells(X, obs_names: Sequence, *, what: str) -> None:
     if empty.size:
         raise ButterflyInputError(
             f"{what} has {empty.size} cell(s) with zero counts (for example {_preview(np.asarray(obs_names)[empty])}). "
-            "Remove them first, e.g. sc.pp.filter_cells(adata, min_counts=1), and drop the same cells from "
-            "the other modality."
+            "Remove them first, e.g. sc.pp.filter_cells(adata, min_counts=1)"
+            + (", and drop the same cells from the other modality." if paired else ".")
         )
 
 

@@ -183,7 +183,7 @@ class Preprocessor:
         # Feature names first: input with the wrong kind of names often has "empty" cells as well, and the
         # names are what the user has to fix.
         aligned = align(X, adata)
-        check_nonempty_cells(X, adata.obs_names, what=what)
+        check_nonempty_cells(X, adata.obs_names, what=what, paired=False)
         converted = (convert or self._transform)(aligned, adata)
         return ad.AnnData(X=converted, obs=adata.obs.copy(), var=self._output_var())
 
