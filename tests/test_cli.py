@@ -404,3 +404,19 @@ def test_reports_refuse_a_folder_of_the_users(files, tmp_path, capsys):
     assert main([*bench[:-1], str(report)]) == 0
     assert main([*bench[:-1], str(report)]) == 0  # an earlier benchmark report is replaced
     assert main(["benchmark-merge", str(report), "--out", str(user)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("command", "left"),
+    [("train", "nothing was written to m"), ("benchmark", "scores are in b/scores.partial.csv")],
+)
+def test_ctrl_c_exits_130_and_says_what_was_written(command, left, monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("butterfly.cli._run", interrupted)
+    out = {"train": "m", "benchmark": "b"}[command]
+    assert main([command, "--first", "a.h5ad", "--second", "b.h5ad", "--out", out]) == 130
+    error = capsys.readouterr().err
+    assert error.startswith(f"butterfly {command}: interrupted;") and left in error
+    assert "Traceback" not in error

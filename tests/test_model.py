@@ -10,6 +10,7 @@ import torch
 import butterfly as bf
 from butterfly import ButterflyInputError, metrics
 from butterfly.network import DRAW_BLOCK, latent_noise
+from butterfly.training import Trainer
 
 
 def test_losses_fall(trained):
@@ -886,3 +887,77 @@ def test_progress_bars_into_a_log_update_at_most_every_half_minute(multiome, cap
     log = capsys.readouterr().err
     for phase in ("pretrain rna", "pretrain atac", "integrative"):
         assert 1 <= log.count(f"{phase}:") <= 2, (phase, log.count(f"{phase}:"))
+
+
+def _interrupt_on_call(monkeypatch, number: int, before=None) -> None:
+    """Make the ``number``-th integrative validation pass of the next fit raise KeyboardInterrupt (Ctrl-C);
+    ``before(trainer)`` runs on the call before it."""
+    validate, calls = Trainer._validate_integrative, []
+
+    def patched(self, epoch=None):
+        calls.append(epoch)
+        if len(calls) == number:
+            raise KeyboardInterrupt
+        if len(calls) == number - 1 and before is not None:
+            before(self)
+        return validate(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_validate_integrative", patched)
+
+
+def test_interrupted_fit_keeps_the_best_weights_and_the_history(multiome, monkeypatch):
+    rna, atac = multiome
+    model = bf.Butterfly(rna, atac, seed=0)
+    _interrupt_on_call(monkeypatch, 4)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        pytest.warns(
+            UserWarning,
+            match=r"interrupted during integrative epoch 3\. The model translates with the weights of epoch",
+        ),
+    ):
+        model.fit(pretrain_epochs=2, epochs=10, progress=False)
+    monkeypatch.undo()
+    history = model.history_
+    assert model.is_trained_
+    assert history["phase"].tolist() == ["pretrain rna"] * 2 + ["pretrain atac"] * 2 + ["integrative"] * 3
+    integrative = history[history["phase"] == "integrative"].set_index("epoch")
+    best = integrative["best_epoch"].iloc[0]
+    assert best == integrative["val_recon"].idxmin()
+    # the weights in the model are the best epoch's: its validation loss, recomputed
+    trainer = model._trainer(*model._training_pairs(), progress=False)
+    with model.network.chromosome_io(), torch.no_grad():
+        assert trainer._validate_integrative()["recon"] == pytest.approx(
+            integrative.loc[best, "val_recon"], rel=1e-6
+        )
+    assert not model.network.training
+    assert model.translate(atac[:50], source="atac", target="rna", progress=False).shape == (50, rna.n_vars)
+
+
+def test_interrupted_batch_norm_recalibration_leaves_the_statistics_as_trained(multiome, monkeypatch):
+    rna, atac = multiome
+    model = bf.Butterfly(rna, atac, seed=0)
+    trained = {}
+
+    def keep_statistics(trainer):
+        trained.update({k: v.clone() for k, v in model.network.state_dict().items() if "running" in k})
+
+    # two integrative epochs, then recalibration validates before (call 3) and after (call 4) re-estimating
+    _interrupt_on_call(monkeypatch, 4, before=keep_statistics)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="during BatchNorm recalibration"):
+        model.fit(pretrain_epochs=1, epochs=2, progress=False, recalibrate_batch_norm=True)
+    state = model.network.state_dict()
+    assert trained and all(torch.equal(state[k], v) for k, v in trained.items())
+    assert model.is_trained_ and model.batch_norm_recalibration_ is None
+
+
+def test_interrupted_pretraining_leaves_a_new_model_unable_to_translate(multiome, monkeypatch):
+    rna, atac = multiome
+    model = bf.Butterfly(rna, atac, seed=0)
+    monkeypatch.setattr(Trainer, "integrate", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    with (
+        pytest.raises(KeyboardInterrupt),
+        pytest.warns(UserWarning, match=r"during pretrain atac\. The translator had not started training"),
+    ):
+        model.fit(pretrain_epochs=1, epochs=2, progress=False)
+    assert not model.is_trained_ and len(model.history_) == 2

@@ -587,12 +587,28 @@ def main(argv: list[str] | None = None) -> int:
 
     with warnings.catch_warnings():
         default_show, warnings.showwarning = warnings.showwarning, show
+        # fit's note on Ctrl-C speaks of model.history_ and model.fit(); the CLI says what it left instead
+        warnings.filterwarnings("ignore", message="Training was interrupted")
         try:
             _run(args)
         except (ButterflyInputError, OSError) as err:  # user mistakes: bad data, missing or unreadable files
             print(f"butterfly {args.command}: error: {err}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # Ctrl-C: files are written whole or not at all; say what is there
+            print(f"butterfly {args.command}: interrupted; {_interrupted(args)}", file=sys.stderr)
+            return 130
     return 0
+
+
+def _interrupted(args) -> str:
+    """What an interrupted command left in its output."""
+    if args.command == "benchmark":
+        return f"the finished folds' scores are in {Path(args.out) / 'scores.partial.csv'} (if any finished)"
+    if args.command in ("demo", "benchmark-merge"):
+        return (
+            f"the report in {args.out} is incomplete (files written whole, some perhaps from an earlier run)"
+        )
+    return f"nothing was written to {args.out}"
 
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)

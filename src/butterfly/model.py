@@ -408,7 +408,9 @@ class Butterfly:
         holds the validation loss before and after the re-estimated BatchNorm statistics and whether they
         were kept. With ``weight_average_halflife`` above 0, the integrative rows' validation losses and the
         weights kept are those of the moving average of the weights (the training losses are the weights'
-        own).
+        own). Interrupted (Ctrl-C), ``fit`` restores the best weights of the finished epochs and keeps their
+        history in ``history_`` before the interrupt propagates; the model translates once an integrative
+        epoch has finished.
         """
         if not self._matrices:
             raise RuntimeError(
@@ -428,13 +430,45 @@ class Butterfly:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
             trainer = self._trainer(train, validation, progress)
-            history = trainer.pretrain(self.names[0]) + trainer.pretrain(self.names[1]) + trainer.integrate()
-            if self.training_config.recalibrate_batch_norm:
-                self.batch_norm_recalibration_ = trainer.recalibrate_batch_norm()
+            try:
+                trainer.pretrain(self.names[0])
+                trainer.pretrain(self.names[1])
+                trainer.integrate()
+                if self.training_config.recalibrate_batch_norm:
+                    self.batch_norm_recalibration_ = trainer.recalibrate_batch_norm()
+            except KeyboardInterrupt:
+                self._keep_interrupted(trainer)
+                raise
         self.network.eval()
-        self.history_ = pd.DataFrame(history)
+        self.history_ = pd.DataFrame(trainer.history)
         self.is_trained_ = True
         return self.history_
+
+    def _keep_interrupted(self, trainer: Trainer) -> None:
+        """After Ctrl-C in ``fit``: keep the finished epochs' history and best weights, and say what is left."""
+        self.network.eval()
+        self.history_ = pd.DataFrame(trainer.history)
+        integrative = [r for r in trainer.history if r["phase"] == "integrative"]
+        if integrative:
+            self.is_trained_ = True
+            best = integrative[-1]["best_epoch"]
+            kept = (
+                f"the weights of epoch {best} (lowest validation loss so far)"
+                if best >= 0
+                else ("the current weights (no epoch after the KL warm-up had finished)")
+            )
+            state = f"The model translates with {kept}."
+        elif self.is_trained_:  # an earlier fit's model, part-way through pretraining again
+            state = "The model translates, with weights part-way through pretraining again."
+        else:
+            state = "The translator had not started training, so the model cannot translate yet."
+        where = trainer.phase or "set-up"
+        where = where if trainer.epoch is None else f"{where} epoch {trainer.epoch}"
+        warnings.warn(
+            f"Training was interrupted during {where}. {state} The losses of the finished epochs are in "
+            "model.history_; model.fit() continues from these weights.",
+            stacklevel=3,
+        )
 
     def _training_pairs(self) -> tuple[PairedRows, PairedRows]:
         """Split cells into training and validation, then pair the training cells by the chosen strategy.

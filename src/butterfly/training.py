@@ -113,6 +113,10 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         self.network, self.train, self.validation = network, train, validation
+        # every phase's epoch records so far, and where training is: what an interrupted fit reports
+        self.history: list[dict] = []
+        self.phase: str | None = None
+        self.epoch: int | None = None  # the epoch running, None between epoch loops
         # blocked modalities' columns in chromosome order: the epochs run under network.chromosome_io()
         orders = network.chromosome_orders()
         self.matrices = {n: X[:, orders[n]] if n in orders else X for n, X in matrices.items()}
@@ -178,35 +182,45 @@ class Trainer:
         stopper = _EarlyStopping(self.network, self.config.patience, first_epoch=first)
         history = []
         bar = progress_bar(range(max_epochs), desc=phase, disable=not self.progress, leave=False)
-        for epoch in bar:
-            start = time.perf_counter()
-            self.network.train()
-            train_stats = run_epoch(epoch)
+        try:
+            for epoch in bar:
+                self.epoch = epoch
+                start = time.perf_counter()
+                self.network.train()
+                train_stats = run_epoch(epoch)
+                self.network.eval()
+                with average.swapped() if average is not None else nullcontext():
+                    with torch.no_grad():
+                        val_stats = validate(epoch)
+                    # Stop on the reconstruction/translation loss alone, as the authors' code does: the KL
+                    # term rises a little while the translator learns, and with it in the criterion, early
+                    # stopping can restore an epoch-0 model whose translations are near-constant (seen on
+                    # SNARE-seq with patience 20).
+                    stop = stopper.step(val_stats["recon"], epoch)
+                record = {"phase": phase, "epoch": epoch, "seconds": time.perf_counter() - start}
+                record.update({f"train_{k}": v for k, v in train_stats.items()})
+                record.update({f"val_{k}": v for k, v in val_stats.items()})
+                history.append(record)
+                bar.set_postfix(
+                    train=f"{train_stats['loss']:.4f}", val=f"{val_stats['loss']:.4f}", refresh=False
+                )
+                if stop:
+                    break
+        finally:  # also on Ctrl-C: keep what the finished epochs earned (the best weights, the history)
+            bar.close()
             self.network.eval()
-            with average.swapped() if average is not None else nullcontext():
-                with torch.no_grad():
-                    val_stats = validate(epoch)
-                # Stop on the reconstruction/translation loss alone, as the authors' code does: the KL term
-                # rises a little while the translator learns, and with it in the criterion, early stopping can
-                # restore an epoch-0 model whose translations are near-constant (seen on SNARE-seq with
-                # patience 20).
-                stop = stopper.step(val_stats["recon"], epoch)
-            record = {"phase": phase, "epoch": epoch, "seconds": time.perf_counter() - start}
-            record.update({f"train_{k}": v for k, v in train_stats.items()})
-            record.update({f"val_{k}": v for k, v in val_stats.items()})
-            history.append(record)
-            bar.set_postfix(train=f"{train_stats['loss']:.4f}", val=f"{val_stats['loss']:.4f}", refresh=False)
-            if stop:
-                break
-        stopper.restore()
-        for record in history:
-            record["best_epoch"] = stopper.best_epoch
+            stopper.restore()
+            for record in history:
+                record["best_epoch"] = stopper.best_epoch
+            self.history.extend(history)
+        self.epoch = None
         return history
 
     # -- pretraining ----------------------------------------------------------------------------------------
     def pretrain(self, name: str) -> list[dict]:
         """Train one modality's encoder, translator blocks and decoder as a masked VAE (X -> En -> T -> De)."""
         net, cfg = self.network, self.config
+        self.phase = f"pretrain {name}"
         kl_weight = net.specs[name].kl_weight_for(self.n_features[name])
         optimizer = self._optimizer(net.modality_parameters(name))
         single = {name: self.matrices[name]}
@@ -240,7 +254,7 @@ class Trainer:
                 )
             return means.result()
 
-        return self._loop(f"pretrain {name}", cfg.pretrain_epochs, run_epoch, validate)
+        return self._loop(self.phase, cfg.pretrain_epochs, run_epoch, validate)
 
     # -- integrative training -------------------------------------------------------------------------------
     def _forward_all(self, inputs: dict[str, torch.Tensor], sample: bool):
@@ -291,6 +305,7 @@ class Trainer:
     def integrate(self) -> list[dict]:
         """Adversarial integrative training of all modules, starting from the pretrained weights."""
         net, cfg = self.network, self.config
+        self.phase = "integrative"
         gen_optimizer = self._optimizer(net.generator_parameters())
         dis_optimizer = torch.optim.SGD(net.discriminators.parameters(), lr=cfg.discriminator_lr)
         average = None
@@ -343,7 +358,7 @@ class Trainer:
                 means.add(size, loss, recon, kl, dis_loss, applied)
             return means.result()
 
-        return self._loop("integrative", cfg.epochs, run_epoch, self._validate_integrative, average)
+        return self._loop(self.phase, cfg.epochs, run_epoch, self._validate_integrative, average)
 
     def _validate_integrative(self, epoch: int | None = None) -> dict[str, float]:
         """The integrative phase's validation losses. Deterministic: no mask, no dropout, latent means.
@@ -376,32 +391,42 @@ class Trainer:
         after and whether the new statistics were kept; ``None`` for a network without BatchNorm.
         """
         net = self.network
+        self.phase = "BatchNorm recalibration"
         layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not layers:
             return None
         saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
                  for m in layers]  # fmt: skip
-        with net.chromosome_io():
-            net.eval()
-            before = self._validate_integrative()["recon"]
-            for layer in layers:
-                layer.reset_running_stats()
-                layer.momentum = None  # a plain average over the batches
-                layer.train()
-            for batch, _ in self._batches(self.matrices, self.train, shuffle=False):
-                if next(iter(batch.values())).shape[0] < 2:  # one cell has no batch variance
-                    continue
-                _, _, emb = self._forward_all(batch, sample=False)
-                for target in net.names:
-                    for source in net.names:
-                        net.decoders[target](emb[source, target])
-            for layer, (momentum, *_) in zip(layers, saved, strict=True):
+
+        def put_back(statistics: bool) -> None:
+            for layer, (momentum, mean, var, count) in zip(layers, saved, strict=True):
                 layer.momentum = momentum
-            net.eval()
-            after = self._validate_integrative()["recon"]
-            if not after < before:
-                for layer, (_, mean, var, count) in zip(layers, saved, strict=True):
+                if statistics:
                     layer.running_mean.copy_(mean)
                     layer.running_var.copy_(var)
                     layer.num_batches_tracked.copy_(count)
+            net.eval()
+
+        with net.chromosome_io():
+            net.eval()
+            before = self._validate_integrative()["recon"]
+            try:
+                for layer in layers:
+                    layer.reset_running_stats()
+                    layer.momentum = None  # a plain average over the batches
+                    layer.train()
+                for batch, _ in self._batches(self.matrices, self.train, shuffle=False):
+                    if next(iter(batch.values())).shape[0] < 2:  # one cell has no batch variance
+                        continue
+                    _, _, emb = self._forward_all(batch, sample=False)
+                    for target in net.names:
+                        for source in net.names:
+                            net.decoders[target](emb[source, target])
+                put_back(statistics=False)
+                after = self._validate_integrative()["recon"]
+            except BaseException:  # Ctrl-C or an error half-way: never leave half-estimated statistics
+                put_back(statistics=True)
+                raise
+            if not after < before:
+                put_back(statistics=True)
         return {"validation_loss_before": before, "validation_loss_after": after, "kept": after < before}
