@@ -155,3 +155,14 @@ def test_perturbation_scores_need_one_gene_name_per_column():
         metrics.deg_overlap(control, stimulated, stimulated, genes[:10], n=5)
     with pytest.raises(ButterflyInputError, match=r"got widths \[12, 12, 8\]"):
         metrics.deg_mean_r2(control, stimulated, stimulated[:, :8], genes, n=5, repeats=2)
+
+
+def test_feature_pearson_per_column_hand_cases():
+    rng = np.random.default_rng(0)
+    pred, truth = rng.random((40, 9)), rng.random((40, 9))
+    truth[:, 2] = 1.0  # nothing to predict: NaN
+    pred[:, 5] = 0.0  # a constant prediction has no skill: 0
+    r = metrics.feature_pearson(pred, truth, chunk=4)  # columns in chunks, as for many genes
+    expected = [np.corrcoef(pred[:, j], truth[:, j])[0, 1] if j not in (2, 5) else np.nan for j in range(9)]
+    expected[5] = 0.0
+    np.testing.assert_allclose(r, expected, rtol=1e-12)

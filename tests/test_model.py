@@ -209,6 +209,8 @@ def test_save_load_round_trip_is_exact(trained, snare_split, tmp_path):
             loaded.translate(data, source=source, target=target).X,
         )
     assert loaded.history_ is not None and len(loaded.history_) == len(trained.history_)
+    assert list(loaded.validation_scores_) == ["rna"]  # per-gene; ATAC targets get no per-peak score
+    np.testing.assert_array_equal(loaded.validation_scores_["rna"], trained.validation_scores_["rna"])
     with pytest.raises(FileExistsError, match="overwrite=True"):
         trained.save(tmp_path / "model")
     trained.save(tmp_path / "model", overwrite=True)
@@ -445,17 +447,45 @@ def _cite_split(cite):
     return rna[train].copy(), adt[train].copy(), rna[test].copy(), adt[test].copy()
 
 
-def test_batch_norm_recalibration_lowers_validation_loss_and_lifts_rna_to_adt(cite, tmp_path):
+@pytest.fixture(scope="module")
+def cite_fast(cite):
+    """``FAST_SETTING`` (with its BatchNorm recalibration) on the 480 training cells of :func:`_cite_split`."""
+    rna, adt, _, _ = _cite_split(cite)
+    model = bf.Butterfly(rna, adt, modalities=("rna", "adt"), seed=0, device="cpu")
+    model.fit(**bf.FAST_SETTING, progress=False)
+    return model
+
+
+def test_validation_scores_say_which_features_translate_well(cite_fast, cite):
+    """Each protein's (gene's) Pearson r on the 96 validation cells, held out of training, foretells its r on
+    the 120 test cells: the two correlate at 0.92 for proteins and 0.87 for genes here, and the proteins in
+    the validation scores' top quartile reach r 0.87 on the test cells against 0.62 for the rest (genes:
+    0.67 against 0.20)."""
+    _, _, rna_test, adt_test = _cite_split(cite)
+    for source, target, cells, measured in (
+        ("rna", "adt", rna_test, adt_test),
+        ("adt", "rna", adt_test, rna_test),
+    ):
+        out = cite_fast.translate(cells, source=source, target=target, progress=False)
+        validation = out.var["validation_pearson"].to_numpy()
+        np.testing.assert_array_equal(validation, cite_fast.validation_scores_[target])
+        test = metrics.feature_pearson(out.X, cite_fast.preprocessors[target].transform(measured).X)
+        both = ~np.isnan(validation) & ~np.isnan(test)
+        assert both.sum() > 0.9 * out.n_vars
+        assert np.corrcoef(validation[both], test[both])[0, 1] > 0.75
+        top = validation >= np.nanpercentile(validation, 75)
+        assert np.nanmean(test[top]) > np.nanmean(test[~top]) + 0.2
+
+
+def test_batch_norm_recalibration_lowers_validation_loss_and_lifts_rna_to_adt(cite, cite_fast, tmp_path):
     """On 480 CITE-seq cells (two steps per epoch at batch 256) the moving averages of training lag the
     weights, and the RNA input mask shifts the first layer's statistics; statistics re-estimated as
     translation runs lower the validation loss (0.743 -> 0.686 here) and lift the held-out cells' per-protein
     Pearson (0.639 -> 0.670). Everything but the BatchNorm statistics is the same training."""
     rna, adt, rna_test, adt_test = _cite_split(cite)
-    models = {}
-    for recalibrate in (False, True):
-        model = bf.Butterfly(rna, adt, modalities=("rna", "adt"), seed=0, device="cpu")
-        model.fit(**{**bf.FAST_SETTING, "recalibrate_batch_norm": recalibrate}, progress=False)
-        models[recalibrate] = model
+    model = bf.Butterfly(rna, adt, modalities=("rna", "adt"), seed=0, device="cpu")
+    model.fit(**{**bf.FAST_SETTING, "recalibrate_batch_norm": False}, progress=False)
+    models = {False: model, True: cite_fast}
     assert models[False].batch_norm_recalibration_ is None
     record = models[True].batch_norm_recalibration_
     assert record["kept"] and record["validation_loss_after"] < 0.97 * record["validation_loss_before"]
@@ -476,6 +506,10 @@ def test_batch_norm_recalibration_lowers_validation_loss_and_lifts_rna_to_adt(ci
     assert models[False].recalibrate_batch_norm() == record
     for name, value in models[False].network.named_buffers():
         assert torch.equal(value, after[name]), name
+    for target in ("rna", "adt"):  # scored again with the new statistics
+        np.testing.assert_array_equal(
+            models[False].validation_scores_[target], cite_fast.validation_scores_[target]
+        )
     models[True].save(tmp_path / "m")
     loaded = bf.Butterfly.load(tmp_path / "m")
     assert loaded.batch_norm_recalibration_ == record
@@ -861,7 +895,8 @@ def test_counts_kept_in_raw_are_named(multiome):
 
 def test_translations_carry_the_training_features_annotations(multiome, tmp_path):
     """Text columns of the training data's var (gene IDs, feature types) reach the translated AnnData, also
-    from a saved model; numbers, mostly statistics of the training cells, do not."""
+    from a saved model; numbers, mostly statistics of the training cells, do not (butterfly's own per-gene
+    validation scores come last)."""
     rna, atac = multiome
     rna = rna.copy()
     rna.var["feature_types"] = pd.Categorical(["Gene Expression"] * rna.n_vars)
@@ -869,7 +904,7 @@ def test_translations_carry_the_training_features_annotations(multiome, tmp_path
     model = bf.Butterfly(rna, atac, seed=0)
     model.fit(pretrain_epochs=1, epochs=1, progress=False)
     genes = model.translate(atac, source="atac", target="rna", progress=False)
-    assert list(genes.var.columns) == ["gene_ids", "feature_types"]
+    assert list(genes.var.columns) == ["gene_ids", "feature_types", "validation_pearson"]
     assert list(genes.var["gene_ids"]) == list(rna.var.loc[genes.var_names, "gene_ids"])
     model.save(tmp_path / "model")
     again = bf.Butterfly.load(tmp_path / "model").translate(atac, source="atac", target="rna", progress=False)
@@ -930,8 +965,9 @@ def test_interrupted_fit_keeps_the_best_weights_and_the_history(multiome, monkey
         assert trainer._validate_integrative()["recon"] == pytest.approx(
             integrative.loc[best, "val_recon"], rel=1e-6
         )
-    assert not model.network.training
-    assert model.translate(atac[:50], source="atac", target="rna", progress=False).shape == (50, rna.n_vars)
+    assert not model.network.training and model.validation_scores_ is None
+    out = model.translate(atac[:50], source="atac", target="rna", progress=False)
+    assert out.shape == (50, rna.n_vars) and "validation_pearson" not in out.var
 
 
 def test_interrupted_batch_norm_recalibration_leaves_the_statistics_as_trained(multiome, monkeypatch):

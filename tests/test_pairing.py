@@ -88,6 +88,9 @@ def test_variant_t_and_unpaired_train_end_to_end(multiome):
     # every cell of each side can be translated, including labels the other side lacks
     out = unpaired.translate(atac[half:], source="atac", target="rna")
     assert out.shape == (rna.n_obs - half, rna.n_vars) and np.isfinite(out.X).all()
+    # per-gene validation scores need measured pairs: T's validation cells are, unpaired ones are not
+    assert model.validation_scores_["rna"].shape == (rna.n_vars,) and unpaired.validation_scores_ is None
+    assert "validation_pearson" not in out.var
 
 
 def test_unknown_cluster_backend_is_refused(multiome):

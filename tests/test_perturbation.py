@@ -127,6 +127,7 @@ def test_a_saved_perturbation_model_translates_the_same(held_out, trained, tmp_p
     model.save(tmp_path / "model")
     loaded = bf.Butterfly.load(tmp_path / "model")
     assert loaded.names == ("control", "stimulated") and loaded.pairing == "transport"
+    assert model.validation_scores_ is None and loaded.validation_scores_ is None  # pairs by transport
     np.testing.assert_array_equal(
         loaded.translate(test_control, source="control", target="stimulated", progress=False).X,
         model.translate(test_control, source="control", target="stimulated", progress=False).X,

@@ -115,6 +115,23 @@ def _pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return r[denominator > 0]
 
 
+def feature_pearson(pred, truth, *, chunk: int = 4096) -> np.ndarray:
+    """Pearson correlation across cells of each feature (column): NaN where ``truth`` is constant (nothing to
+    predict), 0 where only ``pred`` is (no skill: a constant prediction, such as all zeros)."""
+    pred, truth = _pair(pred, truth)
+    out = np.full(pred.shape[1], np.nan)
+    for start in range(0, pred.shape[1], chunk):
+        a = pred[:, start : start + chunk].astype(np.float64)
+        b = truth[:, start : start + chunk].astype(np.float64)
+        a -= a.mean(0)
+        b -= b.mean(0)
+        denominator = np.sqrt((a * a).sum(0) * (b * b).sum(0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.where(denominator > 0, (a * b).sum(0) / denominator, 0.0)
+        out[start : start + chunk] = np.where((b * b).sum(0) > 0, r, np.nan)
+    return out
+
+
 def _mean_or_nan(values: np.ndarray) -> float:
     return float(np.mean(values)) if values.size else float("nan")
 

@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from . import metrics
 from . import modalities as _modalities
 from ._io import _write_atomic
 from ._progress import progress_bar
@@ -50,6 +51,12 @@ from .training import Trainer
 
 #: Fewest paired cells ``fit`` accepts (one is held out for validation whatever the fraction).
 MIN_TRAINING_CELLS = 3
+
+#: The ``var`` column of a translation into RNA, protein or expression that holds each feature's Pearson r on the
+#: validation cells; the most validation cells it uses (a standard error of about 0.02 for r) and the fewest.
+VALIDATION_SCORE_KEY = "validation_pearson"
+VALIDATION_SCORE_CELLS = 2000
+MIN_VALIDATION_SCORE_CELLS = 20
 
 #: Predicted RNA/ATAC values below this are set to 0 (paper post-processing).
 ZERO_THRESHOLD = 1e-4
@@ -350,6 +357,8 @@ class Butterfly:
         self.history_: pd.DataFrame | None = None
         self.is_trained_ = False
         self.batch_norm_recalibration_: dict[str, float | bool] | None = None
+        #: per target modality, each feature's translation score on the validation cells (see fit)
+        self.validation_scores_: dict[str, np.ndarray] | None = None
 
     def _fit_preprocessing(self, data) -> None:
         self.preprocessors: dict[str, Preprocessor] = {}
@@ -425,7 +434,7 @@ class Butterfly:
             **options,
         )
         train, validation = self._training_pairs()
-        self.batch_norm_recalibration_ = None
+        self.batch_norm_recalibration_ = self.validation_scores_ = None
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
@@ -442,7 +451,33 @@ class Butterfly:
         self.network.eval()
         self.history_ = pd.DataFrame(trainer.history)
         self.is_trained_ = True
+        self._score_validation(validation)
         return self.history_
+
+    def _score_validation(self, validation: PairedRows) -> None:
+        """Score each feature's translation on (up to ``VALIDATION_SCORE_CELLS`` of) the validation cells, held
+        out of training: its Pearson r across cells, for RNA, protein and expression targets. ATAC targets get
+        none: a peak is open in too few cells for a per-peak score to mean anything (on SNARE-seq, 3 of 320
+        validation cells at the median; per-peak AUROCs near 0.5 that did not agree between validation and
+        test cells). ``validation_scores_`` is ``None`` where validation pairs are not measured pairs
+        (unpaired, perturbation) or are too few."""
+        self.validation_scores_ = None
+        if self.pairing in ("unpaired", "transport") or len(validation) < MIN_VALIDATION_SCORE_CELLS:
+            return
+        scores = {}
+        for source, target in (self.names, self.names[::-1]):
+            if isinstance(self.preprocessors[target], ATACPreprocessor):
+                continue
+            rows = validation.rows[source][:VALIDATION_SCORE_CELLS]
+            truth = self._matrices[target][validation.rows[target][:VALIDATION_SCORE_CELLS]]
+            pred = np.zeros(truth.shape, np.float32)
+            for batch, out, _ in self._decoded_batches(
+                self._matrices[source][rows], source, target, 1024, False
+            ):
+                pred[batch] = out
+            truth = truth.toarray() if sp.issparse(truth) else np.asarray(truth)
+            scores[target] = metrics.feature_pearson(pred, truth)
+        self.validation_scores_ = scores
 
     def _keep_interrupted(self, trainer: Trainer) -> None:
         """After Ctrl-C in ``fit``: keep the finished epochs' history and best weights, and say what is left."""
@@ -557,9 +592,12 @@ class Butterfly:
             raise RuntimeError(
                 "This model was loaded from disk without its training data; it can translate but not recalibrate."
             )
-        trainer = self._trainer(*self._training_pairs(), progress=False)
-        self.batch_norm_recalibration_ = trainer.recalibrate_batch_norm()
+        train, validation = self._training_pairs()
+        self.batch_norm_recalibration_ = self._trainer(
+            train, validation, progress=False
+        ).recalibrate_batch_norm()
         self.network.eval()
+        self._score_validation(validation)
         return self.batch_norm_recalibration_
 
     # -- inference ----------------------------------------------------------------------------------------
@@ -618,6 +656,13 @@ class Butterfly:
         source preprocessor's ``transform`` (from :meth:`_source_data`)."""
         check_whole_numbers(batch_size=(batch_size, 1), n_samples=(n_samples, 0))
         X = self.preprocessors[source].transform(adata, **(options or {})).X
+        yield from self._decoded_batches(X, source, target, batch_size, progress, n_samples)
+
+    def _decoded_batches(
+        self, X: sp.csr_matrix, source: str, target: str | None, batch_size: int, progress: bool,
+        n_samples: int = 0,
+    ) -> Iterator[tuple[slice, np.ndarray | None, np.ndarray]]:  # fmt: skip
+        """:meth:`_translated_batches` of cells already preprocessed (``X``, in the source's fitted features)."""
         self.network.eval()
         layout = source in self.network.feature_major
         blocks: dict[int, torch.Tensor] = {}  # latent draws shared by consecutive batches
@@ -673,7 +718,10 @@ class Butterfly:
         return target_pre
 
     def _translation_anndata(self, adata, target_pre, X, latent, source, target, atac_output) -> ad.AnnData:
-        result = ad.AnnData(X=X, obs=adata.obs.copy(), var=target_pre._output_var())
+        var = target_pre._output_var()
+        if self.validation_scores_ is not None and target in self.validation_scores_:
+            var[VALIDATION_SCORE_KEY] = self.validation_scores_[target]
+        result = ad.AnnData(X=X, obs=adata.obs.copy(), var=var)
         result.obsm[LATENT_KEY] = latent
         result.uns["butterfly"] = {"source": source, "target": target, "output": atac_output}
         if isinstance(target_pre, RNAPreprocessor):

@@ -59,6 +59,8 @@ def save_model(model: Butterfly, path: str | os.PathLike, *, overwrite: bool = F
             np.savez(tmp / f"preprocessing_{name}.npz", **arrays)
         if model.history_ is not None:
             model.history_.to_csv(tmp / "history.csv", index=False)
+        if model.validation_scores_ is not None:
+            np.savez(tmp / "validation_scores.npz", **model.validation_scores_)
         if path.exists():
             backup = path.with_name(f".{path.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
@@ -109,6 +111,10 @@ def load_model(cls: type[Butterfly], path: str | os.PathLike, *, device: str = "
     model.network.eval()
     history = path / "history.csv"
     model.history_ = pd.read_csv(history) if history.is_file() else None
+    model.validation_scores_ = None  # models saved before butterfly kept them have none
+    if (path / "validation_scores.npz").is_file():
+        with np.load(path / "validation_scores.npz", allow_pickle=False) as stored:
+            model.validation_scores_ = {name: stored[name] for name in stored.files}
     return model
 
 
