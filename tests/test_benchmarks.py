@@ -173,3 +173,17 @@ def test_fit_scale_runs_small_and_reports_sparse_memory(monkeypatch, tmp_path):
     # every peak drawn in 3% of cells passes the 0.5% filter; the model keeps them as CSR, far below dense
     assert result["model_features"]["atac"] > 1900
     assert result["model_csr_gb"]["atac"] < result["dense_gb"]["atac"] / 10
+
+
+def test_validation_scores_script_compares_each_feature_with_its_test_cells(monkeypatch, cite):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import validation_scores
+
+    rna, adt = cite
+    model = bf.Butterfly(rna[:400], adt[:400], modalities=("rna", "adt"), seed=0, device="cpu")
+    model.fit(pretrain_epochs=2, epochs=3, progress=False)
+    row = validation_scores.score_direction(model, "rna", "adt", rna[400:], adt[400:])
+    assert row["features"] == 134 and -1 <= row["correlation"] <= 1
+    bins = [v for k, v in row.items() if k.startswith("bin") and v]
+    assert sum(b["features"] for b in bins) == row["features"]
+    assert row["validation r"] == pytest.approx(np.nanmean(model.validation_scores_["adt"]))
