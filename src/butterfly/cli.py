@@ -569,6 +569,13 @@ def _run(args: argparse.Namespace) -> None:
             f"cell types of the held-out cells from their ATAC alone: accuracy {annotation['accuracy']:.3f}, "
             f"Cohen's kappa {annotation['kappa']:.3f}"
         )
+        genes = summary["genes_by_validation_r"]
+        if genes["test_r_of_genes_above"] is not None:
+            print(
+                f"{genes['genes_above']} genes translate from ATAC with validation r above "
+                f"{genes['validation_r_above']}: test-cell r {genes['test_r_of_genes_above']:.3f}, the other "
+                f"genes' {genes['test_r_of_other_genes']:.3f}"
+            )
         print(f"finished in {summary['total_seconds']:.0f} s; report in {args.out}/")
 
 
