@@ -487,12 +487,12 @@ class Butterfly:
         if integrative:
             self.is_trained_ = True
             best = integrative[-1]["best_epoch"]
-            kept = (
-                f"the weights of epoch {best} (lowest validation loss so far)"
-                if best >= 0
-                else ("the current weights (no epoch after the KL warm-up had finished)")
-            )
-            state = f"The model translates with {kept}."
+            if best >= 0:
+                state = (
+                    f"The model translates with the weights of epoch {best} (lowest validation loss so far)."
+                )
+            else:
+                state = "The model translates with the current weights (no epoch after the KL warm-up had finished)."
         elif self.is_trained_:  # an earlier fit's model, part-way through pretraining again
             state = "The model translates, with weights part-way through pretraining again."
         else:
