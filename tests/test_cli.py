@@ -25,6 +25,7 @@ def test_train_then_translate(files, capsys):
     assert code == 0 and (model_dir / "config.json").is_file()
     training = json.loads((model_dir / "config.json").read_text())["training"]
     assert (training["lr"], training["discriminator_lr"], training["kl_warmup_epochs"]) == (2e-3, 1e-2, 1)
+    assert "of 600 features translate with validation r above 0.3" in capsys.readouterr().out
     code = main(["translate", "--model", str(model_dir), "--input", str(files / "atac.h5ad"), "--source", "atac",
                  "--target", "rna", "--out", str(out)])  # fmt: skip
     assert code == 0

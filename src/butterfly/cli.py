@@ -392,6 +392,8 @@ def _read_pair(args: argparse.Namespace, names: tuple[str, str], paired: bool = 
 
 
 def _run(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from ._validation import ButterflyInputError
     from .model import Butterfly
     from .persistence import check_save_target
@@ -434,6 +436,13 @@ def _run(args: argparse.Namespace) -> None:
             verdict = "kept" if recalibration["kept"] else "not kept: the training statistics stay"
             print(
                 f"BatchNorm statistics re-estimated: validation loss {before:.4f} -> {after:.4f} ({verdict})"
+            )
+        for target, scores in (model.validation_scores_ or {}).items():
+            scored = scores[~np.isnan(scores)]
+            print(
+                f"{target}: {int((scored > 0.3).sum())} of {scores.size} features translate with validation r "
+                f"above 0.3 (median {np.median(scored):.3f}); each feature's r is var['validation_pearson'] "
+                "of its translations"
             )
         model.save(args.out, overwrite=args.overwrite)
         print(f"saved the trained model to {args.out}")
