@@ -431,16 +431,17 @@ def test_demo_writes_its_report(tmp_path, capsys):
         main(["demo", "--out", str(out), "--pretrain-epochs", "2", "--epochs", "5", "--device", "cpu"]) == 0
     )
     from butterfly import demo
+    from butterfly.model import TRUSTED_VALIDATION_R
 
     assert {p.name for p in out.iterdir()} == set(demo.REPORT_FILES)
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["train_cells"] == 1600 and summary["test_cells"] == 400
     assert {"rna->atac", "atac->rna", "measured rna"} <= set(summary["scores"])
     genes = summary["genes_by_validation_r"]
-    assert genes["validation_r_above"] == demo.TRUSTED_R and 0 <= genes["genes_above"] <= 1677
+    assert genes["validation_r_above"] == TRUSTED_VALIDATION_R and 0 <= genes["genes_above"] <= 1677
     translated = ad.read_h5ad(out / "translated_rna_from_atac.h5ad")
     assert translated.shape == (400, 1677) and "predicted_cell_type" in translated.obs
-    assert int((translated.var["validation_pearson"] > demo.TRUSTED_R).sum()) == genes["genes_above"]
+    assert int((translated.var["validation_pearson"] > TRUSTED_VALIDATION_R).sum()) == genes["genes_above"]
     printed = capsys.readouterr().out
     assert "finished in" in printed and "accuracy" in printed
     assert bf.Butterfly.load(out / "model").is_trained_

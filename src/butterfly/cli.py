@@ -395,7 +395,7 @@ def _run(args: argparse.Namespace) -> None:
     import numpy as np
 
     from ._validation import ButterflyInputError
-    from .model import Butterfly
+    from .model import TRUSTED_VALIDATION_R, Butterfly
     from .persistence import check_save_target
 
     if args.command == "train":
@@ -439,11 +439,12 @@ def _run(args: argparse.Namespace) -> None:
             )
         for target, scores in (model.validation_scores_ or {}).items():
             scored = scores[~np.isnan(scores)]
-            print(
-                f"{target}: {int((scored > 0.3).sum())} of {scores.size} features translate with validation r "
-                f"above 0.3 (median {np.median(scored):.3f}); each feature's r is var['validation_pearson'] "
-                "of its translations"
-            )
+            if scored.size:
+                print(
+                    f"{target}: {int((scored > TRUSTED_VALIDATION_R).sum())} of {scores.size} features translate "
+                    f"with validation r above {TRUSTED_VALIDATION_R} (median {np.median(scored):.3f}); each "
+                    "feature's r is var['validation_pearson'] of its translations"
+                )
         model.save(args.out, overwrite=args.overwrite)
         print(f"saved the trained model to {args.out}")
     elif args.command == "translate":

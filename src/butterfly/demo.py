@@ -13,11 +13,8 @@ from . import datasets, metrics, report
 from ._io import check_report_folder, write_h5ad_atomic, write_text_atomic
 from .annotation import annotate
 from .evaluate import evaluate_translation, scores_table
-from .model import Butterfly
+from .model import TRUSTED_VALIDATION_R, Butterfly
 from .persistence import check_save_target
-
-#: Validation r above which the demo counts a translated gene as one to trust.
-TRUSTED_R = 0.3
 
 
 def _maybe(value: float | None) -> str:
@@ -94,10 +91,10 @@ def run_demo(
     # the genes the validation cells say translate well, and how they fare on the test cells
     validation_r = rna_pred.var["validation_pearson"].to_numpy()
     test_r = metrics.feature_pearson(rna_pred.X, measured["rna"])
-    above = validation_r > TRUSTED_R
-    below = (validation_r <= TRUSTED_R) & ~np.isnan(test_r)
+    above = validation_r > TRUSTED_VALIDATION_R
+    below = (validation_r <= TRUSTED_VALIDATION_R) & ~np.isnan(test_r)
     trusted = {
-        "validation_r_above": TRUSTED_R,
+        "validation_r_above": TRUSTED_VALIDATION_R,
         "genes_above": int(above.sum()),
         "test_r_of_genes_above": float(np.nanmean(test_r[above])) if above.any() else None,
         "test_r_of_other_genes": float(np.nanmean(test_r[below])),
@@ -140,7 +137,7 @@ def run_demo(
         "Cell types of the test cells from their ATAC alone (translated to RNA, labelled by an SVM trained on "
         "the training cells' RNA; `obs['predicted_cell_type']` of translated_rna_from_atac.h5ad):\n\n"
         + scores_table({"ATAC annotated from RNA": annotation})
-        + f"\n{trusted['genes_above']} genes translate from ATAC with validation r above {TRUSTED_R} "
+        + f"\n{trusted['genes_above']} genes translate from ATAC with validation r above {TRUSTED_VALIDATION_R} "
         "(`var['validation_pearson']`, scored on the validation cells held out of training); on the test "
         f"cells their translations reach r {_maybe(trusted['test_r_of_genes_above'])}, the other genes' "
         f"{_maybe(trusted['test_r_of_other_genes'])}.\n",

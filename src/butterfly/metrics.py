@@ -125,10 +125,11 @@ def feature_pearson(pred, truth, *, chunk: int = 4096) -> np.ndarray:
         b = truth[:, start : start + chunk].astype(np.float64)
         a -= a.mean(0)
         b -= b.mean(0)
-        denominator = np.sqrt((a * a).sum(0) * (b * b).sum(0))
+        spread = (b * b).sum(0)
+        denominator = np.sqrt((a * a).sum(0) * spread)
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.where(denominator > 0, (a * b).sum(0) / denominator, 0.0)
-        out[start : start + chunk] = np.where((b * b).sum(0) > 0, r, np.nan)
+        out[start : start + chunk] = np.where(spread > 0, r, np.nan)
     return out
 
 

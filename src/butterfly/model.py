@@ -57,6 +57,8 @@ MIN_TRAINING_CELLS = 3
 VALIDATION_SCORE_KEY = "validation_pearson"
 VALIDATION_SCORE_CELLS = 2000
 MIN_VALIDATION_SCORE_CELLS = 20
+#: The validation r above which the demo and ``butterfly train`` count a feature as one that translates well.
+TRUSTED_VALIDATION_R = 0.3
 
 #: Predicted RNA/ATAC values below this are set to 0 (paper post-processing).
 ZERO_THRESHOLD = 1e-4
