@@ -997,3 +997,18 @@ def test_interrupted_pretraining_leaves_a_new_model_unable_to_translate(multiome
     ):
         model.fit(pretrain_epochs=1, epochs=2, progress=False)
     assert not model.is_trained_ and len(model.history_) == 2
+
+
+def test_validation_scores_plot_sorts_features_and_refuses_translations_without_scores(
+    trained, snare_split, tmp_path
+):
+    _, _, rna_test, atac_test = snare_split
+    genes = trained.translate(atac_test, source="atac", target="rna", progress=False)
+    figure = bf.report.plot_validation_scores(genes, top=10, path=tmp_path / "scores.png")
+    scores = genes.var["validation_pearson"].dropna()
+    assert (tmp_path / "scores.png").stat().st_size > 0
+    assert list(figure.scores.index[:10]) == list(scores.sort_values(ascending=False).index[:10])
+    assert len(figure.scores) == len(scores) and figure.scores.is_monotonic_decreasing
+    peaks = trained.translate(rna_test, source="rna", target="atac", progress=False)
+    with pytest.raises(ButterflyInputError, match=r"var\['validation_pearson'\].*ATAC targets"):
+        bf.report.plot_validation_scores(peaks)

@@ -30,6 +30,7 @@ REPORT_FILES = frozenset(
         "tsne_atac.png",
         "loss_curves.png",
         "annotation.png",
+        "validation_scores.png",
         "translated_rna_from_atac.h5ad",
         "translated_atac_from_rna.h5ad",
         "model",
@@ -55,7 +56,8 @@ def run_demo(
     for ATAC->RNA; AUROC for RNA->ATAC; the test cells' cell types from their ATAC alone, labelled by
     :func:`~butterfly.annotate` from the training cells' RNA),
     ``tsne_rna.png`` and ``tsne_atac.png`` (measured vs translated, coloured by cell type),
-    ``loss_curves.png``, ``annotation.png`` (how the test cells of each type were labelled), the translated
+    ``loss_curves.png``, ``annotation.png`` (how the test cells of each type were labelled),
+    ``validation_scores.png`` (each gene's validation r for ATAC->RNA, and the best genes), the translated
     test cells (``translated_*.h5ad``) and the trained model (``model/``).
     A folder holding only an earlier demo's report is replaced; one holding anything else is refused unless
     ``overwrite=True`` (its other files are left alone either way).
@@ -111,6 +113,7 @@ def run_demo(
     )
     report.plot_history(history, out / "loss_curves.png")
     report.plot_annotation(labels, annotated["label"], out / "annotation.png")
+    report.plot_validation_scores(rna_pred, path=out / "validation_scores.png")
     write_h5ad_atomic(rna_pred, out / "translated_rna_from_atac.h5ad")
     write_h5ad_atomic(atac_pred, out / "translated_atac_from_rna.h5ad")
     model.save(out / "model", overwrite=True)

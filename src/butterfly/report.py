@@ -1,5 +1,5 @@
-"""Figures: loss curves, t-SNE panels of measured vs translated profiles, cell-type annotation, predicted
-perturbation responses."""
+"""Figures: loss curves, t-SNE panels of measured vs translated profiles, cell-type annotation, per-feature
+validation scores, predicted perturbation responses."""
 
 from __future__ import annotations
 
@@ -86,6 +86,42 @@ def plot_annotation(true, predicted, path: str | os.PathLike | None = None):
     fig.colorbar(image, ax=ax, label="share of the type's cells")
     fig.tight_layout()
     fig.confusion = shares
+    if path is not None:
+        save_figure_atomic(fig, path, dpi=120)
+    return fig
+
+
+def plot_validation_scores(translated, *, top: int = 20, path: str | os.PathLike | None = None):
+    """Which translated features to trust: the validation r of each gene or protein of a translation
+    (``var["validation_pearson"]``, see :meth:`~butterfly.Butterfly.fit`) as a histogram, the model's
+    threshold for a feature that translates well marked, and the ``top`` best-scored features. Returns the
+    figure (saved when ``path`` given); ``fig.scores`` holds the scores, best first."""
+    from .model import TRUSTED_VALIDATION_R, VALIDATION_SCORE_KEY
+
+    if VALIDATION_SCORE_KEY not in getattr(translated, "var", {}):
+        raise ButterflyInputError(
+            f"plot_validation_scores needs a translation with var[{VALIDATION_SCORE_KEY!r}]: translations into "
+            "RNA or protein by a model trained on measured pairs carry it (ATAC targets, unpaired and "
+            "perturbation models have none)."
+        )
+    scores = translated.var[VALIDATION_SCORE_KEY].dropna().sort_values(ascending=False)
+    if scores.empty:
+        raise ButterflyInputError("Every validation score is NaN: no feature varied in the validation cells.")
+    best = scores.iloc[:top][::-1]
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, max(3.2, 1.2 + 0.16 * len(best))))
+    left.hist(scores.to_numpy(), bins=40, color="0.55")
+    left.axvline(TRUSTED_VALIDATION_R, linestyle="--", color="C3")
+    above = int((scores > TRUSTED_VALIDATION_R).sum())
+    left.set_title(f"{above} of {len(scores)} features above r {TRUSTED_VALIDATION_R}", fontsize=9)
+    left.set_xlabel("Pearson r on the validation cells")
+    left.set_ylabel("features")
+    right.barh(range(len(best)), best.to_numpy(), color="C0")
+    right.set_yticks(range(len(best)), best.index, fontsize=7)
+    right.set_xlabel("Pearson r on the validation cells")
+    right.set_title(f"the {len(best)} best translated", fontsize=9)
+    fig.tight_layout()
+    fig.scores = scores
     if path is not None:
         save_figure_atomic(fig, path, dpi=120)
     return fig
