@@ -1012,3 +1012,15 @@ def test_validation_scores_plot_sorts_features_and_refuses_translations_without_
     peaks = trained.translate(rna_test, source="rna", target="atac", progress=False)
     with pytest.raises(ButterflyInputError, match=r"var\['validation_pearson'\].*ATAC targets"):
         bf.report.plot_validation_scores(peaks)
+
+
+def test_validation_scores_use_cells_spread_over_the_data():
+    from butterfly.data import PairedRows
+    from butterfly.model import _spread_subset
+
+    pairs = PairedRows({"rna": np.arange(0, 10_000, 2), "atac": np.arange(1, 10_001, 2)})
+    subset = _spread_subset(pairs, 2000)
+    assert len(subset) == 2000 and subset.rows["rna"][0] == 0 and subset.rows["rna"][-1] == 9998
+    np.testing.assert_array_equal(subset.rows["atac"], subset.rows["rna"] + 1)  # pairs stay pairs
+    assert np.all(np.diff(subset.rows["rna"]) > 0) and np.ptp(np.diff(subset.rows["rna"])) <= 2
+    assert _spread_subset(pairs, 6000) is pairs

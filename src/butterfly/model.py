@@ -112,6 +112,15 @@ def _check_conditions(data: tuple[ad.AnnData, ad.AnnData], names: tuple[str, str
             )
 
 
+def _spread_subset(pairs: PairedRows, n: int) -> PairedRows:
+    """At most ``n`` of ``pairs``, evenly spaced over them: the validation rows are sorted, and cells are often
+    ordered by sample, so the first ``n`` could all come from one."""
+    if len(pairs) <= n:
+        return pairs
+    pick = np.unique(np.linspace(0, len(pairs) - 1, n).round().astype(int))
+    return PairedRows({name: rows[pick] for name, rows in pairs.rows.items()})
+
+
 class Butterfly:
     """A cross-modality translator (scButterfly-B) between two modalities of paired cells.
 
@@ -457,7 +466,7 @@ class Butterfly:
         return self.history_
 
     def _score_validation(self, validation: PairedRows) -> None:
-        """Score each feature's translation on (up to ``VALIDATION_SCORE_CELLS`` of) the validation cells, held
+        """Score each feature's translation on the validation cells (at most ``VALIDATION_SCORE_CELLS``, spread), held
         out of training: its Pearson r across cells, for RNA, protein and expression targets. ATAC targets get
         none: a peak is open in too few cells for a per-peak score to mean anything (on SNARE-seq, 3 of 320
         validation cells at the median; per-peak AUROCs near 0.5 that did not agree between validation and
@@ -466,12 +475,12 @@ class Butterfly:
         self.validation_scores_ = None
         if self.pairing in ("unpaired", "transport") or len(validation) < MIN_VALIDATION_SCORE_CELLS:
             return
-        scores = {}
+        scores, pairs = {}, _spread_subset(validation, VALIDATION_SCORE_CELLS)
         for source, target in (self.names, self.names[::-1]):
             if isinstance(self.preprocessors[target], ATACPreprocessor):
                 continue
-            rows = validation.rows[source][:VALIDATION_SCORE_CELLS]
-            truth = self._matrices[target][validation.rows[target][:VALIDATION_SCORE_CELLS]]
+            rows = pairs.rows[source]
+            truth = self._matrices[target][pairs.rows[target]]
             pred = np.zeros(truth.shape, np.float32)
             for batch, out, _ in self._decoded_batches(
                 self._matrices[source][rows], source, target, 1024, False
