@@ -466,12 +466,12 @@ class Butterfly:
         return self.history_
 
     def _score_validation(self, validation: PairedRows) -> None:
-        """Score each feature's translation on the validation cells (at most ``VALIDATION_SCORE_CELLS``, spread), held
-        out of training: its Pearson r across cells, for RNA, protein and expression targets. ATAC targets get
-        none: a peak is open in too few cells for a per-peak score to mean anything (on SNARE-seq, 3 of 320
-        validation cells at the median; per-peak AUROCs near 0.5 that did not agree between validation and
-        test cells). ``validation_scores_`` is ``None`` where validation pairs are not measured pairs
-        (unpaired, perturbation) or are too few."""
+        """Score each feature's translation on the validation cells, held out of training (at most
+        ``VALIDATION_SCORE_CELLS``, spread over the data): its Pearson r across cells, for RNA, protein and
+        expression targets. ATAC targets get none: a peak is open in too few cells for a per-peak score to
+        mean anything (on SNARE-seq, 3 of 320 validation cells at the median; per-peak AUROCs near 0.5 that
+        did not agree between validation and test cells; RESULTS.md). ``validation_scores_`` is ``None``
+        where validation pairs are not measured pairs (unpaired, perturbation) or are too few."""
         self.validation_scores_ = None
         if self.pairing in ("unpaired", "transport") or len(validation) < MIN_VALIDATION_SCORE_CELLS:
             return
