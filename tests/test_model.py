@@ -239,7 +239,7 @@ def test_version_2_model_files_still_load(trained, snare_split, tmp_path):
 
     import torch
 
-    _, _, rna_test, _ = snare_split
+    _, _, rna_test, atac_test = snare_split
     trained.save(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     config["version"] = 2
@@ -249,11 +249,14 @@ def test_version_2_model_files_still_load(trained, snare_split, tmp_path):
     assert state[key].shape == (1677, 256)  # input-major since format 3
     state[key] = state[key].t().contiguous()
     torch.save(state, tmp_path / "model" / "weights.pt")
+    (tmp_path / "model" / "validation_scores.npz").unlink()  # models saved before them have no scores
     loaded = bf.Butterfly.load(tmp_path / "model", device="cpu")
     np.testing.assert_array_equal(
         trained.translate(rna_test, source="rna", target="atac").X,
         loaded.translate(rna_test, source="rna", target="atac").X,
     )
+    assert loaded.validation_scores_ is None
+    assert "validation_pearson" not in loaded.translate(atac_test, source="atac", target="rna").var
 
 
 def test_model_file_cannot_run_code_on_load(trained, tmp_path):
