@@ -6,6 +6,7 @@ from .accessibility import ATACPreprocessor, binarize_accessibility
 from .annotation import annotate
 from .evaluate import evaluate_perturbation, evaluate_translation
 from .genome import parse_peaks
+from .integration import integrate
 from .model import Butterfly
 from .preprocessing import ADTPreprocessor, ExpressionPreprocessor, RNAPreprocessor
 from .settings import FAST_SETTING
@@ -28,6 +29,7 @@ __all__ = [
     "evaluate",
     "evaluate_perturbation",
     "evaluate_translation",
+    "integrate",
     "metrics",
     "modalities",
     "parse_peaks",

@@ -135,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
         "mean, as the paper); N times the decoding. Coarser ATAC clusters: better or worse by training setting "
         "(README)",
     )  # fmt: skip
+    translate.add_argument(
+        "--joint", action="store_true",
+        help="also store a joint embedding of the measured input and its translation in the output's "
+        "obsm['X_butterfly_joint'] (cluster it as paired cells': bf.integrate); holds the output in memory",
+    )  # fmt: skip
     translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     translate.add_argument(
         "--batch-size", type=int, default=1024, help="cells per forward pass (default 1024)"
@@ -455,14 +460,28 @@ def _run(args: argparse.Namespace) -> None:
         model = Butterfly.load(args.model, device=args.device)
         model._check_names(args.source, args.target)
         cells = _read(args.input, args.source, model.specs[args.source].preprocessing, args.layer)
-        # batch by batch into the file: the output never sits in memory, however many cells
-        model.translate_to_h5ad(
-            cells, args.out, source=args.source, target=args.target, atac_output=args.atac_output,
-            peak_matching=args.peak_matching, normalized_to=args.normalized_to, n_samples=args.samples,
-            batch_size=args.batch_size,
+        options = dict(
+            source=args.source, target=args.target, peak_matching=args.peak_matching,
+            normalized_to=args.normalized_to, n_samples=args.samples, batch_size=args.batch_size,
         )  # fmt: skip
+        if args.joint:
+            from ._io import write_h5ad_atomic
+            from .integration import JOINT_KEY, integrate
+
+            pred = model.translate(cells, **options)
+            joint = integrate(
+                model, {args.source: cells, args.target: pred}, peak_matching=args.peak_matching,
+                normalized_to=args.normalized_to,
+            )  # fmt: skip
+            if args.atac_output != "probability":
+                pred = model.translate(cells, atac_output=args.atac_output, **options)
+            pred.obsm[JOINT_KEY] = joint
+            write_h5ad_atomic(pred, args.out)
+        else:  # batch by batch into the file: the output never sits in memory, however many cells
+            model.translate_to_h5ad(cells, args.out, atac_output=args.atac_output, **options)
         n_features = model.preprocessors[args.target].n_features
-        print(f"wrote {cells.n_obs} cells x {n_features} {args.target} features to {args.out}")
+        joint = " and their joint embedding in obsm['X_butterfly_joint']" if args.joint else ""
+        print(f"wrote {cells.n_obs} cells x {n_features} {args.target} features{joint} to {args.out}")
     elif args.command == "annotate":
         from . import annotation
 
