@@ -439,9 +439,15 @@ def test_demo_writes_its_report(tmp_path, capsys):
     assert {"rna->atac", "atac->rna", "measured rna"} <= set(summary["scores"])
     genes = summary["genes_by_validation_r"]
     assert genes["validation_r_above"] == TRUSTED_VALIDATION_R and 0 <= genes["genes_above"] <= 1677
+    assert set(summary["integration"]) == {
+        "measured RNA + measured ATAC", "measured RNA + translated ATAC", "translated RNA + measured ATAC"
+    }  # fmt: skip
+    assert all(0 <= scores["AMI"] <= 1 for scores in summary["integration"].values())
     translated = ad.read_h5ad(out / "translated_rna_from_atac.h5ad")
     assert translated.shape == (400, 1677) and "predicted_cell_type" in translated.obs
+    assert translated.obsm["X_butterfly_joint"].shape == (400, 60)
+    assert ad.read_h5ad(out / "translated_atac_from_rna.h5ad").obsm["X_butterfly_joint"].shape == (400, 60)
     assert int((translated.var["validation_pearson"] > TRUSTED_VALIDATION_R).sum()) == genes["genes_above"]
     printed = capsys.readouterr().out
-    assert "finished in" in printed and "accuracy" in printed
+    assert "finished in" in printed and "accuracy" in printed and "joined (bf.integrate)" in printed
     assert bf.Butterfly.load(out / "model").is_trained_

@@ -6,13 +6,11 @@ import butterfly as bf
 from butterfly import metrics
 from butterfly.cli import main
 from butterfly.integration import JOINT_KEY
-from butterfly.pairing import joint_embedding
+from butterfly.pairing import joint_embedding, leiden_groups
 
 
 def _ami(embedding: np.ndarray, labels: np.ndarray, seed: int) -> float:
-    data = ad.AnnData(np.zeros((len(labels), 1), np.float32))
-    data.obsm["joint"] = embedding
-    clusters = metrics.leiden_on(data, "joint", resolution=1.0, seed=seed)
+    clusters = leiden_groups(embedding, resolution=1.0, seed=seed)
     return metrics.clustering_scores(clusters, labels)["AMI"]
 
 

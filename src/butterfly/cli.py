@@ -605,6 +605,8 @@ def _run(args: argparse.Namespace) -> None:
                 f"{genes['validation_r_above']}: test-cell r {genes['test_r_of_genes_above']:.3f}, the other "
                 f"genes' {genes['test_r_of_other_genes']:.3f}"
             )
+        joined = ", ".join(f"{name} {scores['AMI']:.3f}" for name, scores in summary["integration"].items())
+        print(f"the held-out cells' modalities joined (bf.integrate), AMI: {joined}")
         print(f"finished in {summary['total_seconds']:.0f} s; report in {args.out}/")
 
 

@@ -13,7 +13,9 @@ from . import datasets, metrics, report
 from ._io import check_report_folder, write_h5ad_atomic, write_text_atomic
 from .annotation import annotate
 from .evaluate import evaluate_translation, scores_table
+from .integration import JOINT_KEY, integrate
 from .model import TRUSTED_VALIDATION_R, Butterfly
+from .pairing import leiden_groups
 from .persistence import check_save_target
 
 
@@ -54,7 +56,8 @@ def run_demo(
     Writes into ``out``: ``metrics.json`` and ``metrics.md`` (clustering of measured and translated test
     cells, and of the latent each translation starts from, against the author cell types; per-gene Pearson
     for ATAC->RNA; AUROC for RNA->ATAC; the test cells' cell types from their ATAC alone, labelled by
-    :func:`~butterfly.annotate` from the training cells' RNA),
+    :func:`~butterfly.annotate` from the training cells' RNA; clustering of each measured modality joined
+    with its translation into the other, :func:`~butterfly.integrate`),
     ``tsne_rna.png`` and ``tsne_atac.png`` (measured vs translated, coloured by cell type),
     ``loss_curves.png``, ``annotation.png`` (how the test cells of each type were labelled),
     ``validation_scores.png`` (each gene's validation r for ATAC->RNA, and the best genes), the translated
@@ -101,6 +104,18 @@ def run_demo(
         "test_r_of_genes_above": float(np.nanmean(test_r[above])) if above.any() else None,
         "test_r_of_other_genes": float(np.nanmean(test_r[below])),
     }
+    # each measured modality joined with its translation into the other (kept with the translation)
+    joined = {
+        "measured RNA + measured ATAC": integrate(model, {"rna": rna[test], "atac": atac[test]}, seed=seed),
+        "measured RNA + translated ATAC": integrate(model, {"rna": rna[test], "atac": atac_pred}, seed=seed),
+        "translated RNA + measured ATAC": integrate(model, {"rna": rna_pred, "atac": atac[test]}, seed=seed),
+    }
+    atac_pred.obsm[JOINT_KEY] = joined["measured RNA + translated ATAC"]
+    rna_pred.obsm[JOINT_KEY] = joined["translated RNA + measured ATAC"]
+    integration = {
+        name: metrics.clustering_scores(leiden_groups(embedding, resolution=1.0, seed=seed), labels)
+        for name, embedding in joined.items()
+    }
     report.plot_tsne_panels(
         {"measured RNA": measured["rna"], "RNA translated from ATAC": rna_pred.X},
         {"cell type": labels},
@@ -130,6 +145,7 @@ def run_demo(
         "scores": results,
         "atac_cells_annotated_from_rna": annotation,
         "genes_by_validation_r": trusted,
+        "integration": integration,
     }
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     table = scores_table(results)
@@ -143,6 +159,9 @@ def run_demo(
         + f"\n{trusted['genes_above']} genes translate from ATAC with validation r above {TRUSTED_VALIDATION_R} "
         "(`var['validation_pearson']`, scored on the validation cells held out of training); on the test "
         f"cells their translations reach r {_maybe(trusted['test_r_of_genes_above'])}, the other genes' "
-        f"{_maybe(trusted['test_r_of_other_genes'])}.\n",
+        f"{_maybe(trusted['test_r_of_other_genes'])}.\n\n"
+        "Each measured modality joined with its translation into the other (`bf.integrate`, "
+        f"`obsm['{JOINT_KEY}']` of the translated files), clustered (Leiden, resolution 1):\n\n"
+        + scores_table(integration),
     )
     return summary
