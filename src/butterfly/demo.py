@@ -30,6 +30,7 @@ REPORT_FILES = frozenset(
         "metrics.md",
         "tsne_rna.png",
         "tsne_atac.png",
+        "tsne_joint.png",
         "loss_curves.png",
         "annotation.png",
         "validation_scores.png",
@@ -58,7 +59,8 @@ def run_demo(
     for ATAC->RNA; AUROC for RNA->ATAC; the test cells' cell types from their ATAC alone, labelled by
     :func:`~butterfly.annotate` from the training cells' RNA; clustering of each measured modality joined
     with its translation into the other, :func:`~butterfly.integrate`),
-    ``tsne_rna.png`` and ``tsne_atac.png`` (measured vs translated, coloured by cell type),
+    ``tsne_rna.png`` and ``tsne_atac.png`` (measured vs translated, coloured by cell type), ``tsne_joint.png``
+    (both modalities measured, and each measured one joined with its translation),
     ``loss_curves.png``, ``annotation.png`` (how the test cells of each type were labelled),
     ``validation_scores.png`` (each gene's validation r for ATAC->RNA, and the best genes), the translated
     test cells (``translated_*.h5ad``) and the trained model (``model/``).
@@ -126,6 +128,7 @@ def run_demo(
         {"cell type": labels},
         out / "tsne_atac.png",
     )
+    report.plot_tsne_panels(joined, {"cell type": labels}, out / "tsne_joint.png")
     report.plot_history(history, out / "loss_curves.png")
     report.plot_annotation(labels, annotated["label"], out / "annotation.png")
     report.plot_validation_scores(rna_pred, path=out / "validation_scores.png")
