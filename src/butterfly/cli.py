@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   butterfly train --first rna.h5ad --second atac.h5ad --modalities rna atac --out my_model
   butterfly train --first rna.h5ad --second atac.h5ad --fast --out my_model   # minutes, not the paper's hour
   butterfly translate --model my_model --input new_atac.h5ad --source atac --target rna --out predicted_rna.h5ad
+  butterfly translate --model my_model --input rna_only.h5ad --source rna --target atac --joint --out atac.h5ad
   butterfly train --first arc/filtered_feature_bc_matrix.h5 --second arc/filtered_feature_bc_matrix.h5 --fast --out m
   butterfly train --first multiome.h5mu --second multiome.h5mu --first-layer counts --fast --out m
   butterfly train --first control.h5ad --second stimulated.h5ad --perturbation --fast --out ifnb_model
@@ -137,8 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     translate.add_argument(
         "--joint", action="store_true",
-        help="also store a joint embedding of the measured input and its translation in the output's "
-        "obsm['X_butterfly_joint'] (cluster it as paired cells': bf.integrate); holds the output in memory",
+        help="also store in the output's obsm['X_butterfly_joint'] one embedding of each cell's measured input "
+        "and its translation, to cluster or plot as paired cells (bf.integrate); the output is then held in "
+        "memory, not written batch by batch",
     )  # fmt: skip
     translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     translate.add_argument(
