@@ -24,9 +24,9 @@ def held_out(trained, snare_split):
 
 def test_translated_modality_joins_measured_one_on_real_cells(trained, held_out):
     """The paper's integrative analysis on 400 held-out SNARE-seq cells. Measured ATAC barely separates cell
-    types; joined with its translated RNA it does (AMI 0.14-0.16 against 0.01-0.03 alone, one-thread runs of
-    this model). Measured RNA joined with its translated ATAC clusters as well as with its measured ATAC
-    (0.55-0.59 against 0.51-0.54). Means over two scoring seeds."""
+    types; joined with its translated RNA it does (AMI 0.14-0.16 against 0.01-0.03 alone, scoring seeds 0-2,
+    this model trained on one or two threads). Measured RNA joined with its translated ATAC clusters as well
+    as with its measured ATAC (0.53-0.59 against 0.51-0.54). Means over two scoring seeds."""
     rna, atac, rna_pred, atac_pred = held_out
     labels = rna.obs["cell_type"].astype(str).to_numpy()
     measured_atac = trained.preprocessors["atac"].transform(atac).X
