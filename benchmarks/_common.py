@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -113,3 +114,26 @@ def issue_split(n_cells: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.RandomState(0).permutation(n_cells)
     n_test = int(round(0.2 * n_cells))
     return np.sort(order[:n_test]), np.sort(order[n_test:])
+
+
+def split_parser(description: str) -> argparse.ArgumentParser:
+    """Arguments of a benchmark of models trained on issue 3's split of one paired dataset: ``--data`` (a
+    folder of ``<modality>.h5ad``), ``--modalities``, ``--seeds``, ``--out`` and ``--name``."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--modalities", nargs=2, default=["rna", "atac"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--name", default=None)
+    return parser
+
+
+def read_split(args: argparse.Namespace) -> tuple:
+    """``(first, second, test, train)``: the two modalities of ``args.data`` and issue 3's split of their cells."""
+    import anndata as ad
+
+    first, second = (ad.read_h5ad(args.data / f"{m}.h5ad") for m in args.modalities)
+    test, train = issue_split(first.n_obs)
+    return first, second, test, train

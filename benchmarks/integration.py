@@ -22,7 +22,6 @@ Writes <name>.json and .md into --out.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
-from _common import issue_split, machine, machine_line, mean_sd_table, write_results  # noqa: E402
+from _common import machine, machine_line, mean_sd_table, read_split, split_parser, write_results  # noqa: E402
 from butterfly import metrics  # noqa: E402
 from butterfly.baselines import KNNTranslator  # noqa: E402
 from butterfly.pairing import joint_embedding, leiden_groups  # noqa: E402
@@ -100,19 +99,10 @@ def score_cells(model: bf.Butterfly, measured: dict[str, ad.AnnData], runs: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--modalities", nargs=2, default=["rna", "atac"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser = split_parser(__doc__)
     parser.add_argument("--scoring-runs", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--name", default=None)
     args = parser.parse_args()
-
-    first, second = (ad.read_h5ad(args.data / f"{m}.h5ad") for m in args.modalities)
-    test, train = issue_split(first.n_obs)
+    first, second, test, train = read_split(args)
     rows = []
     for seed in args.seeds:
         model = bf.Butterfly(

@@ -14,16 +14,14 @@ per-peak scores (README). Writes <name>.json and .md into --out.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
-from _common import issue_split, machine, machine_line, mean_sd_table, write_results  # noqa: E402
+from _common import machine, machine_line, mean_sd_table, read_split, split_parser, write_results  # noqa: E402
 from butterfly import metrics  # noqa: E402
 
 BINS = [-1.0, 0.1, 0.3, 0.5, 0.7, 1.0]
@@ -54,18 +52,9 @@ def score_direction(model: bf.Butterfly, source: str, target: str, cells, measur
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--modalities", nargs=2, default=["rna", "atac"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--name", default=None)
+    parser = split_parser(__doc__)
     args = parser.parse_args()
-
-    first, second = (ad.read_h5ad(args.data / f"{m}.h5ad") for m in args.modalities)
-    test, train = issue_split(first.n_obs)
+    first, second, test, train = read_split(args)
     data = dict(zip(args.modalities, (first, second), strict=True))
     rows = []
     for seed in args.seeds:
