@@ -81,6 +81,7 @@ def test_integrate_reads_each_modality_in_the_models_space(trained, held_out):
         ("few", "at least 3 cells"),
         ("normalized", "normalized_to reads measured RNA, and no measured RNA"),
         ("nan", "NaN or infinite"),
+        ("matching", "peak_matching must be 'exact' or 'overlap'"),
     ],
 )
 def test_integrate_refuses_bad_input(trained, held_out, case, message):
@@ -102,6 +103,8 @@ def test_integrate_refuses_bad_input(trained, held_out, case, message):
         data = {"rna": rna[:2], "atac": atac_pred[:2]}
     elif case == "normalized":
         data, options["normalized_to"] = {"rna": rna_pred, "atac": atac}, 1e4
+    elif case == "matching":
+        options["peak_matching"] = "nearest"
     elif case == "nan":
         broken = atac_pred.copy()
         broken.X[0, 0] = np.nan

@@ -123,12 +123,15 @@ def integrate(
     check_paired(data[a], data[b], model.names)
     if data[a].n_obs < 3:
         raise ButterflyInputError(f"integrate needs at least 3 cells, got {data[a].n_obs}.")
+    if peak_matching not in ("exact", "overlap"):
+        raise ButterflyInputError(f"peak_matching must be 'exact' or 'overlap', got {peak_matching!r}.")
     translated = {name: _translated_by(model, data[name], name) for name in model.names}
     measured = {model.preprocessors[name].kind for name in model.names if not translated[name]}
     if peak_matching != "exact" and "atac" not in measured:
         raise ButterflyInputError("peak_matching reads measured ATAC, and no measured ATAC is given here.")
     if normalized_to is not None and "rna" not in measured:
         raise ButterflyInputError("normalized_to reads measured RNA, and no measured RNA is given here.")
+    reading = {"atac": {"peak_matching": peak_matching}, "rna": {"normalized_to": normalized_to}}
     matrices = []
     for name in model.names:
         adata, pre = data[name], model.preprocessors[name]
@@ -138,8 +141,7 @@ def integrate(
             if not np.isfinite(X.data if sp.issparse(X) else X).all():
                 raise ButterflyInputError(f"The {name} translation holds NaN or infinite values.")
         else:  # each reading option goes to the measured modality it concerns
-            mine = {"atac": {"peak_matching": peak_matching}, "rna": {"normalized_to": normalized_to}}
-            cells, options = model._source_data(adata, name, layer, **mine.get(pre.kind, {}))
+            cells, options = model._source_data(adata, name, layer, **reading.get(pre.kind, {}))
             X = pre.transform(cells, **options).X
         matrices.append(X)
     kinds = [model.specs[name].preprocessing for name in model.names]
