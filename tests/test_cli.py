@@ -272,6 +272,7 @@ def test_benchmark_merge_joins_separately_run_folds(files, capsys):
     assert record["settings"].pop("weight_average_halflife") == 0
     assert record["settings"].pop("translate_samples") == 0
     assert record["settings"].pop("scoring_runs") == 1
+    assert record["settings"].pop("joint") is False
     (part12 / "summary.json").write_text(json.dumps(record))
     merged = files / "merged"
     assert main(["benchmark-merge", str(part0), str(part12), "--out", str(merged)]) == 0
@@ -451,3 +452,22 @@ def test_demo_writes_its_report(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "finished in" in printed and "accuracy" in printed and "joined (bf.integrate)" in printed
     assert bf.Butterfly.load(out / "model").is_trained_
+
+
+def test_benchmark_scores_the_integrative_analysis(files):
+    import json
+
+    import pandas as pd
+
+    out = files / "bench_joint"
+    args = ["benchmark", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"), "--folds", "2",
+            "--only-folds", "0", "--models", "knn", "linear", "--joint", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    scores = pd.read_csv(out / "scores.csv")
+    profiles = scores.groupby("profile")["model"].agg(set)
+    assert profiles["measured rna + atac"] == {"measured"}
+    assert profiles["rna + translated atac"] == profiles["atac + translated rna"] == {"knn", "linear"}
+    joint = scores[scores["profile"].str.contains(r"\+")]
+    assert set(joint["metric"]) == {"AMI", "ARI", "NMI", "HOM"} and joint["value"].between(-1, 1).all()
+    assert json.loads((out / "summary.json").read_text())["settings"]["joint"] is True
+    assert "rna + translated atac" in (out / "summary.md").read_text()

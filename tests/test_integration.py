@@ -138,3 +138,18 @@ def test_cli_translate_joint(trained, snare_split, tmp_path, capsys):
     expected = model.translate(rna, source="rna", target="atac", atac_output="counts", progress=False)
     np.testing.assert_array_equal(counts.X, expected.X)
     np.testing.assert_array_equal(counts.obsm[JOINT_KEY], written.obsm[JOINT_KEY])
+
+
+def test_evaluate_translation_scores_the_integrative_analysis(trained, held_out):
+    """``joint=True`` scores exactly the clustering of ``bf.integrate``'s embeddings."""
+    rna, atac, rna_pred, atac_pred = held_out
+    scores = bf.evaluate_translation(trained, rna, atac, joint=True, seed=1)
+    labels = rna.obs["cell_type"].to_numpy()
+    for profile, data in (
+        ("measured rna + atac", {"rna": rna, "atac": atac}),
+        ("rna + translated atac", {"rna": rna, "atac": atac_pred}),
+        ("atac + translated rna", {"rna": rna_pred, "atac": atac}),
+    ):
+        clusters = leiden_groups(bf.integrate(trained, data, seed=1), resolution=1.0, seed=1)
+        assert scores[profile] == metrics.clustering_scores(clusters, labels)
+    assert not any("+" in profile for profile in bf.evaluate_translation(trained, rna, atac))

@@ -228,6 +228,11 @@ def _parser() -> argparse.ArgumentParser:
         "moves AMI by up to 0.02-0.03 (default 1, as the paper)",
     )  # fmt: skip
     bench.add_argument(
+        "--joint", action="store_true",
+        help="also score the paper's integrative analysis: each test modality measured, joined with its "
+        "translation into the other (bf.integrate), and both measured, clustered",
+    )  # fmt: skip
+    bench.add_argument(
         "--label-key", default="cell_type", help="obs column of cell types (default cell_type)"
     )
     bench.add_argument("--batch-key", default="batch", help="obs column of batches (default batch)")
@@ -550,7 +555,7 @@ def _run(args: argparse.Namespace) -> None:
             modalities=tuple(args.modalities), models=args.models,
             label_key=args.label_key, seed=args.seed, fit_options=fit_options, match_steps=args.match_steps,
             scvi_options=_scvi_options(args), translate_samples=args.translate_samples,
-            scoring_runs=args.scoring_runs,
+            scoring_runs=args.scoring_runs, joint=args.joint,
             after_fold=lambda partial: write_text_atomic(
                 args.out / "scores.partial.csv", partial.to_csv(index=False)
             ),
@@ -562,7 +567,7 @@ def _run(args: argparse.Namespace) -> None:
         settings = {
             "protocol": args.protocol, "folds": len(folds), "folds_run": fold_ids, "models": args.models,
             "match_steps": args.match_steps, "seed": args.seed, "translate_samples": args.translate_samples,
-            "scoring_runs": args.scoring_runs, **fit_options,
+            "scoring_runs": args.scoring_runs, "joint": args.joint, **fit_options,
         }  # fmt: skip
         if args.scvi_epochs is not None:
             settings["scvi_epochs"] = args.scvi_epochs

@@ -129,6 +129,7 @@ def run_protocol(
     scvi_options: dict | None = None,
     translate_samples: int = 0,
     scoring_runs: int = 1,
+    joint: bool = False,
 ):
     """Train each model on each fold's training cells and score its translations of the test cells.
 
@@ -147,7 +148,8 @@ def run_protocol(
     translations are also scored as the mean over N latent draws (``translate(n_samples=N)``), as the model
     ``"<name> (N latent draws)"`` (the same trained model, so the same training seconds). With
     ``scoring_runs`` N, every clustering score is the mean over N clusterings (seeds ``seed`` to
-    ``seed + N - 1``) instead of one run's.
+    ``seed + N - 1``) instead of one run's. With ``joint``, each model's translations are also scored as
+    the paper's integrative analysis (:func:`~butterfly.evaluate_translation`'s ``joint``).
     """
     import pandas as pd
 
@@ -172,7 +174,7 @@ def run_protocol(
             for label, options in scored:
                 results = evaluate_translation(model, first[test], second[test], label_key=label_key,
                                                seed=seed, translate_options=options,
-                                               scoring_runs=scoring_runs)  # fmt: skip
+                                               scoring_runs=scoring_runs, joint=joint)  # fmt: skip
                 rows.append({"fold": fold, "model": label, "profile": "training", "metric": "seconds",
                              "value": seconds})  # fmt: skip
                 for profile, scores in results.items():

@@ -401,6 +401,7 @@ _SETTING_DEFAULTS = {
     "weight_average_halflife": 0.0,
     "translate_samples": 0,
     "scoring_runs": 1,
+    "joint": False,
 }
 
 
