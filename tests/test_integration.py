@@ -137,6 +137,7 @@ def test_cli_translate_joint(trained, snare_split, tmp_path, capsys):
     counts = ad.read_h5ad(tmp_path / "c.h5ad")
     expected = model.translate(rna, source="rna", target="atac", atac_output="counts", progress=False)
     np.testing.assert_array_equal(counts.X, expected.X)
+    assert counts.uns["butterfly"] == expected.uns["butterfly"]
     np.testing.assert_array_equal(counts.obsm[JOINT_KEY], written.obsm[JOINT_KEY])
 
 

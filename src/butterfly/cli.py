@@ -474,14 +474,16 @@ def _run(args: argparse.Namespace) -> None:
         if args.joint:
             from ._io import write_h5ad_atomic
             from .integration import JOINT_KEY, integrate
+            from .model import _atac_form
 
             pred = model.translate(cells, **options)
             joint = integrate(
                 model, {args.source: cells, args.target: pred}, peak_matching=args.peak_matching,
                 normalized_to=args.normalized_to,
             )  # fmt: skip
-            if args.atac_output != "probability":
-                pred = model.translate(cells, atac_output=args.atac_output, **options)
+            if args.atac_output != "probability":  # the same decoding, in the asked form
+                pred.X = _atac_form(model.preprocessors[args.target], pred.X, args.atac_output)
+                pred.uns["butterfly"]["output"] = args.atac_output
             pred.obsm[JOINT_KEY] = joint
             write_h5ad_atomic(pred, args.out)
         else:  # batch by batch into the file: the output never sits in memory, however many cells

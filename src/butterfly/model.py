@@ -121,6 +121,16 @@ def _spread_subset(pairs: PairedRows, n: int) -> PairedRows:
     return PairedRows({name: rows[pick] for name, rows in pairs.rows.items()})
 
 
+def _atac_form(target_pre, output: np.ndarray, atac_output: str, library_size=None) -> np.ndarray:
+    """The model's ATAC output (``"probability"``) as ``atac_output`` asks: recovered counts or binarised
+    peaks, converted in place (float32)."""
+    if atac_output != "probability":
+        output = target_pre.inverse_transform(output, library_size, copy=False)
+        if atac_output == "binary":
+            output = binarize_accessibility(output, copy=False)
+    return output
+
+
 class Butterfly:
     """A cross-modality translator (scButterfly-B) between two modalities of paired cells.
 
@@ -811,10 +821,7 @@ class Butterfly:
         target_pre = self._check_translation(source, target, atac_output)
         adata, options = self._source_data(adata, source, layer, peak_matching, normalized_to)
         output, latent = self._run(adata, source, target, batch_size, progress, n_samples, options)
-        if atac_output != "probability":
-            output = target_pre.inverse_transform(output, library_size, copy=False)  # in place, float32
-            if atac_output == "binary":
-                output = binarize_accessibility(output, copy=False)
+        output = _atac_form(target_pre, output, atac_output, library_size)
         return self._translation_anndata(adata, target_pre, output, latent, source, target, atac_output)
 
     def translate_to_h5ad(
