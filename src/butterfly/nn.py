@@ -15,6 +15,15 @@ from torch import nn
 NEGATIVE_SLOPE = 0.01  # LeakyReLU slope a (paper: 0.01)
 
 
+def _cpu_autocast_enabled() -> bool:
+    """Whether CPU autocast is on. ``torch.is_autocast_enabled("cpu")`` takes a device only from torch 2.4;
+    earlier releases (the supported ones start at 2.1) name it ``is_autocast_cpu_enabled``."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:
+        return torch.is_autocast_cpu_enabled()
+
+
 @dataclass(frozen=True)
 class SparseRows:
     """A minibatch of sparse rows (CSR): entry ``k`` is ``values[k]`` at row ``rows[k]``, column ``columns[k]``;
@@ -195,7 +204,7 @@ class _Blocked(nn.Module):
         if self.batched is not None:
             return self.batched
         # under bfloat16 autocast the per-chromosome form casts every slice apart; batched then wins on CPU too
-        return tensor.device.type != "cpu" or torch.is_autocast_enabled("cpu")
+        return tensor.device.type != "cpu" or _cpu_autocast_enabled()
 
     def in_chromosome_order(self) -> bool:
         """Whether inputs and outputs are in chromosome order (then user and sorted rows are the same)."""
