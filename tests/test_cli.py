@@ -443,7 +443,9 @@ def test_demo_writes_its_report(tmp_path, capsys):
     assert set(summary["integration"]) == {
         "measured RNA + measured ATAC", "measured RNA + translated ATAC", "translated RNA + measured ATAC"
     }  # fmt: skip
-    assert all(0 <= scores["AMI"] <= 1 for scores in summary["integration"].values())
+    # AMI is chance-adjusted: a 5-epoch model's translations score near 0, on either side of it
+    assert all(-1 <= scores["AMI"] <= 1 for scores in summary["integration"].values())
+    assert summary["integration"]["measured RNA + measured ATAC"]["AMI"] > 0.4  # measured: 0.53
     translated = ad.read_h5ad(out / "translated_rna_from_atac.h5ad")
     assert translated.shape == (400, 1677) and "predicted_cell_type" in translated.obs
     assert translated.obsm["X_butterfly_joint"].shape == (400, 60)
