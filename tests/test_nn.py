@@ -63,6 +63,28 @@ def test_blocked_decoder_equals_per_chromosome_loop(batched, chunk_width):
     assert torch.autograd.gradcheck(lambda w, b, z: _with(layer, w, b)(z), (layer.weight, layer.bias, z))
 
 
+@pytest.mark.filterwarnings("ignore:torch.is_autocast_cpu_enabled:DeprecationWarning")  # the old name, today
+@pytest.mark.parametrize("old_torch", [False, True])
+def test_blocked_layers_choose_the_batched_form_on_cpu_only_under_autocast(old_torch):
+    """Per-chromosome form on a CPU, batched under bfloat16 autocast; also with torch before 2.4, whose
+    ``is_autocast_enabled`` takes no device (the supported releases start at 2.1)."""
+    layer = ChromosomeBlockedDecoderLinear(CODES, units=4)
+    z = torch.randn(5, 3 * 4)
+
+    def chosen():
+        if not old_torch:
+            return layer.use_batched(z)
+        with pytest.MonkeyPatch.context() as patch:  # not around autocast itself, which calls it
+            patch.setattr(torch, "is_autocast_enabled", lambda: False)
+            return layer.use_batched(z)
+
+    assert chosen() is False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert chosen() is True
+        layer.batched = False  # an explicit choice wins
+        assert chosen() is False
+
+
 def _with(layer, weight, bias):
     """``layer`` computing with the given weight and bias tensors (for gradcheck)."""
 
