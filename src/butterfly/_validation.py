@@ -132,7 +132,7 @@ def use_layer(adata: ad.AnnData, layer: str | None, *, what: str, option: str = 
             f"{option} must name one of adata.layers (a string), or be None to read adata.X; got {layer!r}."
         )
     if layer not in adata.layers:
-        found = list(adata.layers)
+        found = [name for name in adata.layers if name is not None]  # anndata 0.13 lists X as None
         if not found:
             raise ButterflyInputError(
                 f"{what} has no layers, so no layer {layer!r}: leave {option} unset to read adata.X."
