@@ -64,6 +64,8 @@ def leiden_on(data: ad.AnnData, use_rep: str, *, resolution: float, seed: int = 
         sc.pp.neighbors(data, use_rep=use_rep, random_state=seed, transformer="sklearn")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            # scanpy 1.12 recommends igraph even when leidenalg, the paper's protocol, is asked for by name
+            warnings.filterwarnings("ignore", "The `igraph` implementation of leiden", UserWarning)
             sc.tl.leiden(
                 data, resolution=resolution, flavor="leidenalg", random_state=seed, key_added="cluster"
             )
