@@ -77,7 +77,7 @@ def main() -> None:
         }
         # the classifier on the held-out cells' measured RNA: bf.annotate's SVM, fed the truth's own modality
         pre = model.preprocessors["rna"]
-        svm = LinearSVC(random_state=0).fit(pre.transform(reference_rna).X, labels[reference])
+        svm = LinearSVC(dual="auto", random_state=0).fit(pre.transform(reference_rna).X, labels[reference])
         predicted["measured RNA + SVM (reference)"] = svm.predict(pre.transform(rna[test]).X)
         common = pd.Series(labels[reference]).value_counts().index[0]
         predicted[f"most common label ({common})"] = np.full(len(test), common)

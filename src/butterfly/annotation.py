@@ -88,7 +88,7 @@ def annotate(
         )
     cells, options = owner._source_data(reference, target, reference_layer)
     profiles = owner.preprocessors[target].transform(cells, **options).X
-    classifier = LinearSVC(random_state=seed).fit(profiles, labels)
+    classifier = LinearSVC(dual="auto", random_state=seed).fit(profiles, labels)  # auto: the default from 1.5
     translated = model.translate(
         adata, source=source, target=target, progress=progress,
         **({"layer": layer, "peak_matching": peak_matching, "batch_size": batch_size} if owner is model else {}),
