@@ -61,11 +61,15 @@ def leiden_on(data: ad.AnnData, use_rep: str, *, resolution: float, seed: int = 
 
     threads = torch.get_num_threads()
     try:
-        sc.pp.neighbors(data, use_rep=use_rep, random_state=seed, transformer="sklearn")
         with warnings.catch_warnings():
+            # scanpy's own advice and inefficiencies, not the user's to act on: the neighbour graph's
+            # assignment into a CSR matrix (a few cells at equal distances), FutureWarnings of defaults
+            # passed explicitly, and scanpy 1.12 recommending igraph even when leidenalg (the paper's
+            # protocol) is asked for by name
+            warnings.simplefilter("ignore", sp.SparseEfficiencyWarning)
             warnings.simplefilter("ignore", FutureWarning)
-            # scanpy 1.12 recommends igraph even when leidenalg, the paper's protocol, is asked for by name
             warnings.filterwarnings("ignore", "The `igraph` implementation of leiden", UserWarning)
+            sc.pp.neighbors(data, use_rep=use_rep, random_state=seed, transformer="sklearn")
             sc.tl.leiden(
                 data, resolution=resolution, flavor="leidenalg", random_state=seed, key_added="cluster"
             )
