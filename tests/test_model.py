@@ -641,6 +641,8 @@ def test_a_misspelt_training_option_is_named_with_its_likely_fix(multiome):
         ({"dropout": 1.0}, "dropout must be at least 0 and below 1"),
         ({"seed": "a"}, "seed must be a whole number"),
         ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        ({"device": "mps"}, "device='mps': butterfly runs on 'cpu' or 'cuda' .* Use device='cpu'"),
+        ({"device": "meta"}, "device='meta': butterfly runs on 'cpu' or 'cuda'"),
         ({"discriminator_layers": 5}, "discriminator_layers must be 2 .* or 1"),
         ({"batch_norm": "no"}, "batch_norm must be True or False"),
         ({"pairing": "cluster", "cluster_resolution": 0}, "cluster_resolution .* must be a positive number"),

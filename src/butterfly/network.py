@@ -325,6 +325,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ButterflyInputError(
             f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (a torch device), got {device!r}."
         ) from None
+    if device.type not in ("cpu", "cuda"):
+        raise ButterflyInputError(
+            f"device={str(device)!r}: butterfly runs on 'cpu' or 'cuda' (NVIDIA GPUs) only; other torch devices "
+            "(Apple's 'mps', 'xpu', ...) are untested. Use device='cpu' (CLI: --device cpu)."
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ButterflyInputError(
             f"device={str(device)!r} was requested but torch sees no CUDA GPU; use device='auto' or 'cpu'."
