@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,7 +103,9 @@ def load_model(cls: type[Butterfly], path: str | os.PathLike, *, device: str = "
     model.cluster_backend, model._raw = config.get("cluster_backend"), None
     model.cluster_options = config.get("cluster_options", {})
     model._build_network()
-    state = torch.load(path / "weights.pt", map_location=model.device, weights_only=True)
+    with warnings.catch_warnings():  # torch 2.1-2.3's own loader touches its deprecated TypedStorage
+        warnings.filterwarnings("ignore", "TypedStorage is deprecated", UserWarning)
+        state = torch.load(path / "weights.pt", map_location=model.device, weights_only=True)
     if config.get("version", 0) < 3:  # input layers stored as nn.Linear's [out, in] weight then
         for name, module in model.network.named_modules():
             if isinstance(module, InputLinear):
