@@ -25,7 +25,15 @@ def test_train_then_translate(files, capsys):
     assert code == 0 and (model_dir / "config.json").is_file()
     training = json.loads((model_dir / "config.json").read_text())["training"]
     assert (training["lr"], training["discriminator_lr"], training["kl_warmup_epochs"]) == (2e-3, 1e-2, 1)
-    assert "of 600 features translate with validation r above 0.3" in capsys.readouterr().out
+    trained = capsys.readouterr().out
+    assert "of 600 features translate with validation r above 0.3" in trained
+    assert "integrative: 2 of 2 epochs, kept epoch" in trained  # the model's summary
+    assert main(["info", str(model_dir)]) == 0
+    info = capsys.readouterr().out
+    assert info.startswith("butterfly model, trained") and "saved with: butterfly" in info
+    assert "trained on: 500 rna, 500 atac cells; 400 training pairs, 100 validation pairs" in info
+    assert main(["info", str(files)]) == 2
+    assert "is not a saved butterfly model (no config.json)" in capsys.readouterr().err
     code = main(["translate", "--model", str(model_dir), "--input", str(files / "atac.h5ad"), "--source", "atac",
                  "--target", "rna", "--out", str(out)])  # fmt: skip
     assert code == 0

@@ -217,6 +217,37 @@ def test_save_load_round_trip_is_exact(trained, snare_split, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folders left behind
 
 
+def test_summary_says_what_the_model_trained_on_and_survives_saving(trained, snare_split, tmp_path):
+    """The cells, the setting and each phase's epochs as the history has them; the same text after loading,
+    with the versions the model was saved with."""
+    rna, _, _, _ = snare_split
+    text = trained.summary()
+    lines = text.splitlines()
+    assert lines[1] == "modalities: rna (1,677 genes) <-> atac (5,997 peaks on 20 chromosomes)"
+    assert lines[2] == "pairing: measured pairs (scButterfly-B)"
+    train, validation = trained.training_data_["training_pairs"], trained.training_data_["validation_pairs"]
+    assert train + validation == rna.n_obs == 1600 and validation == 320  # validation_fraction 0.2
+    assert f"trained on: 1,600 rna, 1,600 atac cells; {train:,} training pairs, 320 validation pairs" in text
+    assert "setting: fit options: pretrain_epochs=15, epochs=50, patience=50, batch_size=64" in text
+    history = trained.history_
+    for phase in ("pretrain rna", "pretrain atac", "integrative"):
+        rows = history[history["phase"] == phase]
+        best = int(rows["best_epoch"].iloc[-1])
+        loss = float(rows.loc[rows["epoch"] == best, "val_loss"].iloc[0])
+        limit = 50 if phase == "integrative" else 15
+        assert f"{phase}: {len(rows)} of {limit} epochs, kept epoch {best} (validation loss {loss:.4f})" in text
+    assert "rna: " in text and "features translate with validation r above 0.3" in text
+    assert "saved with" not in text  # built here, not loaded
+    trained.save(tmp_path / "model")
+    loaded = bf.Butterfly.load(tmp_path / "model", device="cpu")
+    assert loaded.training_data_ == trained.training_data_
+    assert loaded.summary().startswith(text)
+    versions = loaded.summary().splitlines()[-1]
+    assert versions.startswith("saved with: butterfly ") and f"torch {torch.__version__}" in versions
+    untrained = bf.Butterfly(rna[:50], snare_split[1][:50], seed=0).summary()
+    assert untrained.startswith("butterfly model, not trained") and "epochs" not in untrained
+
+
 def test_overwrite_replaces_only_a_saved_model(trained, tmp_path):
     """Saving replaces the folder, so a folder of the user's is never deleted, even with overwrite=True."""
     project = tmp_path / "project"

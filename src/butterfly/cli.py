@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   butterfly train --first rna.h5ad --second atac.h5ad --fast --out my_model   # minutes, not the paper's hour
   butterfly translate --model my_model --input new_atac.h5ad --source atac --target rna --out predicted_rna.h5ad
   butterfly translate --model my_model --input rna_only.h5ad --source rna --target atac --joint --out atac.h5ad
+  butterfly info my_model   # what a saved model is and how it was trained
   butterfly train --first arc/filtered_feature_bc_matrix.h5 --second arc/filtered_feature_bc_matrix.h5 --fast --out m
   butterfly train --first multiome.h5mu --second multiome.h5mu --first-layer counts --fast --out m
   butterfly train --first control.h5ad --second stimulated.h5ad --perturbation --fast --out ifnb_model
@@ -260,6 +261,15 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--overwrite", action="store_true", help=_REPORT_OVERWRITE_HELP)
     merge.add_argument("--title", default=None, help="report title (default: from the first run)")
 
+    info = commands.add_parser(
+        "info",
+        help="describe a saved model: modalities, training cells and setting, epochs, validation scores",
+        description="Print what a saved model is and how it was trained: its modalities and features, the "
+        "cells and setting it trained on, each phase's epochs and validation loss, how many features "
+        "translate well on its validation cells, and the versions it was saved with. Reads no data.",
+    )
+    info.add_argument("model", type=Path, metavar="MODEL", help="a model folder written by butterfly train")
+
     demo = commands.add_parser(
         "demo",
         help="train and translate on the SNARE-seq cells shipped with butterfly, write a report",
@@ -404,10 +414,9 @@ def _read_pair(args: argparse.Namespace, names: tuple[str, str], paired: bool = 
 
 
 def _run(args: argparse.Namespace) -> None:
-    import numpy as np
 
     from ._validation import ButterflyInputError
-    from .model import TRUSTED_VALIDATION_R, Butterfly
+    from .model import Butterfly
     from .persistence import check_save_target
 
     if args.command == "train":
@@ -442,21 +451,7 @@ def _run(args: argparse.Namespace) -> None:
             )  # fmt: skip
         print(model)
         model.fit(**options)
-        recalibration = model.batch_norm_recalibration_
-        if recalibration is not None:
-            before, after = recalibration["validation_loss_before"], recalibration["validation_loss_after"]
-            verdict = "kept" if recalibration["kept"] else "not kept: the training statistics stay"
-            print(
-                f"BatchNorm statistics re-estimated: validation loss {before:.4f} -> {after:.4f} ({verdict})"
-            )
-        for target, scores in (model.validation_scores_ or {}).items():
-            scored = scores[~np.isnan(scores)]
-            if scored.size:
-                print(
-                    f"{target}: {int((scored > TRUSTED_VALIDATION_R).sum())} of {scores.size} features translate "
-                    f"with validation r above {TRUSTED_VALIDATION_R} (median {np.median(scored):.3f}); each "
-                    "feature's r is var['validation_pearson'] of its translations"
-                )
+        print(model.summary())
         model.save(args.out, overwrite=args.overwrite)
         print(f"saved the trained model to {args.out}")
     elif args.command == "translate":
@@ -589,6 +584,8 @@ def _run(args: argparse.Namespace) -> None:
         paths = merge_benchmarks(args.runs, args.out, title=args.title, overwrite=args.overwrite)
         print(paths["summary"].read_text())
         print(f"report: {paths['html']}")
+    elif args.command == "info":
+        print(Butterfly.load(args.model, device="cpu").summary())
     elif args.command == "demo":
         from .demo import run_demo
         from .evaluate import scores_table

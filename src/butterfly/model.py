@@ -380,6 +380,10 @@ class Butterfly:
         self.batch_norm_recalibration_: dict[str, float | bool] | None = None
         #: per target modality, each feature's translation score on the validation cells (see fit)
         self.validation_scores_: dict[str, np.ndarray] | None = None
+        #: what the last fit trained on: cells per modality, training and validation pairs (see summary)
+        self.training_data_: dict[str, Any] | None = None
+        #: the Python and package versions a loaded model was saved with (None for a model built here)
+        self.saved_with_: dict[str, str] | None = None
 
     def _fit_preprocessing(self, data) -> None:
         self.preprocessors: dict[str, Preprocessor] = {}
@@ -416,6 +420,24 @@ class Butterfly:
         dims = ", ".join(f"{n}: {p.n_features} features" for n, p in self.preprocessors.items())
         state = "trained" if self.is_trained_ else "not trained"
         return f"Butterfly({self.names[0]} <-> {self.names[1]}; {dims}; {state}; device={self.device})"
+
+    def summary(self) -> str:
+        """What this model is and how it was trained, in a few lines: modalities and features, pairing,
+        the cells it trained on, the training setting, each phase's epochs (run, configured, kept) and
+        validation loss, the BatchNorm recalibration, how many features translate well on the validation
+        cells, and the versions a loaded model was saved with. ``butterfly info MODEL`` prints it.
+
+        Examples
+        --------
+        >>> import butterfly as bf
+        >>> rna, atac = bf.datasets.snare_mcc_demo()
+        >>> model = bf.Butterfly(rna[:300], atac[:300], seed=0)
+        >>> print(model.summary().splitlines()[1])
+        modalities: rna (1,677 genes) <-> atac (5,766 peaks on 20 chromosomes)
+        """
+        from .report import describe_model
+
+        return describe_model(self)
 
     # -- training -----------------------------------------------------------------------------------------
     def fit(
@@ -456,6 +478,11 @@ class Butterfly:
         )
         train, validation = self._training_pairs()
         self.batch_norm_recalibration_ = self.validation_scores_ = None
+        self.training_data_ = {
+            "cells": {name: int(self._matrices[name].shape[0]) for name in self.names},
+            "training_pairs": len(train),
+            "validation_pairs": len(validation),
+        }
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)

@@ -51,6 +51,8 @@ def save_model(model: Butterfly, path: str | os.PathLike, *, overwrite: bool = F
             "label_key": model.label_key,
             "cluster_backend": model.cluster_backend,
             "cluster_options": model.cluster_options,
+            "training_data": model.training_data_,
+            "saved_with": _versions(),
         }
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_plain))
         torch.save({k: v.cpu() for k, v in model.network.state_dict().items()}, tmp / "weights.pt")
@@ -102,6 +104,8 @@ def load_model(cls: type[Butterfly], path: str | os.PathLike, *, device: str = "
     model.pairing, model.label_key = config.get("pairing", "measured"), config.get("label_key")
     model.cluster_backend, model._raw = config.get("cluster_backend"), None
     model.cluster_options = config.get("cluster_options", {})
+    model.training_data_ = config.get("training_data")  # None in files saved before butterfly kept them
+    model.saved_with_ = config.get("saved_with")
     model._build_network()
     with warnings.catch_warnings():  # torch 2.1-2.3's own loader touches its deprecated TypedStorage
         warnings.filterwarnings("ignore", "TypedStorage is deprecated", UserWarning)
@@ -167,6 +171,21 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"{type(value).__name__} cannot be saved in a model's JSON config.")
+
+
+def _versions() -> dict[str, str]:
+    """The Python and package versions a model is saved with (``butterfly info`` shows them)."""
+    import platform
+
+    import anndata
+
+    return {
+        "butterfly": _package_version(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "anndata": anndata.__version__,
+    }
 
 
 def _package_version() -> str:

@@ -26,6 +26,96 @@ def _pyplot():
     return plt
 
 
+_FEATURE_WORDS = {"rna": "genes", "expression": "genes", "adt": "proteins"}
+_PAIRINGS = {
+    "measured": "measured pairs (scButterfly-B)",
+    "label": "measured pairs augmented within obs[{labels!r}] (scButterfly-T)",
+    "cluster": "measured pairs augmented within Leiden clusters, {backend} embedding (scButterfly-C)",
+    "unpaired": "unpaired cells, pairs drawn within obs[{labels!r}]",
+    "transport": "control and stimulated cells paired by optimal transport within obs[{labels!r}]",
+}
+
+
+def describe_model(model) -> str:
+    """The text of :meth:`butterfly.Butterfly.summary` (see there)."""
+    from .accessibility import ATACPreprocessor
+    from .model import TRUSTED_VALIDATION_R
+    from .settings import FAST_SETTING
+
+    def features(name: str) -> str:
+        pre = model.preprocessors[name]
+        if isinstance(pre, ATACPreprocessor):
+            return f"{pre.n_features:,} peaks on {len(set(pre.chrom_))} chromosomes"
+        return f"{pre.n_features:,} {_FEATURE_WORDS.get(model.specs[name].preprocessing, 'features')}"
+
+    first, second = model.names
+    state = "trained" if model.is_trained_ else "not trained"
+    lines = [
+        f"butterfly model, {state} (seed {model.seed}, device {model.device})",
+        f"modalities: {first} ({features(first)}) <-> {second} ({features(second)})",
+        "pairing: "
+        + _PAIRINGS.get(model.pairing, model.pairing).format(
+            labels=model.label_key, backend=model.cluster_backend
+        ),
+    ]
+    data = model.training_data_
+    if data:
+        cells = ", ".join(f"{n:,} {name}" for name, n in data["cells"].items())
+        lines.append(
+            f"trained on: {cells} cells; {data['training_pairs']:,} training pairs, "
+            f"{data['validation_pairs']:,} validation pairs (early stopping)"
+        )
+    config = model.training_config
+    if config is not None:
+        chosen = config.to_dict()
+        fast = all(chosen.get(k) == v for k, v in FAST_SETTING.items())
+        shown = ("pretrain_epochs", "epochs", "patience", "batch_size", "lr", "discriminator_lr",
+                 "kl_warmup_epochs", "precision")  # fmt: skip
+        setting = ", ".join(f"{k}={chosen[k]}" for k in shown)
+        lines.append(f"setting: {'FAST_SETTING' if fast else 'fit options'}: {setting}")
+    history = model.history_
+    if history is not None and len(history):
+        for phase, rows in history.groupby("phase", sort=False):
+            limit = None
+            if config is not None:
+                limit = config.epochs if phase == "integrative" else config.pretrain_epochs
+            ran = len(rows)
+            best = int(rows["best_epoch"].iloc[-1])
+            kept = rows[rows["epoch"] == best]
+            text = f"{phase}: {ran}" + (f" of {limit}" if limit else "") + " epochs"
+            if len(kept):
+                text += f", kept epoch {best} (validation loss {float(kept['val_loss'].iloc[0]):.4f})"
+            if limit and ran < limit:
+                text += ", stopped early"
+            lines.append(text + f"; {float(rows['seconds'].sum()):.0f} s")
+    recalibration = model.batch_norm_recalibration_
+    if recalibration is not None:
+        verdict = "kept" if recalibration["kept"] else "not kept: the training statistics stay"
+        lines.append(
+            f"BatchNorm statistics re-estimated: validation loss {recalibration['validation_loss_before']:.4f}"
+            f" -> {recalibration['validation_loss_after']:.4f} ({verdict})"
+        )
+    lines += validation_score_lines(model.validation_scores_ or {}, TRUSTED_VALIDATION_R)
+    if model.saved_with_:
+        lines.append("saved with: " + ", ".join(f"{k} {v}" for k, v in model.saved_with_.items()))
+    return "\n".join(lines)
+
+
+def validation_score_lines(scores: dict[str, np.ndarray], threshold: float) -> list[str]:
+    """One line per target modality: how many of its features translate with validation r above
+    ``threshold``."""
+    lines = []
+    for target, values in scores.items():
+        scored = values[~np.isnan(values)]
+        if scored.size:
+            lines.append(
+                f"{target}: {int((scored > threshold).sum())} of {values.size} features translate with "
+                f"validation r above {threshold} (median {np.median(scored):.3f}); each feature's r is "
+                "var['validation_pearson'] of its translations"
+            )
+    return lines
+
+
 def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None):
     """Training and validation loss per epoch for each phase; returns the figure (saved when ``path`` given)."""
     needed = {"phase", "epoch", "train_loss", "val_loss"}
