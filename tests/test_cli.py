@@ -120,7 +120,9 @@ def test_fast_setting_and_explicit_flags(files, capsys):
         "validation_loss_after",
         "kept",
     }
-    assert "BatchNorm statistics re-estimated: validation loss" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "BatchNorm statistics re-estimated: validation loss" in printed
+    assert "\nsetting: FAST_SETTING with pretrain_epochs=2, epochs=3\n" in printed  # the model's summary
     code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
                  "--out", str(model_dir), "--overwrite", "--pretrain-epochs", "1", "--epochs", "1"])  # fmt: skip
     assert code == 0
@@ -142,7 +144,9 @@ def test_fast_setting_and_explicit_flags(files, capsys):
         config["training"]["recalibrate_batch_norm"] is False and config["batch_norm_recalibration"] is None
     )
     assert config["training"]["weight_average_halflife"] == 2.5 and training["weight_average_halflife"] == 0
-    assert "BatchNorm" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "BatchNorm" not in printed
+    assert "\nsetting: FAST_SETTING with pretrain_epochs=1, epochs=1, recalibrate_batch_norm=False, " in printed
 
 
 def test_user_mistakes_give_one_line_errors(files, capsys):

@@ -228,7 +228,7 @@ def test_summary_says_what_the_model_trained_on_and_survives_saving(trained, sna
     train, validation = trained.training_data_["training_pairs"], trained.training_data_["validation_pairs"]
     assert train + validation == rna.n_obs == 1600 and validation == 320  # validation_fraction 0.2
     assert f"trained on: 1,600 rna, 1,600 atac cells; {train:,} training pairs, 320 validation pairs" in text
-    assert "setting: fit options: pretrain_epochs=15, epochs=50, patience=50, batch_size=64" in text
+    assert "\nsetting: paper defaults with pretrain_epochs=15, epochs=50\n" in text
     history = trained.history_
     for phase in ("pretrain rna", "pretrain atac", "integrative"):
         rows = history[history["phase"] == phase]

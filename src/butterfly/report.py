@@ -40,7 +40,7 @@ def describe_model(model) -> str:
     """The text of :meth:`butterfly.Butterfly.summary` (see there)."""
     from .accessibility import ATACPreprocessor
     from .model import TRUSTED_VALIDATION_R
-    from .settings import FAST_SETTING
+    from .settings import FAST_SETTING, TrainingConfig
 
     def features(name: str) -> str:
         pre = model.preprocessors[name]
@@ -68,11 +68,14 @@ def describe_model(model) -> str:
     config = model.training_config
     if config is not None:
         chosen = config.to_dict()
-        fast = all(chosen.get(k) == v for k, v in FAST_SETTING.items())
-        shown = ("pretrain_epochs", "epochs", "patience", "batch_size", "lr", "discriminator_lr",
-                 "kl_warmup_epochs", "precision")  # fmt: skip
-        setting = ", ".join(f"{k}={chosen[k]}" for k in shown)
-        lines.append(f"setting: {'FAST_SETTING' if fast else 'fit options'}: {setting}")
+        # named after the nearer of the two settings butterfly documents, with what differs from it
+        differences = {}
+        for name, base in (("paper defaults", {}), ("FAST_SETTING", FAST_SETTING)):
+            base = TrainingConfig(**base).to_dict()
+            differences[name] = [f"{k}={v}" for k, v in chosen.items() if base[k] != v]
+        name = min(differences, key=lambda n: len(differences[n]))
+        changed = ", ".join(differences[name])
+        lines.append(f"setting: {name}" + (f" with {changed}" if changed else ""))
     history = model.history_
     if history is not None and len(history):
         for phase, rows in history.groupby("phase", sort=False):
