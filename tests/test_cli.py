@@ -146,7 +146,9 @@ def test_fast_setting_and_explicit_flags(files, capsys):
     assert config["training"]["weight_average_halflife"] == 2.5 and training["weight_average_halflife"] == 0
     printed = capsys.readouterr().out
     assert "BatchNorm" not in printed
-    assert "\nsetting: FAST_SETTING with pretrain_epochs=1, epochs=1, recalibrate_batch_norm=False, " in printed
+    assert (
+        "\nsetting: FAST_SETTING with pretrain_epochs=1, epochs=1, recalibrate_batch_norm=False, " in printed
+    )
 
 
 def test_user_mistakes_give_one_line_errors(files, capsys):
