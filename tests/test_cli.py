@@ -104,6 +104,27 @@ def test_shared_cells_keeps_the_cells_both_files_hold(files, capsys):
     assert bf.Butterfly.load(files / "m").history_["phase"].nunique() == 3
 
 
+def test_threads_apply_to_the_command_and_are_restored(files, capsys, monkeypatch):
+    """--threads sets torch's thread count while the command runs (a cluster job's allocation), gives it
+    back afterwards (main may run inside a Python session), and refuses a count below 1."""
+    import torch
+
+    from butterfly import cli
+
+    before = torch.get_num_threads()
+    seen = []
+    run = cli._run_command
+    monkeypatch.setattr(cli, "_run_command", lambda args: (seen.append(torch.get_num_threads()), run(args)))
+    args = ["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
+            "--out", str(files / "model"), "--pretrain-epochs", "1", "--epochs", "1", "--threads"]  # fmt: skip
+    wanted = 1 if before != 1 else 2
+    assert main([*args, str(wanted)]) == 0
+    assert seen == [wanted] and torch.get_num_threads() == before
+    assert main([*args, "0", "--overwrite"]) == 2
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+    assert torch.get_num_threads() == before
+
+
 def test_fast_setting_and_explicit_flags(files, capsys):
     """--fast trains with FAST_SETTING; flags given explicitly override it; without --fast, the paper's defaults."""
     from butterfly import FAST_SETTING

@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="bfloat16: faster training on CPUs with AVX-512 BF16 and recent GPUs (default float32)")  # fmt: skip
     _add_optimizer_options(train, fast_defaults=True)
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    train.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    _add_device_options(train)
     train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     translate = commands.add_parser(
@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
         "and its translation, to cluster or plot as paired cells (bf.integrate); the output is then held in "
         "memory, not written batch by batch",
     )  # fmt: skip
-    translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    _add_device_options(translate)
     translate.add_argument(
         "--batch-size", type=int, default=1024, help="cells per forward pass (default 1024)"
     )
@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     annotate.add_argument("--peak-matching", choices=["exact", "overlap"], default="exact",
                           help="ATAC input: match peaks by coordinates (default) or by overlap")  # fmt: skip
-    annotate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    _add_device_options(annotate)
     annotate.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     bench = commands.add_parser(
@@ -250,6 +250,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", required=True, type=Path, help="folder for the results")
     bench.add_argument("--overwrite", action="store_true", help=_REPORT_OVERWRITE_HELP)
 
+    _add_device_options(bench, device=False)
+
     merge = commands.add_parser(
         "benchmark-merge",
         help="merge benchmark runs of one protocol (e.g. folds run separately with --only-folds) into one report",
@@ -287,9 +289,56 @@ def _parser() -> argparse.ArgumentParser:
         "--epochs", type=int, default=200, help="max epochs of integrative training (default 200)"
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    _add_device_options(demo)
     demo.add_argument("--overwrite", action="store_true", help=_REPORT_OVERWRITE_HELP)
     return parser
+
+
+def _add_device_options(parser: argparse.ArgumentParser, device: bool = True) -> None:
+    if device:
+        parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="CPU threads to compute with (default: torch's, one per core or OMP_NUM_THREADS); on a shared "
+        "machine or a cluster node, the cores you were given",
+    )  # fmt: skip
+
+
+def _limit_threads(threads: int | None) -> tuple[int, int | None] | None:
+    """``--threads``: torch's threads, and numba's (scanpy's neighbour graph) where numba is installed.
+    Returns the counts before, for :func:`_restore_threads` (``main`` may run inside a Python session)."""
+    if threads is None:
+        return None
+    from ._validation import ButterflyInputError
+
+    if threads < 1:
+        raise ButterflyInputError(f"--threads must be at least 1, got {threads}.")
+    import torch
+
+    before = (torch.get_num_threads(), _numba_threads(threads))
+    torch.set_num_threads(threads)  # after numba's, which can reset the OpenMP count torch shares
+    return before
+
+
+def _numba_threads(threads: int | None) -> int | None:
+    """Set numba's thread count (capped at its pool) where numba is installed; returns the count before."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    before = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    return before
+
+
+def _restore_threads(before: tuple[int, int | None] | None) -> None:
+    if before is None:
+        return
+    import torch
+
+    _numba_threads(before[1])
+    torch.set_num_threads(before[0])
 
 
 _REPORT_OVERWRITE_HELP = "write into --out even if it holds files other than an earlier report of this kind"
@@ -414,7 +463,14 @@ def _read_pair(args: argparse.Namespace, names: tuple[str, str], paired: bool = 
 
 
 def _run(args: argparse.Namespace) -> None:
+    threads = _limit_threads(getattr(args, "threads", None))
+    try:
+        _run_command(args)
+    finally:
+        _restore_threads(threads)
 
+
+def _run_command(args: argparse.Namespace) -> None:
     from ._validation import ButterflyInputError
     from .model import Butterfly
     from .persistence import check_save_target
