@@ -34,6 +34,11 @@ def test_train_then_translate(files, capsys):
     assert "trained on: 500 rna, 500 atac cells; 400 training pairs, 100 validation pairs" in info
     assert main(["info", str(files)]) == 2
     assert "is not a saved butterfly model (no config.json)" in capsys.readouterr().err
+    plot = files / "loss.png"
+    assert main(["info", str(model_dir), "--plot", str(plot)]) == 0 and plot.read_bytes()[:4] == b"\x89PNG"
+    assert main(["info", str(model_dir), "--plot", str(plot)]) == 2  # the user's file is kept
+    assert f"{plot} exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["info", str(model_dir), "--plot", str(plot), "--overwrite"]) == 0
     code = main(["translate", "--model", str(model_dir), "--input", str(files / "atac.h5ad"), "--source", "atac",
                  "--target", "rna", "--out", str(out)])  # fmt: skip
     assert code == 0

@@ -233,10 +233,11 @@ def test_summary_says_what_the_model_trained_on_and_survives_saving(trained, sna
     for phase in ("pretrain rna", "pretrain atac", "integrative"):
         rows = history[history["phase"] == phase]
         best = int(rows["best_epoch"].iloc[-1])
-        loss = float(rows.loc[rows["epoch"] == best, "val_loss"].iloc[0])
+        loss = float(rows.loc[rows["epoch"] == best, "val_recon"].iloc[0])  # the early-stopping criterion
         limit = 50 if phase == "integrative" else 15
         assert (
-            f"{phase}: {len(rows)} of {limit} epochs, kept epoch {best} (validation loss {loss:.4f})" in text
+            f"{phase}: {len(rows)} of {limit} epochs, kept epoch {best} (validation reconstruction loss {loss:.4f})"
+            in text
         )
     assert "rna: " in text and "features translate with validation r above 0.3" in text
     assert "saved with" not in text  # built here, not loaded

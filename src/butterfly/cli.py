@@ -271,6 +271,11 @@ def _parser() -> argparse.ArgumentParser:
         "translate well on its validation cells, and the versions it was saved with. Reads no data.",
     )
     info.add_argument("model", type=Path, metavar="MODEL", help="a model folder written by butterfly train")
+    info.add_argument(
+        "--plot", type=Path, default=None, metavar="PNG",
+        help="also draw the model's training and validation loss curves into this image",
+    )  # fmt: skip
+    info.add_argument("--overwrite", action="store_true", help="replace --plot if it exists")
 
     demo = commands.add_parser(
         "demo",
@@ -641,7 +646,19 @@ def _run_command(args: argparse.Namespace) -> None:
         print(paths["summary"].read_text())
         print(f"report: {paths['html']}")
     elif args.command == "info":
-        print(Butterfly.load(args.model, device="cpu").summary())
+        if args.plot is not None and args.plot.exists() and not args.overwrite:
+            raise FileExistsError(
+                f"{args.plot} exists; pass --overwrite to replace it, or choose another --plot."
+            )
+        model = Butterfly.load(args.model, device="cpu")
+        print(model.summary())
+        if args.plot is not None:
+            if model.history_ is None:
+                raise ButterflyInputError(f"{args.model} holds no training history to plot (not trained).")
+            from .report import plot_history
+
+            plot_history(model.history_, args.plot)
+            print(f"loss curves: {args.plot}")
     elif args.command == "demo":
         from .demo import run_demo
         from .evaluate import scores_table

@@ -87,7 +87,9 @@ def describe_model(model) -> str:
             kept = rows[rows["epoch"] == best]
             text = f"{phase}: {ran}" + (f" of {limit}" if limit else "") + " epochs"
             if len(kept):
-                text += f", kept epoch {best} (validation loss {float(kept['val_loss'].iloc[0]):.4f})"
+                # the early-stopping criterion: the validation cells' reconstruction (and translation) loss
+                recon = float(kept["val_recon"].iloc[0])
+                text += f", kept epoch {best} (validation reconstruction loss {recon:.4f})"
             if limit and ran < limit:
                 text += ", stopped early"
             lines.append(text + f"; {float(rows['seconds'].sum()):.0f} s")
