@@ -277,6 +277,7 @@ def test_version_2_model_files_still_load(trained, snare_split, tmp_path):
     trained.save(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     config["version"] = 2
+    del config["training_data"], config["saved_with"]  # absent from files saved before butterfly kept them
     (tmp_path / "model" / "config.json").write_text(json.dumps(config))
     state = torch.load(tmp_path / "model" / "weights.pt", weights_only=True)
     key = "encoders.rna.net.0.0.weight"
@@ -291,6 +292,12 @@ def test_version_2_model_files_still_load(trained, snare_split, tmp_path):
     )
     assert loaded.validation_scores_ is None
     assert "validation_pearson" not in loaded.translate(atac_test, source="atac", target="rna").var
+    summary = loaded.summary()  # says what the file holds, and no more
+    assert (
+        "integrative: 50 of 50 epochs" in summary
+        and "trained on" not in summary
+        and "saved with" not in summary
+    )
 
 
 def test_model_file_cannot_run_code_on_load(trained, tmp_path):
