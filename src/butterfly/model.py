@@ -423,9 +423,11 @@ class Butterfly:
 
     def summary(self) -> str:
         """What this model is and how it was trained, in a few lines: modalities and features, pairing,
-        the cells it trained on, the training setting, each phase's epochs (run, configured, kept) and
-        validation loss, the BatchNorm recalibration, how many features translate well on the validation
-        cells, and the versions a loaded model was saved with. ``butterfly info MODEL`` prints it.
+        the cells it trained on, the training setting (named after the nearer of the paper defaults and
+        ``FAST_SETTING``, with what differs), each phase's epochs (run, allowed, kept) and the kept epoch's
+        validation reconstruction loss (the early-stopping criterion), the BatchNorm recalibration, how many
+        features translate well on the validation cells, and the versions a loaded model was saved with.
+        ``butterfly info MODEL`` prints it; ``butterfly train`` prints it after training.
 
         Examples
         --------

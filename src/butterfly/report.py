@@ -100,13 +100,13 @@ def describe_model(model) -> str:
             f"BatchNorm statistics re-estimated: validation loss {recalibration['validation_loss_before']:.4f}"
             f" -> {recalibration['validation_loss_after']:.4f} ({verdict})"
         )
-    lines += validation_score_lines(model.validation_scores_ or {}, TRUSTED_VALIDATION_R)
+    lines += _validation_score_lines(model.validation_scores_ or {}, TRUSTED_VALIDATION_R)
     if model.saved_with_:
         lines.append("saved with: " + ", ".join(f"{k} {v}" for k, v in model.saved_with_.items()))
     return "\n".join(lines)
 
 
-def validation_score_lines(scores: dict[str, np.ndarray], threshold: float) -> list[str]:
+def _validation_score_lines(scores: dict[str, np.ndarray], threshold: float) -> list[str]:
     """One line per target modality: how many of its features translate with validation r above
     ``threshold``."""
     lines = []
