@@ -1,4 +1,5 @@
 import pickle
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -241,7 +242,9 @@ def test_summary_says_what_the_model_trained_on_and_survives_saving(trained, sna
         )
     assert "rna: " in text and "features translate with validation r above 0.3" in text
     assert "saved with" not in text  # built here, not loaded
-    trained.save(tmp_path / "model")
+    with warnings.catch_warnings():  # the versions are read the way no release deprecates (anndata 0.13)
+        warnings.simplefilter("error", FutureWarning)
+        trained.save(tmp_path / "model")
     loaded = bf.Butterfly.load(tmp_path / "model", device="cpu")
     assert loaded.training_data_ == trained.training_data_
     assert loaded.summary().startswith(text)

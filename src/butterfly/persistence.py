@@ -176,15 +176,14 @@ def _plain(value):
 def _versions() -> dict[str, str]:
     """The Python and package versions a model is saved with (``butterfly info`` shows them)."""
     import platform
-
-    import anndata
+    from importlib.metadata import version
 
     return {
         "butterfly": _package_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "anndata": anndata.__version__,
+        "anndata": version("anndata"),  # anndata.__version__ is deprecated from 0.13
     }
 
 
