@@ -114,7 +114,7 @@ def _validation_score_lines(scores: dict[str, np.ndarray], threshold: float) -> 
         scored = values[~np.isnan(values)]
         if scored.size:
             lines.append(
-                f"{target}: {int((scored > threshold).sum())} of {values.size} features translate with "
+                f"{target}: {int((scored > threshold).sum()):,} of {values.size:,} features translate with "
                 f"validation r above {threshold} (median {np.median(scored):.3f}); each feature's r is "
                 "var['validation_pearson'] of its translations"
             )
