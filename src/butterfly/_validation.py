@@ -7,6 +7,7 @@ Nothing here modifies its input.
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Iterable, Sequence
 
 import anndata as ad
@@ -281,3 +282,67 @@ def align_cells(first: ad.AnnData, second: ad.AnnData) -> tuple[ad.AnnData, ad.A
             "Use Butterfly.unpaired(...) for data measured on different cells."
         )
     return first[shared].copy(), second[shared].copy()
+
+
+def split_modalities(first, second, names: tuple[str, str]) -> tuple[ad.AnnData, ad.AnnData]:
+    """The two AnnData of a model: ``first`` and ``second`` themselves, or the modalities ``names`` of one
+    MuData given as ``first``."""
+    if second is None and hasattr(first, "mod"):  # MuData, without importing mudata
+        missing = [n for n in names if n not in first.mod]
+        if missing:
+            found = sorted(first.mod)
+            example = ", ".join(f"mdata.mod[{k!r}]" for k in found[:2])
+            raise ButterflyInputError(
+                f"The MuData has no modality {missing[0]!r}; it has {found}. Pass its two AnnData with their "
+                f"kinds instead, e.g. Butterfly({example}, modalities={names!r})."
+            )
+        return first.mod[names[0]], first.mod[names[1]]
+    for data, name in ((first, names[0]), (second, names[1])):
+        if not isinstance(data, ad.AnnData):
+            raise ButterflyInputError(
+                f"The {name} data must be an AnnData (or pass one MuData), got {type(data).__name__}."
+            )
+    return first, second
+
+
+def check_conditions(data: tuple[ad.AnnData, ad.AnnData], names: tuple[str, str]) -> None:
+    """The two conditions of a perturbation model: the same genes, log-normalised (raw counts draw a warning)."""
+    genes = [d.var_names for d in data]
+    if not genes[0].sort_values().equals(genes[1].sort_values()):
+        only = [genes[0].difference(genes[1]), genes[1].difference(genes[0])]
+        raise ButterflyInputError(
+            f"The {names[0]} and {names[1]} data must hold the same genes: {len(only[0])} are only in "
+            f"{names[0]} (e.g. {_preview(only[0])}) and {len(only[1])} only in {names[1]} (e.g. "
+            f"{_preview(only[1])}). Subset both to the shared genes, e.g. "
+            "genes = control.var_names.intersection(stimulated.var_names)."
+        )
+    for adata, name in zip(data, names, strict=True):
+        X = adata.X
+        values = X.data if sp.issparse(X) else np.asarray(X).ravel()
+        sample = values[:: max(1, values.size // 200_000)]
+        if sample.size and np.all(sample == np.round(sample)) and sample.max() > 30:
+            warnings.warn(
+                f"The {name} data look like raw counts (whole numbers up to {sample.max():g}); the perturbation "
+                "model takes log-normalised expression: run sc.pp.normalize_total and sc.pp.log1p first.",
+                UserWarning,
+                stacklevel=4,
+            )
+
+
+def check_model_options(seed, validation_fraction, dropout, batch_norm, discriminator_layers) -> None:
+    """The options every kind of :class:`~butterfly.Butterfly` takes, refused when out of range."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ButterflyInputError(f"seed must be a whole number, got {seed!r}.")
+    if not isinstance(validation_fraction, (int, float)) or not 0 < validation_fraction < 1:
+        raise ButterflyInputError(
+            f"validation_fraction is the share of training cells held out for early stopping (which needs "
+            f"some), above 0 and below 1 (e.g. 0.2); got {validation_fraction!r}."
+        )
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ButterflyInputError(f"dropout must be at least 0 and below 1 (paper: 0.1), got {dropout!r}.")
+    if not isinstance(batch_norm, (bool, np.bool_)):
+        raise ButterflyInputError(f"batch_norm must be True or False, got {batch_norm!r}.")
+    if discriminator_layers not in (1, 2) or isinstance(discriminator_layers, bool):
+        raise ButterflyInputError(
+            f"discriminator_layers must be 2 (the paper's) or 1 (the authors' code), got {discriminator_layers!r}."
+        )

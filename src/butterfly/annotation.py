@@ -10,6 +10,7 @@ import pandas as pd
 
 from ._validation import ButterflyInputError, check_label_key
 from .model import Butterfly
+from .translation import check_names, check_translation, source_cells
 
 
 def annotate(
@@ -72,9 +73,9 @@ def annotate(
 
     owner = model if isinstance(model, Butterfly) else model._model
     target = target or next((name for name in owner.names if name != source), source)
-    owner._check_names(source, target)
+    check_names(owner, source, target)
     if owner is model:
-        model._check_translation(source, target, "probability")  # trained, before the classifier is
+        check_translation(model, source, target, "probability")  # trained, before the classifier is
     elif layer is not None or peak_matching != "exact":
         raise ButterflyInputError(
             "layer= and peak_matching= are a butterfly model's options; a baseline reads adata.X as it is."
@@ -86,7 +87,7 @@ def annotate(
             f"The {target} reference has one label only ({classes[0]!r} in .obs[{label_key!r}]): a classifier "
             "needs at least two cell types to tell apart."
         )
-    cells, options = owner._source_data(reference, target, reference_layer)
+    cells, options = source_cells(owner, reference, target, reference_layer)
     profiles = owner.preprocessors[target].transform(cells, **options).X
     classifier = LinearSVC(dual="auto", random_state=seed).fit(profiles, labels)  # auto: the default from 1.5
     translated = model.translate(

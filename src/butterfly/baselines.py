@@ -20,6 +20,7 @@ from ._validation import ButterflyInputError, NotTrainedError, check_whole_numbe
 from .metrics import gene_means
 from .model import Butterfly
 from .preprocessing import RNAPreprocessor
+from .translation import check_names, source_cells
 
 
 class _SVDBaseline:
@@ -41,8 +42,8 @@ class _SVDBaseline:
     def _source_components(
         self, adata: ad.AnnData, source: str, target: str, normalized_to=None
     ) -> np.ndarray:
-        self._model._check_names(source, target)  # the same refusals as Butterfly.translate
-        adata, options = self._model._source_data(adata, source, None, normalized_to=normalized_to)
+        check_names(self._model, source, target)  # the same refusals as Butterfly.translate
+        adata, options = source_cells(self._model, adata, source, None, normalized_to=normalized_to)
         return self._svd[source].transform(self._model.preprocessors[source].transform(adata, **options).X)
 
     def _result(self, pred: np.ndarray, adata: ad.AnnData, target: str) -> ad.AnnData:
@@ -146,7 +147,7 @@ class MeanShiftPerturbation:
 
     def translate(self, adata: ad.AnnData, source: str, target: str, *, progress: bool = False) -> ad.AnnData:
         """Shift cells measured in ``source`` by the training cells' mean response towards ``target``."""
-        self._model._check_names(source, target)
+        check_names(self._model, source, target)
         X = self._model.preprocessors[source].transform(adata).X
         pred = (
             np.asarray(X.todense() if sp.issparse(X) else X, dtype=np.float32) + self._shift[source, target]
@@ -314,7 +315,7 @@ class LatentArithmetic:
         """Move cells measured in ``source`` by the latent response towards ``target`` and decode them."""
         if self.delta_ is None:
             raise NotTrainedError("This LatentArithmetic baseline is not trained yet: call fit() first.")
-        self._model._check_names(source, target)
+        check_names(self._model, source, target)
         X = self._model.preprocessors[source].transform(adata).X
         in_genes = pd.Index(self._model.preprocessors[source].features_).get_indexer(self.genes)
         shift = self.delta_ if (source, target) == self.names else -self.delta_

@@ -479,6 +479,7 @@ def _run_command(args: argparse.Namespace) -> None:
     from ._validation import ButterflyInputError
     from .model import Butterfly
     from .persistence import check_save_target
+    from .translation import check_names
 
     if args.command == "train":
         if args.perturbation and (args.unpaired or args.variant != "B"):
@@ -521,7 +522,7 @@ def _run_command(args: argparse.Namespace) -> None:
                 f"{args.out} exists; pass --overwrite to replace it, or choose another --out."
             )
         model = Butterfly.load(args.model, device=args.device)
-        model._check_names(args.source, args.target)
+        check_names(model, args.source, args.target)
         cells = _read(args.input, args.source, model.specs[args.source].preprocessing, args.layer)
         options = dict(
             source=args.source, target=args.target, peak_matching=args.peak_matching,
@@ -530,7 +531,7 @@ def _run_command(args: argparse.Namespace) -> None:
         if args.joint:
             from ._io import write_h5ad_atomic
             from .integration import JOINT_KEY, integrate
-            from .model import _atac_form
+            from .translation import atac_form
 
             pred = model.translate(cells, **options)
             joint = integrate(
@@ -538,7 +539,7 @@ def _run_command(args: argparse.Namespace) -> None:
                 normalized_to=args.normalized_to,
             )  # fmt: skip
             if args.atac_output != "probability":  # the same decoding, in the asked form
-                pred.X = _atac_form(model.preprocessors[args.target], pred.X, args.atac_output)
+                pred.X = atac_form(model.preprocessors[args.target], pred.X, args.atac_output)
                 pred.uns["butterfly"]["output"] = args.atac_output
             pred.obsm[JOINT_KEY] = joint
             write_h5ad_atomic(pred, args.out)
@@ -556,7 +557,7 @@ def _run_command(args: argparse.Namespace) -> None:
             )
         model = Butterfly.load(args.model, device=args.device)
         target = next((name for name in model.names if name != args.source), args.source)
-        model._check_names(args.source, target)
+        check_names(model, args.source, target)
         cells = _read(args.input, args.source, model.specs[args.source].preprocessing)
         reference = _read(args.reference, target, model.specs[target].preprocessing)
         labels = annotation.annotate(

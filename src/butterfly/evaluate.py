@@ -7,7 +7,8 @@ import numpy as np
 
 from . import metrics
 from ._validation import check_label_key, check_paired, use_layers
-from .model import LATENT_KEY, Butterfly
+from .model import Butterfly
+from .translation import LATENT_KEY
 
 
 def score_prediction(

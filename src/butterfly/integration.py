@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from ._validation import ButterflyInputError, check_paired, check_whole_numbers
 from .model import Butterfly
 from .pairing import joint_embedding
+from .translation import check_translation, source_cells
 
 #: Where :func:`integrate`'s embedding goes in ``obsm`` (the CLI's ``translate --joint`` writes it there).
 JOINT_KEY = "X_butterfly_joint"
@@ -111,7 +112,7 @@ def integrate(
             f"integrate takes the cells in both of the model's modalities, keyed by name: "
             f"{{{model.names[0]!r}: ..., {model.names[1]!r}: ...}}; got {given}."
         )
-    model._check_translation(*model.names, "probability")  # refuses an untrained model
+    check_translation(model, *model.names, "probability")  # refuses an untrained model
     check_whole_numbers(n_components=(n_components, 2))
     a, b = model.names
     for name in model.names:
@@ -141,7 +142,7 @@ def integrate(
             if not np.isfinite(X.data if sp.issparse(X) else X).all():
                 raise ButterflyInputError(f"The {name} translation holds NaN or infinite values.")
         else:  # each reading option goes to the measured modality it concerns
-            cells, options = model._source_data(adata, name, layer, **reading.get(pre.kind, {}))
+            cells, options = source_cells(model, adata, name, layer, **reading.get(pre.kind, {}))
             X = pre.transform(cells, **options).X
         matrices.append(X)
     kinds = [model.specs[name].preprocessing for name in model.names]

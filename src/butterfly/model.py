@@ -6,8 +6,7 @@ import dataclasses
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import anndata as ad
@@ -16,26 +15,24 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from . import metrics
+from . import metrics, translation
 from . import modalities as _modalities
-from ._io import _write_atomic
-from ._progress import progress_bar
 from ._validation import (
     ButterflyInputError,
     NotTrainedError,
-    _preview,
+    check_conditions,
     check_keywords,
     check_label_key,
+    check_model_options,
     check_paired,
-    check_whole_numbers,
-    use_layer,
+    split_modalities,
     use_layers,
 )
-from .accessibility import ATACPreprocessor, binarize_accessibility, binary_block
-from .data import PairedRows, dense_rows, split_validation
+from .accessibility import ATACPreprocessor
+from .data import PairedRows, split_validation
 from .genome import group_by_chromosome
 from .modalities import ModalitySpec
-from .network import TranslatorNetwork, latent_noise, resolve_device
+from .network import TranslatorNetwork, resolve_device
 from .pairing import (
     joint_clusters,
     measured_pairs,
@@ -45,71 +42,24 @@ from .pairing import (
     unpaired_sampling_sizes,
 )
 from .persistence import load_model, save_model
-from .preprocessing import Preprocessor, RNAPreprocessor
+from .preprocessing import Preprocessor
 from .settings import TrainingConfig
 from .training import Trainer
 
 #: Fewest paired cells ``fit`` accepts (one is held out for validation whatever the fraction).
 MIN_TRAINING_CELLS = 3
 
-#: The ``var`` column of a translation into RNA, protein or expression that holds each feature's Pearson r on the
-#: validation cells; the most validation cells it uses (a standard error of about 0.02 for r) and the fewest.
-VALIDATION_SCORE_KEY = "validation_pearson"
+#: The most validation cells the per-feature validation scores use (a standard error of about 0.02 for r) and
+#: the fewest (``translation.VALIDATION_SCORE_KEY`` names the ``var`` column that holds them).
 VALIDATION_SCORE_CELLS = 2000
 MIN_VALIDATION_SCORE_CELLS = 20
 #: The validation r above which the demo and ``butterfly train`` count a feature as one that translates well.
 TRUSTED_VALIDATION_R = 0.3
 
-#: Predicted RNA/ATAC values below this are set to 0 (paper post-processing).
-ZERO_THRESHOLD = 1e-4
-LATENT_KEY = "X_butterfly"
 #: Training-pair strategies of a paired dataset: measured pairs (scButterfly-B), augmented within cell-type
 #: labels (-T) or within clusters of a joint embedding (-C).
 PAIRINGS = ("measured", "label", "cluster")
 CLUSTER_BACKENDS = ("builtin", "scvi")
-
-
-def _split_input(first, second, names: tuple[str, str]) -> tuple[ad.AnnData, ad.AnnData]:
-    if second is None and hasattr(first, "mod"):  # MuData, without importing mudata
-        missing = [n for n in names if n not in first.mod]
-        if missing:
-            found = sorted(first.mod)
-            example = ", ".join(f"mdata.mod[{k!r}]" for k in found[:2])
-            raise ButterflyInputError(
-                f"The MuData has no modality {missing[0]!r}; it has {found}. Pass its two AnnData with their "
-                f"kinds instead, e.g. Butterfly({example}, modalities={names!r})."
-            )
-        return first.mod[names[0]], first.mod[names[1]]
-    for data, name in ((first, names[0]), (second, names[1])):
-        if not isinstance(data, ad.AnnData):
-            raise ButterflyInputError(
-                f"The {name} data must be an AnnData (or pass one MuData), got {type(data).__name__}."
-            )
-    return first, second
-
-
-def _check_conditions(data: tuple[ad.AnnData, ad.AnnData], names: tuple[str, str]) -> None:
-    """The two conditions of a perturbation model: the same genes, log-normalised (raw counts draw a warning)."""
-    genes = [d.var_names for d in data]
-    if not genes[0].sort_values().equals(genes[1].sort_values()):
-        only = [genes[0].difference(genes[1]), genes[1].difference(genes[0])]
-        raise ButterflyInputError(
-            f"The {names[0]} and {names[1]} data must hold the same genes: {len(only[0])} are only in "
-            f"{names[0]} (e.g. {_preview(only[0])}) and {len(only[1])} only in {names[1]} (e.g. "
-            f"{_preview(only[1])}). Subset both to the shared genes, e.g. "
-            "genes = control.var_names.intersection(stimulated.var_names)."
-        )
-    for adata, name in zip(data, names, strict=True):
-        X = adata.X
-        values = X.data if sp.issparse(X) else np.asarray(X).ravel()
-        sample = values[:: max(1, values.size // 200_000)]
-        if sample.size and np.all(sample == np.round(sample)) and sample.max() > 30:
-            warnings.warn(
-                f"The {name} data look like raw counts (whole numbers up to {sample.max():g}); the perturbation "
-                "model takes log-normalised expression: run sc.pp.normalize_total and sc.pp.log1p first.",
-                UserWarning,
-                stacklevel=4,
-            )
 
 
 def _spread_subset(pairs: PairedRows, n: int) -> PairedRows:
@@ -119,16 +69,6 @@ def _spread_subset(pairs: PairedRows, n: int) -> PairedRows:
         return pairs
     pick = np.unique(np.linspace(0, len(pairs) - 1, n).round().astype(int))
     return PairedRows({name: rows[pick] for name, rows in pairs.rows.items()})
-
-
-def _atac_form(target_pre, output: np.ndarray, atac_output: str, library_size=None) -> np.ndarray:
-    """The model's ATAC output (``"probability"``) as ``atac_output`` asks: recovered counts or binarised
-    peaks, converted in place (float32)."""
-    if atac_output != "probability":
-        output = target_pre.inverse_transform(output, library_size, copy=False)
-        if atac_output == "binary":
-            output = binarize_accessibility(output, copy=False)
-    return output
 
 
 class Butterfly:
@@ -217,7 +157,7 @@ class Butterfly:
             )
         if pairing == "cluster" and cluster_backend == "builtin":
             check_keywords(cluster_options or {}, ["n_components"], where="cluster_options (builtin backend)")
-        data = use_layers(_split_input(first, second, self.names), self.names, layer)
+        data = use_layers(split_modalities(first, second, self.names), self.names, layer)
         check_paired(data[0], data[1], self.names)
         self.pairing, self.label_key, self.cluster_resolution = pairing, label_key, cluster_resolution
         self.cluster_backend, self.cluster_options = cluster_backend, dict(cluster_options or {})
@@ -266,7 +206,7 @@ class Butterfly:
         ``check(data, names)`` runs before the preprocessing is fitted."""
         model = cls.__new__(cls)
         model._configure(modalities, *options)
-        data = use_layers(_split_input(first, second, model.names), model.names, layer)
+        data = use_layers(split_modalities(first, second, model.names), model.names, layer)
         labels = tuple(
             check_label_key(d, label_key, what=f"The {n} data").to_numpy()
             for d, n in zip(data, model.names, strict=True)
@@ -332,7 +272,7 @@ class Butterfly:
         specs = [dataclasses.replace(_modalities.EXPRESSION, name=str(n)) for n in names]
         options = (seed, device, validation_fraction, dropout, batch_norm, discriminator_layers)
         model = cls._of_two_sets(
-            control, stimulated, specs, label_key, layer, "transport", options, _check_conditions
+            control, stimulated, specs, label_key, layer, "transport", options, check_conditions
         )
         model.transport_components = int(transport_components)
         return model
@@ -349,23 +289,7 @@ class Butterfly:
             )
         self.specs = {s.name: s for s in specs}
         self.names = (specs[0].name, specs[1].name)
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise ButterflyInputError(f"seed must be a whole number, got {seed!r}.")
-        if not isinstance(validation_fraction, (int, float)) or not 0 < validation_fraction < 1:
-            raise ButterflyInputError(
-                f"validation_fraction is the share of training cells held out for early stopping (which needs "
-                f"some), above 0 and below 1 (e.g. 0.2); got {validation_fraction!r}."
-            )
-        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ButterflyInputError(
-                f"dropout must be at least 0 and below 1 (paper: 0.1), got {dropout!r}."
-            )
-        if not isinstance(batch_norm, (bool, np.bool_)):
-            raise ButterflyInputError(f"batch_norm must be True or False, got {batch_norm!r}.")
-        if discriminator_layers not in (1, 2) or isinstance(discriminator_layers, bool):
-            raise ButterflyInputError(
-                f"discriminator_layers must be 2 (the paper's) or 1 (the authors' code), got {discriminator_layers!r}."
-            )
+        check_model_options(seed, validation_fraction, dropout, batch_norm, discriminator_layers)
         self.seed = int(seed)
         self.device = resolve_device(device)
         self.validation_fraction = float(validation_fraction)
@@ -521,8 +445,8 @@ class Butterfly:
             rows = pairs.rows[source]
             truth = self._matrices[target][pairs.rows[target]]
             pred = np.zeros(truth.shape, np.float32)
-            for batch, out, _ in self._decoded_batches(
-                self._matrices[source][rows], source, target, 1024, False
+            for batch, out, _ in translation.decoded_batches(
+                self, self._matrices[source][rows], source, target, 1024, False
             ):
                 pred[batch] = out
             truth = truth.toarray() if sp.issparse(truth) else np.asarray(truth)
@@ -650,136 +574,7 @@ class Butterfly:
         self._score_validation(validation)
         return self.batch_norm_recalibration_
 
-    # -- inference ----------------------------------------------------------------------------------------
-    def _check_names(self, source: str, target: str | None = None) -> None:
-        for name in (source, target):
-            if name is not None and name not in self.names:
-                raise ButterflyInputError(f"Unknown modality {name!r}: this model knows {list(self.names)}.")
-        if target is not None and source == target:
-            raise ButterflyInputError("source and target must differ; use the measured data itself.")
-
-    def _source_data(
-        self, adata, source: str, layer: str | None, peak_matching: str = "exact",
-        normalized_to: float | None = None,
-    ) -> tuple[ad.AnnData, dict[str, Any]]:  # fmt: skip
-        """The cells to translate from ``source`` (``adata`` itself or, for a MuData, its modality ``source``;
-        read from ``layers[layer]`` when ``layer`` names one) and the keywords of the source preprocessor's
-        ``transform`` that read them. ``peak_matching`` is refused for a source without peaks and
-        ``normalized_to`` for one that is not RNA; an RNA translation from another model (``uns["butterfly"]``)
-        is read as log-normalised, as it is."""
-        if peak_matching not in ("exact", "overlap"):
-            raise ButterflyInputError(f"peak_matching must be 'exact' or 'overlap', got {peak_matching!r}.")
-        pre = self.preprocessors[source]
-        if peak_matching == "overlap" and not isinstance(pre, ATACPreprocessor):
-            raise ButterflyInputError(
-                f"peak_matching='overlap' maps chromatin peaks; the {source} modality has no peaks."
-            )
-        if normalized_to is not None and not isinstance(pre, RNAPreprocessor):
-            given = (
-                " and takes its values as given: leave normalized_to out" if pre.kind == "expression" else ""
-            )
-            raise ButterflyInputError(
-                f"normalized_to reads log-normalised RNA; the {source} modality is not RNA counts{given}."
-            )
-        if hasattr(adata, "mod") and not isinstance(adata, ad.AnnData):  # MuData, without importing mudata
-            if source not in adata.mod:
-                raise ButterflyInputError(
-                    f"The MuData has no modality {source!r} (it has {sorted(adata.mod)}). Pass the AnnData of "
-                    f"the {source} cells instead, e.g. translate(mdata.mod[...], source={source!r}, ...)."
-                )
-            adata = adata.mod[source]
-        options: dict[str, Any] = {"peak_matching": peak_matching} if peak_matching != "exact" else {}
-        if isinstance(pre, RNAPreprocessor):
-            made_by = adata.uns.get("butterfly") if layer is None else None
-            if normalized_to is None and isinstance(made_by, Mapping) and "normalized_to" in made_by:
-                normalized_to = float(made_by["normalized_to"])  # a translation into RNA, chained
-            if normalized_to is not None:
-                options["normalized_to"] = normalized_to
-        return use_layer(adata, layer, what=f"The {source} data"), options
-
-    def _translated_batches(
-        self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool,
-        n_samples: int = 0, options: Mapping[str, Any] | None = None,
-    ) -> Iterator[tuple[slice, np.ndarray | None, np.ndarray]]:  # fmt: skip
-        """``(rows, translation, latent mean)`` for ``batch_size`` cells at a time; the translation is ``None``
-        without a target, and its RNA/ATAC values below 1e-4 are set to 0. ``options``: keywords of the
-        source preprocessor's ``transform`` (from :meth:`_source_data`)."""
-        check_whole_numbers(batch_size=(batch_size, 1), n_samples=(n_samples, 0))
-        X = self.preprocessors[source].transform(adata, **(options or {})).X
-        yield from self._decoded_batches(X, source, target, batch_size, progress, n_samples)
-
-    def _decoded_batches(
-        self, X: sp.csr_matrix, source: str, target: str | None, batch_size: int, progress: bool,
-        n_samples: int = 0,
-    ) -> Iterator[tuple[slice, np.ndarray | None, np.ndarray]]:  # fmt: skip
-        """:meth:`_translated_batches` of cells already preprocessed (``X``, in the source's fitted features)."""
-        self.network.eval()
-        layout = source in self.network.feature_major
-        blocks: dict[int, torch.Tensor] = {}  # latent draws shared by consecutive batches
-        starts = range(0, X.shape[0], batch_size)
-        bar = progress_bar(starts, desc=f"{source} -> {target or 'latent'}", unit="batch", leave=False,
-                           disable=not progress or len(starts) < 2)  # fmt: skip
-        for start in bar:
-            rows = slice(start, min(start + batch_size, X.shape[0]))
-            x = dense_rows(X, np.arange(rows.start, rows.stop), self.device, layout)
-            if target is None:
-                yield rows, None, self.network.latent_mean(x, source).cpu().numpy()
-                continue
-            noise = None
-            if n_samples:  # seeded by the model's seed and the rows: the same for any batch size
-                latent = self.network.translator.latent
-                noise = latent_noise(self.seed, rows.start, rows.stop, n_samples, latent, self.device, blocks)
-            out, mean = self.network.translate(x, source, target, noise)
-            if self.specs[target].preprocessing in ("rna", "atac", "expression"):
-                out[out < ZERO_THRESHOLD] = 0
-            yield rows, out.cpu().numpy(), mean.cpu().numpy()
-
-    def _run(
-        self, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool = False,
-        n_samples: int = 0, options: Mapping[str, Any] | None = None,
-    ) -> tuple[np.ndarray | None, np.ndarray]:  # fmt: skip
-        """Translations (``None`` without a target) and latent means of ``adata``, written batch by batch into
-        arrays allocated once: no list of chunks to concatenate, no whole-matrix temporaries."""
-        latent = np.zeros((adata.n_obs, self.network.translator.latent), np.float32)
-        output = None
-        if target is not None:
-            output = np.zeros((adata.n_obs, self.preprocessors[target].n_features), np.float32)
-        batches = self._translated_batches(adata, source, target, batch_size, progress, n_samples, options)
-        for rows, out, mean in batches:
-            latent[rows] = mean
-            if output is not None:
-                output[rows] = out
-        return output, latent
-
-    def _check_translation(self, source: str, target: str, atac_output: str) -> Preprocessor:
-        """Refuse a translation that cannot run; returns the target's preprocessor."""
-        self._check_names(source, target)
-        if not self.is_trained_:
-            raise NotTrainedError("The model is not trained yet; call fit() first.")
-        target_pre = self.preprocessors[target]
-        if atac_output not in ("probability", "counts", "binary"):
-            raise ButterflyInputError(
-                f"atac_output must be 'probability', 'counts' or 'binary', got {atac_output!r}."
-            )
-        if atac_output != "probability" and not isinstance(target_pre, ATACPreprocessor):
-            raise ButterflyInputError(
-                f"atac_output={atac_output!r} applies to an ATAC target, not {target!r}."
-            )
-        return target_pre
-
-    def _translation_anndata(self, adata, target_pre, X, latent, source, target, atac_output) -> ad.AnnData:
-        var = target_pre._output_var()
-        if self.validation_scores_ is not None and target in self.validation_scores_:
-            var[VALIDATION_SCORE_KEY] = self.validation_scores_[target]
-        result = ad.AnnData(X=X, obs=adata.obs.copy(), var=var)
-        result.obsm[LATENT_KEY] = latent
-        result.uns["butterfly"] = {"source": source, "target": target, "output": atac_output}
-        if isinstance(target_pre, RNAPreprocessor):
-            result.uns["log1p"] = {"base": None}  # as sc.pp.log1p marks it: scanpy will not log it again
-            # the total its cells are scaled to: another model translates them from RNA as they are
-            result.uns["butterfly"]["normalized_to"] = target_pre.target_sum_
-        return result
-
+    # -- inference (butterfly.translation) ----------------------------------------------------------------
     def translate(
         self,
         adata: ad.AnnData,
@@ -847,11 +642,15 @@ class Butterfly:
         >>> list(counts.var.columns)
         ['chrom', 'start', 'end']
         """
-        target_pre = self._check_translation(source, target, atac_output)
-        adata, options = self._source_data(adata, source, layer, peak_matching, normalized_to)
-        output, latent = self._run(adata, source, target, batch_size, progress, n_samples, options)
-        output = _atac_form(target_pre, output, atac_output, library_size)
-        return self._translation_anndata(adata, target_pre, output, latent, source, target, atac_output)
+        target_pre = translation.check_translation(self, source, target, atac_output)
+        adata, options = translation.source_cells(self, adata, source, layer, peak_matching, normalized_to)
+        output, latent = translation.translate_arrays(
+            self, adata, source, target, batch_size, progress, n_samples, options
+        )
+        output = translation.atac_form(target_pre, output, atac_output, library_size)
+        return translation.translation_anndata(
+            self, adata, target_pre, output, latent, source, target, atac_output
+        )
 
     def translate_to_h5ad(
         self,
@@ -874,40 +673,12 @@ class Butterfly:
         input and the 128-d latent. The same values as :meth:`translate` with the same ``batch_size``
         (other batch sizes agree to float32 rounding); the file is written atomically.
         ``"binary"`` ATAC reads the written counts back once, for the column means."""
-        import h5py
-
-        target_pre = self._check_translation(source, target, atac_output)
-        adata, options = self._source_data(adata, source, layer, peak_matching, normalized_to)
-        n_cells, n_features = adata.n_obs, target_pre.n_features
-        library = None if atac_output == "probability" else target_pre.library_sizes(n_cells, library_size)
-        skeleton = self._translation_anndata(
-            adata, target_pre, None, np.zeros((n_cells, self.network.translator.latent), np.float32),
-            source, target, atac_output,
+        translation.check_translation(self, source, target, atac_output)
+        adata, options = translation.source_cells(self, adata, source, layer, peak_matching, normalized_to)
+        translation.write_translation(
+            self, adata, path, source, target, options, atac_output=atac_output, library_size=library_size,
+            n_samples=n_samples, batch_size=batch_size, progress=progress,
         )  # fmt: skip
-
-        def write(tmp: Path) -> None:
-            skeleton.write_h5ad(tmp)
-            with h5py.File(tmp, "r+") as f:
-                chunk_rows = max(1, min(n_cells, (1 << 20) // max(1, n_features)))  # chunks of about 4 MB
-                X = f.create_dataset("X", (n_cells, n_features), np.float32, chunks=(chunk_rows, n_features))
-                X.attrs["encoding-type"], X.attrs["encoding-version"] = "array", "0.2.0"
-                latent = f["obsm"][LATENT_KEY]
-                col_sum = np.zeros(n_features)
-                batches = self._translated_batches(
-                    adata, source, target, batch_size, progress, n_samples, options
-                )
-                for rows, out, mean in batches:
-                    if library is not None:
-                        out = target_pre.inverse_transform(out, library[rows], copy=False)
-                    if atac_output == "binary":
-                        col_sum += out.sum(axis=0, dtype=np.float64)
-                    X[rows], latent[rows] = out, mean
-                if atac_output == "binary":
-                    for start in range(0, n_cells, batch_size):
-                        rows = slice(start, min(start + batch_size, n_cells))
-                        X[rows] = binary_block(X[rows], col_sum / n_cells)
-
-        _write_atomic(path, write)
 
     def latent(
         self, adata: ad.AnnData, source: str, *, layer: str | None = None, peak_matching: str = "exact",
@@ -926,9 +697,11 @@ class Butterfly:
         >>> model.latent(atac[1900:], "atac", progress=False).shape
         (100, 128)
         """
-        self._check_names(source)
-        adata, options = self._source_data(adata, source, layer, peak_matching, normalized_to)
-        return self._run(adata, source, None, batch_size, progress, options=options)[1]
+        translation.check_names(self, source)
+        adata, options = translation.source_cells(self, adata, source, layer, peak_matching, normalized_to)
+        return translation.translate_arrays(self, adata, source, None, batch_size, progress, options=options)[
+            1
+        ]
 
     # -- persistence (butterfly.persistence) ------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:

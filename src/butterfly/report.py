@@ -191,7 +191,8 @@ def plot_validation_scores(translated, *, top: int = 20, path: str | os.PathLike
     (``var["validation_pearson"]``, see :meth:`~butterfly.Butterfly.fit`) as a histogram, the model's
     threshold for a feature that translates well marked, and the ``top`` best-scored features. Returns the
     figure (saved when ``path`` given); ``fig.scores`` holds the scores, best first."""
-    from .model import TRUSTED_VALIDATION_R, VALIDATION_SCORE_KEY
+    from .model import TRUSTED_VALIDATION_R
+    from .translation import VALIDATION_SCORE_KEY
 
     if VALIDATION_SCORE_KEY not in getattr(translated, "var", {}):
         raise ButterflyInputError(
