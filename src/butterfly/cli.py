@@ -270,7 +270,7 @@ def _benchmark_folds(args: argparse.Namespace, first) -> tuple[list, list[int]]:
 
 
 def _benchmark(args: argparse.Namespace) -> None:
-    from . import protocols, report
+    from . import benchmark_report, protocols
     from ._io import check_report_folder
     from ._validation import ButterflyInputError
 
@@ -285,7 +285,7 @@ def _benchmark(args: argparse.Namespace) -> None:
         raise ButterflyInputError(f"--scoring-runs must be at least 1, got {args.scoring_runs}.")
     first, second = _read_pair(args, tuple(args.modalities))
     folds, fold_ids = _benchmark_folds(args, first)
-    check_report_folder(args.out, report.BENCHMARK_FILES, overwrite=args.overwrite)
+    check_report_folder(args.out, benchmark_report.BENCHMARK_FILES, overwrite=args.overwrite)
     args.out.mkdir(parents=True, exist_ok=True)
     scores, examples = protocols.run_protocol(
         first, second, [folds[i] for i in fold_ids], fold_numbers=fold_ids,
@@ -306,7 +306,7 @@ def _benchmark(args: argparse.Namespace) -> None:
     }  # fmt: skip
     if args.scvi_epochs is not None:
         settings["scvi_epochs"] = args.scvi_epochs
-    paths = report.write_benchmark_report(
+    paths = benchmark_report.write_benchmark_report(
         args.out,
         scores,
         examples,
@@ -319,7 +319,7 @@ def _benchmark(args: argparse.Namespace) -> None:
 
 
 def _benchmark_merge(args: argparse.Namespace) -> None:
-    from .report import merge_benchmarks
+    from .benchmark_report import merge_benchmarks
 
     paths = merge_benchmarks(args.runs, args.out, title=args.title, overwrite=args.overwrite)
     print(paths["summary"].read_text())
