@@ -19,6 +19,21 @@ def score_prediction(
     Always: clustering of the prediction (AMI, ARI, NMI, HOM vs ``labels``; with ``scoring_runs`` N, the
     mean over N clusterings seeded ``seed`` to ``seed + N - 1``). For an ATAC target: AUROC and AUPRC
     against the binarised measured peaks. Otherwise: per-feature and per-cell Pearson and Spearman, RMSE.
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> rna, atac = bf.datasets.snare_mcc_demo()
+    >>> model = bf.Butterfly(rna[:1500], atac[:1500], seed=0)
+    >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
+    >>> truth = model.preprocessors["rna"].transform(rna[1500:]).X  # measured, in the model's space
+    >>> pred = model.translate(atac[1500:], source="atac", target="rna", progress=False).X
+    >>> scores = bf.evaluate.score_prediction(pred, truth, rna[1500:].obs["cell_type"], target_kind="rna")
+    >>> sorted(scores)  # doctest: +NORMALIZE_WHITESPACE
+    ['AMI', 'ARI', 'HOM', 'NMI', 'RMSE', 'pearson_per_cell', 'pearson_per_feature', 'spearman_per_cell',
+     'spearman_per_feature']
+    >>> bf.evaluate.score_prediction(truth, truth, rna[1500:].obs["cell_type"], target_kind="rna")["RMSE"]
+    0.0
     """
     scores = metrics.cell_heterogeneity(pred, labels, seed=seed, runs=scoring_runs)
     if target_kind == "atac":
@@ -133,6 +148,16 @@ def evaluate_perturbation(
     stimulated (Wilcoxon); R^2 of the mean expression of the top ``n_degs`` measured DEGs between predicted
     and measured stimulated cells, mean and sd over ``repeats`` resamplings of 80% of each (paper); and
     R^2 of every gene's mean.
+
+    Examples
+    --------
+    With ``model``, ``control`` and ``stimulated`` as in :meth:`butterfly.Butterfly.perturbation` (CD4 T
+    cells held out of training):
+
+    >>> cd4t = control[control.obs["cell_type"] == "CD4T"]  # doctest: +SKIP
+    >>> measured = stimulated[stimulated.obs["cell_type"] == "CD4T"]  # doctest: +SKIP
+    >>> scores = bf.evaluate_perturbation(model, cd4t, measured)  # doctest: +SKIP
+    >>> print(bf.evaluate.scores_table(scores))  # doctest: +SKIP
     """
     reference = model if isinstance(model, Butterfly) else model._model
     source, target = reference.names
@@ -154,7 +179,19 @@ def evaluate_perturbation(
 
 
 def scores_table(results: dict[str, dict[str, float]]) -> str:
-    """A markdown table of :func:`evaluate_translation` results."""
+    """A markdown table of :func:`evaluate_translation` (or :func:`evaluate_perturbation`) results: one row
+    per profile, one column per score, three decimals.
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> print(bf.evaluate.scores_table({"atac->rna": {"AMI": 0.2761, "ARI": 0.121}, "measured rna": {"AMI": 0.59}}))
+    | profile | AMI | ARI |
+    |---|---|---|
+    | atac->rna | 0.276 | 0.121 |
+    | measured rna | 0.590 |  |
+    <BLANKLINE>
+    """
     columns = list(dict.fromkeys(k for scores in results.values() for k in scores))
     lines = ["| profile | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, scores in results.items():

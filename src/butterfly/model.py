@@ -194,6 +194,17 @@ class Butterfly:
         shared label drawn in proportion to its average share of the two sets (paper eq. 13); labels found on
         one side only are not used for training, but every cell can be translated afterwards. ``layer`` as
         for :class:`Butterfly`.
+
+        Examples
+        --------
+        >>> import butterfly as bf
+        >>> rna, atac = bf.datasets.snare_mcc_demo()
+        >>> model = bf.Butterfly.unpaired(rna[:1000], atac[1000:], label_key="cell_type", seed=0)  # other cells
+        >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
+        >>> model.training_data_["cells"]
+        {'rna': 1000, 'atac': 1000}
+        >>> model.translate(rna[:5], source="rna", target="atac", progress=False).shape
+        (5, 6401)
         """
         options = (seed, device, validation_fraction, dropout, batch_norm, discriminator_layers)
         return cls._of_two_sets(first, second, modalities, label_key, layer, "unpaired", options)
@@ -252,6 +263,19 @@ class Butterfly:
         cells are split off each side before matching. Then ``fit()`` as for any pair, and
         ``translate(cells, source="control", target="stimulated")``; score with
         :func:`butterfly.evaluate.evaluate_perturbation`.
+
+        Examples
+        --------
+        >>> import anndata as ad, butterfly as bf
+        >>> pbmc = ad.read_h5ad("kang_pbmc.h5ad")  # doctest: +SKIP
+        >>> control = pbmc[pbmc.obs["condition"] == "control"]  # doctest: +SKIP
+        >>> stimulated = pbmc[pbmc.obs["condition"] == "stimulated"]  # doctest: +SKIP
+        >>> held_out = control.obs["cell_type"] == "CD4T"  # a cell type never seen stimulated  # doctest: +SKIP
+        >>> model = bf.Butterfly.perturbation(  # doctest: +SKIP
+        ...     control[~held_out], stimulated[stimulated.obs["cell_type"] != "CD4T"], label_key="cell_type"
+        ... )
+        >>> history = model.fit(**bf.FAST_SETTING)  # doctest: +SKIP
+        >>> predicted = model.translate(control[held_out], source="control", target="stimulated")  # doctest: +SKIP
         """
         if (
             not isinstance(names, (tuple, list))
@@ -389,6 +413,21 @@ class Butterfly:
         own). Interrupted (Ctrl-C), ``fit`` restores the best weights of the finished epochs and keeps their
         history in ``history_`` before the interrupt propagates; the model translates once an integrative
         epoch has finished.
+
+        Examples
+        --------
+        >>> import butterfly as bf
+        >>> rna, atac = bf.datasets.snare_mcc_demo()
+        >>> model = bf.Butterfly(rna[:400], atac[:400], seed=0)
+        >>> history = model.fit(pretrain_epochs=2, epochs=2, progress=False)  # the paper's: model.fit()
+        >>> history.groupby("phase", sort=False).size().to_dict()
+        {'pretrain rna': 2, 'pretrain atac': 2, 'integrative': 2}
+        >>> bool(history["train_loss"].iloc[1] < history["train_loss"].iloc[0])
+        True
+        >>> fast = bf.Butterfly(rna[:400], atac[:400], seed=0)
+        >>> history = fast.fit(**{**bf.FAST_SETTING, "epochs": 2, "pretrain_epochs": 2}, progress=False)
+        >>> sorted(fast.batch_norm_recalibration_)
+        ['kept', 'validation_loss_after', 'validation_loss_before']
         """
         if not self._matrices:
             raise RuntimeError(
@@ -559,6 +598,16 @@ class Butterfly:
         once through the network as translation runs it, and the new statistics are kept only if they lower
         the validation loss. Needs the training data, so not on a model loaded from disk. Returns (and keeps in
         ``batch_norm_recalibration_``) both validation losses and whether the statistics were kept.
+
+        Examples
+        --------
+        >>> import butterfly as bf
+        >>> rna, atac = bf.datasets.snare_mcc_demo()
+        >>> model = bf.Butterfly(rna[:400], atac[:400], seed=0)
+        >>> history = model.fit(pretrain_epochs=2, epochs=2, progress=False)
+        >>> result = model.recalibrate_batch_norm()
+        >>> result["kept"] == (result["validation_loss_after"] < result["validation_loss_before"])
+        True
         """
         if not self.is_trained_:
             raise NotTrainedError("The model is not trained yet; call fit() first.")
@@ -672,7 +721,19 @@ class Butterfly:
         target features x 4 bytes) never sits in memory, only one batch of it; what memory grows with is the
         input and the 128-d latent. The same values as :meth:`translate` with the same ``batch_size``
         (other batch sizes agree to float32 rounding); the file is written atomically.
-        ``"binary"`` ATAC reads the written counts back once, for the column means."""
+        ``"binary"`` ATAC reads the written counts back once, for the column means.
+
+        Examples
+        --------
+        >>> import tempfile, anndata as ad, butterfly as bf
+        >>> rna, atac = bf.datasets.snare_mcc_demo()
+        >>> model = bf.Butterfly(rna[:400], atac[:400], seed=0)
+        >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
+        >>> path = f"{tempfile.mkdtemp()}/atac_from_rna.h5ad"
+        >>> model.translate_to_h5ad(rna[1900:], path, source="rna", target="atac", batch_size=32, progress=False)
+        >>> ad.read_h5ad(path).shape
+        (100, 7632)
+        """
         translation.check_translation(self, source, target, atac_output)
         adata, options = translation.source_cells(self, adata, source, layer, peak_matching, normalized_to)
         translation.write_translation(
@@ -727,5 +788,18 @@ class Butterfly:
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "auto") -> Butterfly:
         """Load a model saved with :meth:`save`. Weights are read with ``weights_only=True``: a model file
-        cannot run code."""
+        cannot run code. ``device`` as for :class:`Butterfly`: a model saved on a GPU loads on a CPU.
+
+        Examples
+        --------
+        >>> import tempfile, butterfly as bf
+        >>> rna, atac = bf.datasets.snare_mcc_demo()
+        >>> model = bf.Butterfly(rna[:400], atac[:400], seed=0)
+        >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
+        >>> folder = f"{tempfile.mkdtemp()}/model"
+        >>> model.save(folder)
+        >>> loaded = bf.Butterfly.load(folder, device="cpu")
+        >>> loaded.names, loaded.is_trained_, len(loaded.history_)
+        (('rna', 'atac'), True, 3)
+        """
         return load_model(cls, path, device=device)

@@ -122,7 +122,19 @@ def _validation_score_lines(scores: dict[str, np.ndarray], threshold: float) -> 
 
 
 def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None):
-    """Training and validation loss per epoch for each phase; returns the figure (saved when ``path`` given)."""
+    """Training and validation loss per epoch for each phase, the kept (best) epoch marked; returns the
+    figure (saved when ``path`` given). ``butterfly info MODEL --plot PNG`` draws it for a saved model.
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> rna, atac = bf.datasets.snare_mcc_demo()
+    >>> model = bf.Butterfly(rna[:400], atac[:400], seed=0)
+    >>> history = model.fit(pretrain_epochs=3, epochs=3, progress=False)
+    >>> fig = bf.report.plot_history(history)  # or plot_history(history, "loss.png")
+    >>> [ax.get_title() for ax in fig.axes]
+    ['pretrain rna', 'pretrain atac', 'integrative']
+    """
     needed = {"phase", "epoch", "train_loss", "val_loss"}
     if not isinstance(history, pd.DataFrame) or not needed <= set(history.columns) or history.empty:
         raise ButterflyInputError(
@@ -156,7 +168,16 @@ def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None):
 def plot_annotation(true, predicted, path: str | os.PathLike | None = None):
     """How cells of each true type were labelled (:func:`~butterfly.annotate`'s ``label``): a heatmap whose
     row for a type holds the shares of its cells given each label, rows summing to 1, types ordered by size.
-    Returns the figure (saved when ``path`` given); ``fig.confusion`` holds the table."""
+    Returns the figure (saved when ``path`` given); ``fig.confusion`` holds the table.
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> true = ["B", "B", "T", "T", "T", "NK"]
+    >>> fig = bf.report.plot_annotation(true, ["B", "T", "T", "T", "NK", "NK"])
+    >>> fig.confusion.loc["T"].round(2).to_dict()
+    {'T': 0.67, 'B': 0.0, 'NK': 0.33}
+    """
     true, predicted = np.asarray(true).astype(str), np.asarray(predicted).astype(str)
     if true.shape != predicted.shape or true.ndim != 1 or true.size == 0:
         raise ButterflyInputError(
@@ -190,7 +211,19 @@ def plot_validation_scores(translated, *, top: int = 20, path: str | os.PathLike
     """Which translated features to trust: the validation r of each gene or protein of a translation
     (``var["validation_pearson"]``, see :meth:`~butterfly.Butterfly.fit`) as a histogram, the model's
     threshold for a feature that translates well marked, and the ``top`` best-scored features. Returns the
-    figure (saved when ``path`` given); ``fig.scores`` holds the scores, best first."""
+    figure (saved when ``path`` given); ``fig.scores`` holds the scores, best first.
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> rna, atac = bf.datasets.snare_mcc_demo()
+    >>> model = bf.Butterfly(rna[:400], atac[:400], seed=0)
+    >>> history = model.fit(pretrain_epochs=2, epochs=2, progress=False)
+    >>> translated = model.translate(atac[1900:], source="atac", target="rna", progress=False)
+    >>> fig = bf.report.plot_validation_scores(translated, top=10)
+    >>> len(fig.scores) <= translated.n_vars, bool(fig.scores.is_monotonic_decreasing)
+    (True, True)
+    """
     from .model import TRUSTED_VALIDATION_R
     from .translation import VALIDATION_SCORE_KEY
 
@@ -231,6 +264,15 @@ def plot_perturbation(
     stimulated, Wilcoxon) in colour with the R^2 of their means (as :func:`butterfly.evaluate_perturbation`,
     without resampling). Takes three AnnData, aligned by gene name to ``predicted`` (the output of
     ``translate``); returns the figure (saved when ``path`` given).
+
+    Examples
+    --------
+    With ``model``, ``control`` and ``stimulated`` as in :meth:`butterfly.Butterfly.perturbation`:
+
+    >>> held_out = control[control.obs["cell_type"] == "CD4T"]  # doctest: +SKIP
+    >>> predicted = model.translate(held_out, source="control", target="stimulated")  # doctest: +SKIP
+    >>> measured = stimulated[stimulated.obs["cell_type"] == "CD4T"]  # doctest: +SKIP
+    >>> fig = bf.report.plot_perturbation(held_out, measured, predicted, path="cd4t_response.png")  # doctest: +SKIP
     """
     from . import metrics
 
@@ -269,7 +311,16 @@ def plot_perturbation(
 
 
 def tsne_embedding(X, *, n_pcs: int = 50, seed: int = 0) -> np.ndarray:
-    """PCA to ``n_pcs`` then t-SNE to two dimensions (the paper's visualisation)."""
+    """PCA to ``n_pcs`` then t-SNE to two dimensions (the paper's visualisation), for a cells x features
+    matrix, dense or sparse; seeded, so the same cells give the same picture.
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> rna, _ = bf.datasets.snare_mcc_demo()
+    >>> bf.report.tsne_embedding(rna[:200].X).shape
+    (200, 2)
+    """
     import scipy.sparse as sp
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
@@ -287,7 +338,20 @@ def plot_tsne_panels(
     """One t-SNE column per profile matrix (e.g. measured and translated); one row per colouring.
 
     ``colourings`` is a label array (one row) or ``{name: labels}`` (e.g. cell type and batch). Each
-    embedding is computed once and drawn in every row.
+    embedding is computed once and drawn in every row. Returns the figure (saved when ``path`` given).
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> rna, atac = bf.datasets.snare_mcc_demo()
+    >>> model = bf.Butterfly(rna[:1500], atac[:1500], seed=0)
+    >>> history = model.fit(pretrain_epochs=2, epochs=2, progress=False)
+    >>> cells = rna[1800:]
+    >>> translated = model.translate(atac[1800:], source="atac", target="rna", progress=False)
+    >>> profiles = {"measured RNA": model.preprocessors["rna"].transform(cells).X, "RNA from ATAC": translated.X}
+    >>> fig = bf.report.plot_tsne_panels(profiles, {"cell type": cells.obs["cell_type"]})
+    >>> [ax.get_title() for ax in fig.axes]
+    ['measured RNA', 'RNA from ATAC']
     """
     if not isinstance(colourings, dict):
         colourings = {"": colourings}
