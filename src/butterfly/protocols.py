@@ -12,7 +12,17 @@ from ._validation import ButterflyInputError
 
 
 def folds_by_cell(n_cells: int, k: int = 5, *, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``k`` random folds of cells: a list of (train, test) index arrays; every cell is tested exactly once."""
+    """``k`` random folds of cells: a list of (train, test) index arrays; every cell is tested exactly once.
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> folds = bf.protocols.folds_by_cell(10, 5, seed=0)
+    >>> [len(test) for _, test in folds]
+    [2, 2, 2, 2, 2]
+    >>> sorted(i for _, test in folds for i in test) == list(range(10))
+    True
+    """
     if not 2 <= k <= n_cells:
         raise ButterflyInputError(
             f"k (the number of folds; CLI: --folds) must be between 2 and the number of cells ({n_cells}), "
@@ -51,12 +61,34 @@ def folds_by_group(
 
 
 def folds_by_cell_type(labels: Sequence, k: int = 3, *, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``k`` folds by cell type: the test cell types are unseen in training (paper: 3 folds)."""
+    """``k`` folds by cell type: the test cell types are unseen in training (paper: 3 folds).
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> rna, _ = bf.datasets.snare_mcc_demo()
+    >>> cell_types = rna.obs["cell_type"].to_numpy()
+    >>> folds = bf.protocols.folds_by_cell_type(cell_types, 3, seed=0)
+    >>> [len(test) for _, test in folds]  # balanced in cells
+    [667, 668, 665]
+    >>> train, test = folds[0]
+    >>> set(cell_types[train]) & set(cell_types[test])  # no test cell type is trained on
+    set()
+    """
     return folds_by_group(labels, k, seed=seed, what="cell types")
 
 
 def folds_by_batch(batches: Sequence, k: int = 4, *, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``k`` folds by batch: the test batches are unseen in training (paper: 4 folds)."""
+    """``k`` folds by batch: the test batches are unseen in training (paper: 4 folds).
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> rna, _ = bf.datasets.snare_mcc_demo()
+    >>> folds = bf.protocols.folds_by_batch(rna.obs["batch"], 4, seed=0)
+    >>> [rna.obs["batch"].iloc[test].nunique() for _, test in folds]  # 12 batches, 3 per fold
+    [3, 3, 3, 3]
+    """
     return folds_by_group(batches, k, seed=seed, what="batches")
 
 
@@ -150,6 +182,22 @@ def run_protocol(
     ``scoring_runs`` N, every clustering score is the mean over N clusterings (seeds ``seed`` to
     ``seed + N - 1``) instead of one run's. With ``joint``, each model's translations are also scored as
     the paper's integrative analysis (:func:`~butterfly.evaluate_translation`'s ``joint``).
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> rna, atac = bf.datasets.snare_mcc_demo()
+    >>> folds = bf.protocols.folds_by_cell(400, 2, seed=0)
+    >>> scores, examples = bf.protocols.run_protocol(
+    ...     rna[:400], atac[:400], folds[:1], models=["butterfly", "knn"],
+    ...     fit_options={"pretrain_epochs": 1, "epochs": 1}, progress=False,
+    ... )
+    >>> ami = scores[scores["metric"] == "AMI"].set_index(["model", "profile"])["value"]
+    >>> sorted(ami.index)  # doctest: +NORMALIZE_WHITESPACE
+    [('butterfly', 'atac->rna'), ('butterfly', 'rna->atac'), ('knn', 'atac->rna'), ('knn', 'rna->atac'),
+     ('measured', 'measured atac'), ('measured', 'measured rna')]
+    >>> from butterfly.benchmark_report import summarize, summary_markdown
+    >>> print(summary_markdown(summarize(scores)))  # mean ± sd over folds, one table per profile  # doctest: +SKIP
     """
     import pandas as pd
 

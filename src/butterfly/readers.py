@@ -118,13 +118,31 @@ def read_modality(path: str | os.PathLike, name: str, kind: str) -> ad.AnnData:
     ``.h5ad``: the file itself. ``.h5mu``: the modality called ``name``, or else the one whose name is usual
     for ``kind`` (``rna``/``gex``, ``atac``/``peaks``, ``prot``/``adt``...). A Cell Ranger ``.h5``: the
     features of ``kind``'s feature type. The CLI reads ``--first``, ``--second`` and ``--input`` so.
+
+    Examples
+    --------
+    >>> import tempfile, butterfly as bf
+    >>> rna, _ = bf.datasets.snare_mcc_demo()
+    >>> path = f"{tempfile.mkdtemp()}/rna.h5ad"
+    >>> rna.write_h5ad(path)
+    >>> bf.readers.read_modality(path, "rna", "rna").shape
+    (2000, 1677)
+    >>> atac = bf.readers.read_modality("multiome.h5mu", "atac", "atac")  # its "atac" or "peaks"  # doctest: +SKIP
     """
     return read_modalities(path, [(name, kind)])[0]
 
 
 def read_modalities(path: str | os.PathLike, wanted: Sequence[tuple[str, str]]) -> list[ad.AnnData]:
     """:func:`read_modality` of each ``(name, kind)`` in ``wanted``, reading the file once (both modalities of
-    one ``.h5mu`` or Cell Ranger ``.h5``)."""
+    one ``.h5mu`` or Cell Ranger ``.h5``).
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> rna, atac = bf.readers.read_modalities(  # doctest: +SKIP
+    ...     "filtered_feature_bc_matrix.h5", [("rna", "rna"), ("atac", "atac")]
+    ... )
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".h5mu":
