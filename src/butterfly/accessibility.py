@@ -29,6 +29,17 @@ class ATACPreprocessor(Preprocessor):
     ----------
     min_cell_fraction
         Keep peaks open in at least this fraction of training cells (paper: 0.005).
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> _, atac = bf.datasets.snare_mcc_demo()
+    >>> pre = bf.ATACPreprocessor().fit(atac[:1500])
+    >>> scaled = pre.transform(atac[1500:])  # peaks matched by their coordinates
+    >>> scaled.shape, list(scaled.var.columns)
+    ((500, 5578), ['chrom', 'start', 'end'])
+    >>> bool(scaled.X.max() <= 1)
+    True
     """
 
     kind = "atac"
@@ -184,6 +195,16 @@ class ATACPreprocessor(Preprocessor):
         open (kept) peaks of each cell. For cells whose ATAC was never measured, it defaults to the median
         of the training cells. Float32 values give float32 counts (half the memory), others float64;
         ``copy=False`` turns a dense array of that type into counts in place.
+
+        Examples
+        --------
+        >>> import numpy as np, butterfly as bf
+        >>> _, atac = bf.datasets.snare_mcc_demo()
+        >>> pre = bf.ATACPreprocessor().fit(atac[:1500])
+        >>> scaled = pre.transform(atac[1500:1503]).X.toarray()
+        >>> counts = pre.inverse_transform(scaled, library_size=[126, 94, 47])  # the cells' open peaks
+        >>> counts.shape, bool(np.all((counts > 0) == (scaled > 0)))
+        ((3, 5578), True)
         """
         self._check_fitted()
         values = values.toarray() if sp.issparse(values) else np.asarray(values)

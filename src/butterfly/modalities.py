@@ -55,6 +55,19 @@ class ModalitySpec:
         Weight of this modality's KL term; ``None`` means ``20 / n_features`` (paper).
     recon_weight
         Weight of this modality's reconstruction and translation losses in integrative training.
+
+    Examples
+    --------
+    The presets are ``RNA``, ``ATAC``, ``ADT`` and ``EXPRESSION``; a variant is a copy with fields replaced:
+
+    >>> import dataclasses, butterfly as bf
+    >>> bf.modalities.ATAC.loss, bf.modalities.ATAC.mask_rate, bf.modalities.ATAC.chromosome_blocked
+    ('bce', 0.3, True)
+    >>> rna_1000 = dataclasses.replace(bf.modalities.RNA, preprocessing_params={"n_top_genes": 1000})
+    >>> rna, atac = bf.datasets.snare_mcc_demo()
+    >>> model = bf.Butterfly(rna[:400], atac[:400], modalities=(rna_1000, "atac"))
+    >>> model.preprocessors["rna"].n_features
+    1000
     """
 
     name: str
@@ -122,7 +135,16 @@ PRESETS = {spec.name: spec for spec in (RNA, ATAC, ADT, EXPRESSION)}
 
 
 def get(modality: str | ModalitySpec) -> ModalitySpec:
-    """Return the preset spec for a name (``"rna"``, ``"atac"``, ``"adt"``, ``"expression"``) or a spec as is."""
+    """Return the preset spec for a name (``"rna"``, ``"atac"``, ``"adt"``, ``"expression"``; ``"protein"``
+    and ``"cite"`` name ``"adt"``) or a spec as is.
+
+    Examples
+    --------
+    >>> import butterfly as bf
+    >>> spec = bf.modalities.get("protein")
+    >>> spec.name, spec.hidden, spec.mask_rate
+    ('adt', (128,), 0.0)
+    """
     if isinstance(modality, ModalitySpec):
         return modality
     key = str(modality).lower()
