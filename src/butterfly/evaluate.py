@@ -68,19 +68,45 @@ def evaluate_translation(
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Translate held-out paired cells both ways and score each translation against the measured profiles.
 
-    ``model`` is a trained :class:`~butterfly.Butterfly` or a baseline with the same ``translate``; truths
-    are preprocessed with ``reference`` (default: ``model`` itself, or a baseline's own preprocessing). The
-    measured profiles of each modality are clustered too (``measured <name>``), as a reference. With
-    ``latent``, the latent means each translation returns (``obsm["X_butterfly"]``) are clustered as well
-    (``<source> latent``, the same protocol on the 128-d latent): does the cell-type structure a
-    translated profile lacks already miss from the latent, or is it lost in decoding?
-    ``translate_options`` go to ``model.translate`` (e.g. ``{"n_samples": 10}``). ``scoring_runs`` N:
-    every clustering score is the mean over N clusterings (PCA and Leiden seeded ``seed`` to
-    ``seed + N - 1``) instead of one run's. ``layer``: where the counts are, as for :class:`Butterfly`.
-    With ``joint``, the paper's integrative analysis is scored too: each modality measured, joined with its
-    translation into the other (``<source> + translated <target>``), and both measured (``measured <a> +
-    <b>``), embedded as :func:`~butterfly.integrate` embeds them and clustered (Leiden at resolution 1 on
-    the embedding; the SVD seeded as the clustering).
+    Parameters
+    ----------
+    model
+        A trained :class:`~butterfly.Butterfly`, or a baseline with the same ``translate``
+        (:mod:`butterfly.baselines`).
+    first, second
+        The held-out cells, measured in both of the model's modalities (in its order), the same cells in the
+        same order.
+    label_key
+        The ``obs`` column of ``first`` holding the cell types the clusterings are scored against.
+    seed
+        Seed of the PCA and Leiden runs.
+    reference
+        The model whose preprocessing puts the measured truths in its space (default: ``model`` itself, or
+        a baseline's own preprocessing).
+    latent
+        Also cluster the latent means each translation returns (``obsm["X_butterfly"]``) as
+        ``"<source> latent"``: does the cell-type structure a translated profile lacks already miss from
+        the latent, or is it lost in decoding?
+    translate_options
+        Keyword arguments of ``model.translate`` (e.g. ``{"n_samples": 10}``).
+    scoring_runs
+        Every clustering score is the mean over this many clusterings (PCA and Leiden seeded ``seed`` to
+        ``seed + scoring_runs - 1``) instead of one run's.
+    layer
+        Where the counts are, as for :class:`~butterfly.Butterfly`.
+    joint
+        Also score the paper's integrative analysis: each modality measured, joined with its translation
+        into the other (``"<source> + translated <target>"``), and both measured (``"measured <a> + <b>"``),
+        embedded as :func:`~butterfly.integrate` embeds them and clustered (Leiden at resolution 1 on the
+        embedding; the SVD seeded as the clustering).
+
+    Returns
+    -------
+    dict
+        Scores by profile: ``"<source>-><target>"`` for each translation (:func:`score_prediction`: AMI,
+        ARI, NMI, homogeneity, and AUROC/AUPRC for ATAC or Pearson, Spearman and RMSE otherwise), and
+        ``"measured <name>"``, the clustering of each measured modality, as a reference.
+        :func:`scores_table` prints them.
 
     Examples
     --------
@@ -140,14 +166,31 @@ def evaluate_perturbation(
 ) -> dict[str, dict[str, float]]:
     """Score a predicted perturbation response the paper's way.
 
-    ``control`` cells (for example of a cell type held out of training) are translated to the stimulated
-    condition by ``model`` (a :meth:`Butterfly.perturbation` model or a baseline with its ``translate``)
-    and compared with the measured ``stimulated`` cells of the same type, which are other cells. Rows:
-    ``predicted`` and, as the reference of no response at all, ``control (no response)``. Scores: the
-    number of genes shared by the top ``n_degs`` DEGs of control vs measured and of control vs predicted
-    stimulated (Wilcoxon); R^2 of the mean expression of the top ``n_degs`` measured DEGs between predicted
-    and measured stimulated cells, mean and sd over ``repeats`` resamplings of 80% of each (paper); and
-    R^2 of every gene's mean.
+    Parameters
+    ----------
+    model
+        A :meth:`Butterfly.perturbation <butterfly.Butterfly.perturbation>` model, or a baseline with its
+        ``translate`` (:mod:`butterfly.baselines`).
+    control
+        Control cells (for example of a cell type held out of training), translated to the stimulated
+        condition by ``model``.
+    stimulated
+        Measured stimulated cells of the same type: other cells, compared as a population.
+    n_degs
+        How many of the top differentially expressed genes (control vs stimulated, Wilcoxon) to compare.
+    repeats
+        Resamplings of 80% of each population for the R^2 of the DEG means (paper: 100).
+    seed
+        Seed of the resampling.
+
+    Returns
+    -------
+    dict
+        Scores of ``"predicted"`` and, as the reference of no response at all, ``"control (no response)"``:
+        the number of genes shared by the top ``n_degs`` DEGs of control vs measured and of control vs
+        predicted stimulated; the R^2 of the mean expression of the top ``n_degs`` measured DEGs between
+        predicted and measured stimulated cells, mean and sd over the resamplings; and the R^2 of every
+        gene's mean.
 
     Examples
     --------

@@ -192,8 +192,17 @@ class Butterfly:
 
         Training pairs match a random ``first`` cell with a random ``second`` cell of the same label, each
         shared label drawn in proportion to its average share of the two sets (paper eq. 13); labels found on
-        one side only are not used for training, but every cell can be translated afterwards. ``layer`` as
-        for :class:`Butterfly`.
+        one side only are not used for training, but every cell can be translated afterwards.
+
+        Parameters
+        ----------
+        first, second
+            The cells measured in each modality (raw counts for RNA, ATAC and ADT): different cells, any
+            numbers of them.
+        label_key
+            The ``obs`` column, in both, holding the cell-type labels that pair them.
+        modalities, layer, seed, device, validation_fraction, dropout, batch_norm, discriminator_layers
+            As for :class:`Butterfly`; the validation cells are split off each side before pairing.
 
         Examples
         --------
@@ -252,17 +261,29 @@ class Butterfly:
         cells of the same cell types) how cells respond, then predict the stimulated state of any control
         cells, including cell types never seen stimulated.
 
-        ``control`` and ``stimulated`` hold log-normalised expression of the same genes (as scGen's Kang
-        data; for counts, ``sc.pp.normalize_total`` and ``sc.pp.log1p`` first), used as given (read from
-        ``adata.layers[layer]`` if ``layer`` names one, as for :class:`Butterfly`), and cell types in
-        ``obs[label_key]``. Both sides use the RNA networks (256-128 encoder, 50% input mask, MSE).
-        Training pairs (paper, Methods): within each cell type found on both sides, the cells of both
-        conditions are embedded by PCA (``transport_components``), the exact optimal transport plan between
-        them is computed (Euclidean cost, uniform weights) and each control cell is paired with the
-        stimulated cell it sends most mass to (:func:`~butterfly.pairing.transport_matches`). Validation
-        cells are split off each side before matching. Then ``fit()`` as for any pair, and
-        ``translate(cells, source="control", target="stimulated")``; score with
-        :func:`butterfly.evaluate.evaluate_perturbation`.
+        Both sides use the RNA networks (256-128 encoder, 50% input mask, MSE). Training pairs (paper,
+        Methods): within each cell type found on both sides, the cells of both conditions are embedded by
+        PCA (``transport_components``), the exact optimal transport plan between them is computed (Euclidean
+        cost, uniform weights) and each control cell is paired with the stimulated cell it sends most mass
+        to (:func:`~butterfly.pairing.transport_matches`). Validation cells are split off each side before
+        matching. Then ``fit()`` as for any pair, and ``translate(cells, source="control",
+        target="stimulated")``; score with :func:`butterfly.evaluate.evaluate_perturbation`.
+
+        Parameters
+        ----------
+        control, stimulated
+            Log-normalised expression of the same genes (as scGen's Kang data; for counts,
+            ``sc.pp.normalize_total`` and ``sc.pp.log1p`` first), used as given; different cells.
+        label_key
+            The ``obs`` column, in both, holding the cell types.
+        names
+            The two conditions' modality names, as ``translate``'s ``source`` and ``target`` take them.
+        layer
+            Read the values from ``adata.layers[layer]`` instead of ``X``, as for :class:`Butterfly`.
+        transport_components
+            PCA components of the embedding the transport plan is computed in (paper: 50).
+        seed, device, validation_fraction, dropout, batch_norm, discriminator_layers
+            As for :class:`Butterfly`.
 
         Examples
         --------
@@ -402,17 +423,42 @@ class Butterfly:
     ) -> pd.DataFrame:
         """Pretrain each modality, then train the translator adversarially (paper defaults).
 
-        Other :class:`~butterfly.settings.TrainingConfig` fields (``lr``, ``kl_warmup_epochs``, ...) can be given
-        as keyword arguments. Returns the loss history (one row per epoch and phase), also kept in
-        ``history_``; plot it with :func:`butterfly.report.plot_history`. A second ``fit`` continues from the
-        current weights (as scvi-tools' ``train`` does); for a fresh run, build a new ``Butterfly``.
-        With ``recalibrate_batch_norm=True`` (part of ``FAST_SETTING``), ``batch_norm_recalibration_`` then
-        holds the validation loss before and after the re-estimated BatchNorm statistics and whether they
-        were kept. With ``weight_average_halflife`` above 0, the integrative rows' validation losses and the
-        weights kept are those of the moving average of the weights (the training losses are the weights'
-        own). Interrupted (Ctrl-C), ``fit`` restores the best weights of the finished epochs and keeps their
-        history in ``history_`` before the interrupt propagates; the model translates once an integrative
-        epoch has finished.
+        Parameters
+        ----------
+        pretrain_epochs
+            Most epochs of each modality's own pretraining (paper: 100).
+        epochs
+            Most epochs of the integrative (adversarial) phase (paper: 200).
+        patience
+            Epochs without a lower validation reconstruction loss before a phase stops (paper: 50); the best
+            epoch's weights are restored at the end of each phase.
+        batch_size
+            Cells per minibatch (authors' code: 64).
+        progress
+            Progress bars with the current losses.
+        **options
+            Other :class:`~butterfly.settings.TrainingConfig` fields (``lr``, ``kl_warmup_epochs``,
+            ``precision``, ...). ``fit(**bf.FAST_SETTING)`` trains in minutes rather than the paper's hour
+            (README).
+
+        Returns
+        -------
+        pandas.DataFrame
+            The loss history, one row per epoch and phase (also kept in ``history_``); plot it with
+            :func:`butterfly.report.plot_history`.
+
+        Notes
+        -----
+        A second ``fit`` continues from the current weights (as scvi-tools' ``train`` does); for a fresh run,
+        build a new ``Butterfly``. With ``recalibrate_batch_norm=True`` (part of ``FAST_SETTING``),
+        ``batch_norm_recalibration_`` then holds the validation loss before and after the re-estimated
+        BatchNorm statistics and whether they were kept. With ``weight_average_halflife`` above 0, the
+        integrative rows' validation losses and the weights kept are those of the moving average of the
+        weights (the training losses are the weights' own). Interrupted (Ctrl-C), ``fit`` restores the best
+        weights of the finished epochs and keeps their history in ``history_`` before the interrupt
+        propagates; the model translates once an integrative epoch has finished. After training,
+        ``validation_scores_`` holds each translated gene's or protein's Pearson r on the validation cells
+        (see :meth:`translate`'s ``var["validation_pearson"]``).
 
         Examples
         --------
@@ -723,6 +769,16 @@ class Butterfly:
         (other batch sizes agree to float32 rounding); the file is written atomically.
         ``"binary"`` ATAC reads the written counts back once, for the column means.
 
+        Parameters
+        ----------
+        path
+            The ``.h5ad`` file to write. An existing file is replaced, as ``AnnData.write_h5ad`` does, but
+            only once the new one is whole.
+        adata, source, target, layer, peak_matching, normalized_to
+            As for :meth:`translate`.
+        atac_output, library_size, n_samples, batch_size, progress
+            As for :meth:`translate`.
+
         Examples
         --------
         >>> import tempfile, anndata as ad, butterfly as bf
@@ -745,9 +801,15 @@ class Butterfly:
         self, adata: ad.AnnData, source: str, *, layer: str | None = None, peak_matching: str = "exact",
         normalized_to: float | None = None, batch_size: int = 1024, progress: bool = True,
     ) -> np.ndarray:  # fmt: skip
-        """The translator's latent mean (cells x 128) of cells measured in ``source`` (read from
-        ``adata.layers[layer]`` if ``layer`` names one; ``peak_matching`` and ``normalized_to`` as in
-        :meth:`translate`).
+        """The translator's latent mean (cells x 128) of cells measured in ``source``: the embedding that
+        both modalities share, for clustering or neighbours (``adata.obsm["X_butterfly"] = ...``).
+
+        Parameters
+        ----------
+        adata, source
+            The cells and the modality they were measured in, as for :meth:`translate`.
+        layer, peak_matching, normalized_to, batch_size, progress
+            As for :meth:`translate`.
 
         Examples
         --------
