@@ -87,6 +87,27 @@ def test_rna_hvgs_chosen_on_training_cells(multiome):
     assert list(pre.transform(test).var_names) == list(pre.features_)
 
 
+def test_rna_keeps_n_genes_and_never_an_unexpressed_one(snare):
+    """Exactly ``n_top_genes`` genes, none of them unexpressed in the training cells: some scanpy 1.10
+    releases marked the genes without a dispersion too (1,145 genes for 1,000 on these cells)."""
+    from butterfly.preprocessing import _top_dispersions
+
+    cells = snare[0][:400]
+    pre = bf.RNAPreprocessor(n_top_genes=1000).fit(cells)
+    expressed = np.asarray((cells.X > 0).sum(axis=0)).ravel() > 0
+    assert pre.n_features == 1000 and (~expressed).sum() > 100
+    assert not (cells.var_names.isin(pre.features_) & ~expressed).any()
+    dispersions = np.array([np.nan, 1.0, 0.5, 0.5, -1.0])
+    assert _top_dispersions(dispersions, 2).tolist() == [
+        False,
+        True,
+        True,
+        True,
+        False,
+    ]  # ties kept, as scanpy
+    assert _top_dispersions(dispersions, 10).tolist() == [False, True, True, True, True]
+
+
 @pytest.mark.parametrize("kind", ["rna", "atac", "adt"])
 def test_fit_then_transform_equals_fit_transform_and_input_untouched(kind, multiome, cite):
     data = {"rna": multiome[0], "atac": multiome[1], "adt": cite[1]}[kind]

@@ -340,7 +340,7 @@ class RNAPreprocessor(Preprocessor):
             table = sc.pp.highly_variable_genes(
                 ad.AnnData(logged), flavor=self.hvg_flavor, n_top_genes=self.n_top_genes, inplace=False
             )
-            mask = table["highly_variable"].to_numpy(dtype=bool)
+            mask = _top_dispersions(table["dispersions_norm"].to_numpy(dtype=np.float64), self.n_top_genes)
         self.highly_variable_ = mask
         self.features_ = self.input_features_[mask]
 
@@ -472,6 +472,20 @@ class ExpressionPreprocessor(Preprocessor):
 
     def _transform(self, X: sp.csr_matrix, adata: ad.AnnData) -> sp.csr_matrix:
         return X
+
+
+def _top_dispersions(dispersion_norm: np.ndarray, n: int) -> np.ndarray:
+    """The genes whose normalised dispersion is at least the ``n``-th highest, genes without one (never
+    expressed in the training cells) left out, as current scanpy chooses them. Some scanpy 1.10 releases
+    also marked those genes (scverse/scanpy#3157; 1,145 genes for ``n=1000`` on 400 of the demo cells), so
+    their ``highly_variable`` column is not used: the same cells give the same genes on any scanpy."""
+    known = dispersion_norm[~np.isnan(dispersion_norm)]
+    if known.size == 0:
+        raise ButterflyInputError(
+            "No gene varies in the RNA training cells: there are no variable genes to keep."
+        )
+    cutoff = np.sort(known)[::-1][min(n, known.size) - 1]
+    return np.nan_to_num(dispersion_norm, nan=-np.inf) >= cutoff
 
 
 def _text_columns(var: pd.DataFrame, features: np.ndarray, skip=frozenset()) -> dict[str, np.ndarray]:
