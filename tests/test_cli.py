@@ -238,7 +238,7 @@ def test_help_explains_commands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for word in ("train", "translate", "demo", "examples"):
+    for word in ("train", "translate", "annotate", "evaluate", "benchmark", "info", "demo", "examples"):
         assert word in text
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
@@ -449,19 +449,65 @@ def test_reports_refuse_a_folder_of_the_users(files, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("command", "left"),
-    [("train", "nothing was written to m"), ("benchmark", "scores are in b/scores.partial.csv")],
-)
-def test_ctrl_c_exits_130_and_says_what_was_written(command, left, monkeypatch, capsys):
+    ("argv", "left"),
+    [
+        (["train", "--first", "a.h5ad", "--second", "b.h5ad", "--out", "m"], "nothing was written to m"),
+        (["benchmark", "--first", "a.h5ad", "--second", "b.h5ad", "--out", "b"], "scores are in b/scores.partial.csv"),
+        (["evaluate", "--model", "m", "--first", "a.h5ad", "--second", "b.h5ad", "--out", "e"],
+         "the report in e is incomplete"),
+        (["info", "m"], "nothing was written"),
+    ],
+)  # fmt: skip
+def test_ctrl_c_exits_130_and_says_what_was_written(argv, left, monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("butterfly.cli._run", interrupted)
-    out = {"train": "m", "benchmark": "b"}[command]
-    assert main([command, "--first", "a.h5ad", "--second", "b.h5ad", "--out", out]) == 130
+    assert main(argv) == 130
     error = capsys.readouterr().err
-    assert error.startswith(f"butterfly {command}: interrupted;") and left in error
+    assert error.startswith(f"butterfly {argv[0]}: interrupted;") and left in error
     assert "Traceback" not in error
+
+
+def test_evaluate_scores_held_out_cells_and_writes_a_report(trained, snare_split, tmp_path, capsys):
+    """``butterfly evaluate`` gives a saved model's evaluate_translation scores on held-out paired cells (the
+    translated RNA clusters by cell type better than the measured ATAC it came from) and writes its report."""
+    _, _, rna_test, atac_test = snare_split
+    trained.save(tmp_path / "model")
+    rna_test.write_h5ad(tmp_path / "rna.h5ad")
+    atac_test.write_h5ad(tmp_path / "atac.h5ad")
+    out = tmp_path / "scores"
+    argv = ["evaluate", "--model", str(tmp_path / "model"), "--first", str(tmp_path / "rna.h5ad"),
+            "--second", str(tmp_path / "atac.h5ad"), "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "scores.json").read_text())
+    expected = bf.evaluate_translation(trained, rna_test, atac_test)
+    assert sorted(summary["scores"]) == sorted(expected)
+    for profile, scores in expected.items():
+        assert summary["scores"][profile] == pytest.approx(scores, abs=1e-9)
+    assert summary["scores"]["atac->rna"]["AMI"] > summary["scores"]["measured atac"]["AMI"] + 0.05
+    assert summary["cells"] == 400 and summary["settings"]["model"] == str(tmp_path / "model")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "scores.json",
+        "scores.md",
+        "tsne_atac.png",
+        "tsne_rna.png",
+    ]
+    assert (out / "tsne_rna.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| atac->rna |" in (out / "scores.md").read_text()
+    assert "| atac->rna |" in printed and "scored 400 held-out cells; report in" in printed
+    again = [*argv[:-1], str(tmp_path / "again"), "--no-plots", "--scoring-runs", "2", "--latent"]
+    assert main(again) == 0  # options reach the scoring
+    summary = json.loads((tmp_path / "again" / "scores.json").read_text())
+    assert "rna latent" in summary["scores"] and summary["settings"]["scoring_runs"] == 2
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["scores.json", "scores.md"]
+    swapped = [*argv[:4], str(tmp_path / "atac.h5ad"), "--second", str(tmp_path / "rna.h5ad"), "--out",
+               str(tmp_path / "swapped")]  # fmt: skip
+    assert main(swapped) == 2
+    assert "(CLI evaluate: --first and --second)" in capsys.readouterr().err
+    assert main([*argv[:-1], str(tmp_path / "bad"), "--scoring-runs", "0"]) == 2
+    assert "--scoring-runs at least 1" in capsys.readouterr().err
 
 
 def test_demo_writes_its_report(tmp_path, capsys):

@@ -132,6 +132,10 @@ def test_a_saved_perturbation_model_translates_the_same(held_out, trained, tmp_p
         loaded.translate(test_control, source="control", target="stimulated", progress=False).X,
         model.translate(test_control, source="control", target="stimulated", progress=False).X,
     )
+    _, _, _, test_stimulated = held_out
+    with pytest.raises(bf.ButterflyInputError, match="Use bf.evaluate_perturbation"):  # no paired cells
+        bf.evaluate.evaluation_report(loaded, test_control, test_stimulated, tmp_path / "report")
+    assert not (tmp_path / "report").exists()
 
 
 def test_mean_shift_adds_the_training_cells_average_response(kang):

@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   butterfly translate --model my_model --input new_atac.h5ad --source atac --target rna --out predicted_rna.h5ad
   butterfly translate --model my_model --input rna_only.h5ad --source rna --target atac --joint --out atac.h5ad
   butterfly info my_model   # what a saved model is and how it was trained
+  butterfly evaluate --model my_model --first heldout_rna.h5ad --second heldout_atac.h5ad --out my_model_scores
   butterfly train --first arc/filtered_feature_bc_matrix.h5 --second arc/filtered_feature_bc_matrix.h5 --fast --out m
   butterfly train --first multiome.h5mu --second multiome.h5mu --first-layer counts --fast --out m
   butterfly train --first control.h5ad --second stimulated.h5ad --perturbation --fast --out ifnb_model
@@ -176,6 +177,42 @@ def build_parser() -> argparse.ArgumentParser:
                           help="ATAC input: match peaks by coordinates (default) or by overlap")  # fmt: skip
     _add_device_options(annotate)
     annotate.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score a trained model on held-out paired cells, write the scores and t-SNE figures",
+        description="Translate held-out cells measured in both of a model's modalities each way and score the "
+        "translations the paper's way (clustering against cell types; per-gene Pearson, Spearman and RMSE for "
+        "RNA and protein, AUROC and AUPRC for ATAC), beside the clustering of the measured profiles. Writes "
+        "scores.json, scores.md and one t-SNE figure per modality (measured beside translated) into --out.",
+    )
+    evaluate.add_argument("--model", required=True, type=Path, help="folder of a trained model")
+    evaluate.add_argument(
+        "--first", required=True, type=Path,
+        help="h5ad of the held-out cells in the model's first modality (or an .h5mu or Cell Ranger .h5)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--second", required=True, type=Path, help="h5ad of the same cells in the model's second modality"
+    )
+    _add_layer_options(evaluate)
+    evaluate.add_argument(
+        "--label-key", default="cell_type", help="--first's obs column of cell types (default cell_type)"
+    )
+    evaluate.add_argument("--scoring-runs", type=int, default=1, metavar="N",
+                          help="each clustering score is the mean of N Leiden runs (default 1)")  # fmt: skip
+    evaluate.add_argument("--samples", type=int, default=0, metavar="N",
+                          help="translate with N latent draws per cell, as translate --samples (default 0)")  # fmt: skip
+    evaluate.add_argument("--joint", action="store_true",
+                          help="also score each measured modality joined with its translation (bf.integrate)")  # fmt: skip
+    evaluate.add_argument("--latent", action="store_true",
+                          help="also cluster the latent each translation starts from")  # fmt: skip
+    evaluate.add_argument(
+        "--no-plots", action="store_true", help="skip the t-SNE figures (minutes on many cells)"
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the PCA and Leiden runs (default 0)")
+    evaluate.add_argument("--out", required=True, type=Path, help="folder to write the report into")
+    _add_device_options(evaluate)
+    evaluate.add_argument("--overwrite", action="store_true", help=_REPORT_OVERWRITE_HELP)
 
     bench = commands.add_parser(
         "benchmark",

@@ -1,4 +1,4 @@
-"""Command line: ``butterfly train | translate | annotate | benchmark | benchmark-merge | info | demo``.
+"""Command line: ``butterfly train | translate | annotate | evaluate | benchmark | benchmark-merge | info | demo``.
 
 Thin: one function per command reads the files, calls the API and says what it wrote; the flags are in
 ``_cli_parser.py``."""
@@ -87,19 +87,20 @@ def _read(path: Path, name: str, kind: str, layer: str | None = None, option: st
     return use_layer(read_modality(path, name, kind), layer, what=str(path), option=option)
 
 
-def _read_pair(args: argparse.Namespace, names: tuple[str, str], paired: bool = True):
-    """``--first`` and ``--second`` as modalities ``names``, each from its ``--first-layer`` /
-    ``--second-layer`` if given. ``paired``: the same cells, kept to those both hold with ``--shared-cells``
-    and refused when they differ without it."""
+def _read_pair(args: argparse.Namespace, names: tuple[str, str], paired: bool = True, kinds=None):
+    """``--first`` and ``--second`` as modalities ``names`` (of preprocessing ``kinds``, by default those the
+    names' presets have), each from its ``--first-layer`` / ``--second-layer`` if given. ``paired``: the same
+    cells, kept to those both hold with ``--shared-cells`` and refused when they differ without it."""
     from . import modalities
     from ._validation import align_cells, check_paired, use_layer
     from .readers import read_modalities, read_modality
 
-    kinds = (
-        ["expression"] * 2
-        if getattr(args, "perturbation", False)
-        else [modalities.get(n).preprocessing for n in names]
-    )
+    if kinds is None:
+        kinds = (
+            ["expression"] * 2
+            if getattr(args, "perturbation", False)
+            else [modalities.get(n).preprocessing for n in names]
+        )
     if (
         args.first.resolve() == args.second.resolve()
     ):  # both modalities of one .h5mu or Cell Ranger .h5: read once
@@ -241,6 +242,29 @@ def _annotate(args: argparse.Namespace) -> None:
     print(f"annotated {len(labels)} cells into {len(counts)} types ({shown}{more}) in {args.out}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluation_report, scores_table
+    from .model import Butterfly
+
+    if args.samples < 0 or args.scoring_runs < 1:
+        from ._validation import ButterflyInputError
+
+        raise ButterflyInputError(
+            f"--samples must be at least 0 and --scoring-runs at least 1; got {args.samples} and {args.scoring_runs}."
+        )
+    model = Butterfly.load(args.model, device=args.device)
+    kinds = [model.specs[name].preprocessing for name in model.names]
+    first, second = _read_pair(args, model.names, kinds=kinds)
+    summary = evaluation_report(
+        model, first, second, args.out, label_key=args.label_key, seed=args.seed,
+        scoring_runs=args.scoring_runs, n_samples=args.samples, joint=args.joint, latent=args.latent,
+        plots=not args.no_plots, overwrite=args.overwrite,
+        about={"model": str(args.model), "first": str(args.first), "second": str(args.second)},
+    )  # fmt: skip
+    print(scores_table(summary["scores"]))
+    print(f"scored {summary['cells']} held-out cells; report in {args.out}/")
+
+
 def _benchmark_folds(args: argparse.Namespace, first) -> tuple[list, list[int]]:
     """The protocol's folds of the cells of ``first``, and the numbers of those ``--only-folds`` runs."""
     from . import protocols
@@ -377,6 +401,7 @@ COMMANDS = {
     "train": _train,
     "translate": _translate,
     "annotate": _annotate,
+    "evaluate": _evaluate,
     "benchmark": _benchmark,
     "benchmark-merge": _benchmark_merge,
     "info": _info,
@@ -416,10 +441,12 @@ def _interrupted(args) -> str:
     """What an interrupted command left in its output."""
     if args.command == "benchmark":
         return f"the finished folds' scores are in {Path(args.out) / 'scores.partial.csv'} (if any finished)"
-    if args.command in ("demo", "benchmark-merge"):
+    if args.command in ("demo", "benchmark-merge", "evaluate"):
         return (
             f"the report in {args.out} is incomplete (files written whole, some perhaps from an earlier run)"
         )
+    if args.command == "info":
+        return "nothing was written" + (f" to {args.plot}" if args.plot is not None else "")
     return f"nothing was written to {args.out}"
 
 

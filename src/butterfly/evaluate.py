@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 
 from . import metrics
-from ._validation import check_label_key, check_paired, use_layers
+from ._validation import ButterflyInputError, check_label_key, check_paired, check_whole_numbers, use_layers
 from .model import Butterfly
 from .translation import LATENT_KEY
 
@@ -120,6 +124,17 @@ def evaluate_translation(
     >>> sorted(scores["rna->atac"])
     ['AMI', 'ARI', 'AUPRC', 'AUROC', 'HOM', 'NMI']
     """
+    return _translate_and_score(
+        model, first, second, label_key=label_key, seed=seed, reference=reference, latent=latent,
+        translate_options=translate_options, scoring_runs=scoring_runs, layer=layer, joint=joint,
+    )[0]  # fmt: skip
+
+
+def _translate_and_score(
+    model, first, second, *, label_key, seed, reference, latent, translate_options, scoring_runs, layer, joint
+) -> tuple[dict[str, dict[str, float]], dict[str, ad.AnnData], dict, np.ndarray]:
+    """:func:`evaluate_translation`'s scores, the translations it scored (``"a->b"``: AnnData), the measured
+    profiles in the model's space (by modality) and the labels."""
     reference = reference or (model if isinstance(model, Butterfly) else model._model)
     names = reference.names
     first, second = use_layers((first, second), names, layer)
@@ -127,6 +142,7 @@ def evaluate_translation(
     labels = check_label_key(first, label_key, what=f"The {names[0]} data").to_numpy()
     data = dict(zip(names, (first, second), strict=True))
     results: dict[str, dict[str, float]] = {}
+    translations: dict[str, ad.AnnData] = {}
     truth = {name: reference.preprocessors[name].transform(data[name]).X for name in names}
     for name in names:
         results[f"measured {name}"] = metrics.cell_heterogeneity(
@@ -139,6 +155,7 @@ def evaluate_translation(
         translated = model.translate(
             data[source], source=source, target=target, progress=False, **(translate_options or {})
         )
+        translations[f"{source}->{target}"] = translated
         kind = kinds[target]
         if joint:
             joined = {name: truth[name] if name == source else translated.X for name in names}
@@ -152,7 +169,105 @@ def evaluate_translation(
             results[f"{source} latent"] = metrics.cell_heterogeneity(
                 translated.obsm[LATENT_KEY], labels, seed=seed, runs=scoring_runs
             )
-    return results
+    return results, translations, truth, labels
+
+
+#: Everything :func:`evaluation_report` (``butterfly evaluate``) writes into its folder.
+EVALUATION_FILES = ("scores.json", "scores.md", "tsne_*.png")
+
+
+def evaluation_report(
+    model: Butterfly, first: ad.AnnData, second: ad.AnnData, out: str | os.PathLike, *,
+    label_key: str = "cell_type", seed: int = 0, scoring_runs: int = 1, n_samples: int = 0,
+    layer: str | dict[str, str | None] | None = None, joint: bool = False, latent: bool = False,
+    plots: bool = True, overwrite: bool = False, about: dict | None = None,
+) -> dict:  # fmt: skip
+    """:func:`evaluate_translation` of a trained model on held-out paired cells, written as a report folder.
+
+    Writes into ``out``: ``scores.json`` (the scores and the settings that made them), ``scores.md`` (a
+    markdown table of them) and, with ``plots``, one t-SNE figure per modality, ``tsne_<name>.png``:
+    the measured profiles beside those translated into that modality, coloured by ``obs[label_key]``.
+    ``butterfly evaluate`` runs it. A folder holding only an earlier evaluation is replaced; one holding
+    anything else is refused unless ``overwrite=True``.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`~butterfly.Butterfly` (paired, unpaired, -T or -C alike; for a perturbation
+        model, whose conditions are different cells, use :func:`evaluate_perturbation`).
+    first, second
+        The held-out cells, measured in both of the model's modalities in its order, the same cells in the
+        same order.
+    out
+        The report folder.
+    label_key, seed, scoring_runs, layer, joint, latent
+        As for :func:`evaluate_translation`.
+    n_samples
+        Translate with ``n_samples`` latent draws per cell (:meth:`~butterfly.Butterfly.translate`); 0
+        decodes the latent mean.
+    plots
+        Draw the t-SNE figures (minutes for tens of thousands of cells).
+    about
+        Extra entries for ``scores.json``'s settings (the CLI records the model's folder and the files).
+
+    Returns
+    -------
+    dict
+        What ``scores.json`` holds: ``"scores"`` (as :func:`evaluate_translation` returns them), ``"cells"``
+        and ``"settings"``.
+
+    Examples
+    --------
+    >>> import tempfile, butterfly as bf
+    >>> rna, atac = bf.datasets.snare_mcc_demo()
+    >>> model = bf.Butterfly(rna[:1500], atac[:1500], seed=0)
+    >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
+    >>> folder = f"{tempfile.mkdtemp()}/evaluation"
+    >>> summary = bf.evaluate.evaluation_report(model, rna[1500:], atac[1500:], folder, plots=False)
+    >>> sorted(summary["scores"]), summary["cells"]
+    (['atac->rna', 'measured atac', 'measured rna', 'rna->atac'], 500)
+    """
+    from ._io import check_report_folder, write_text_atomic
+
+    if getattr(model, "pairing", None) == "transport":
+        raise ButterflyInputError(
+            "This is a perturbation model: its two conditions are different cells, so there are no paired cells "
+            "to score its translations against. Use bf.evaluate_perturbation(model, control, stimulated)."
+        )
+    check_whole_numbers(n_samples=(n_samples, 0), scoring_runs=(scoring_runs, 1))
+    out = Path(out)
+    check_report_folder(out, EVALUATION_FILES, overwrite=overwrite)
+    results, translations, measured, labels = _translate_and_score(
+        model, first, second, label_key=label_key, seed=seed, reference=None, latent=latent,
+        translate_options={"n_samples": n_samples} if n_samples else None, scoring_runs=scoring_runs,
+        layer=layer, joint=joint,
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    if plots:
+        from .report import plot_tsne_panels
+
+        for name, translated in translations.items():
+            source, target = name.split("->")
+            plot_tsne_panels(
+                {f"measured {target}": measured[target], f"{target} translated from {source}": translated.X},
+                {label_key: labels}, out / f"tsne_{target}.png",
+            )  # fmt: skip
+    settings = {
+        "label_key": label_key, "seed": seed, "scoring_runs": scoring_runs, "n_samples": n_samples,
+        "joint": joint, "latent": latent, **(about or {}),
+    }  # fmt: skip
+    summary = {"scores": results, "cells": int(len(labels)), "settings": settings}
+    write_text_atomic(out / "scores.json", json.dumps(summary, indent=2))
+    a, b = model.names
+    write_text_atomic(
+        out / "scores.md",
+        f"# butterfly evaluation: {a} <-> {b} on {len(labels)} held-out cells\n\n"
+        f"Clustering (PCA, neighbours, Leiden at resolution 1) against `obs['{label_key}']`"
+        + (f", the mean of {scoring_runs} runs" if scoring_runs > 1 else "")
+        + "; measured profiles as the reference.\n\n"
+        + scores_table(results),
+    )
+    return summary
 
 
 def evaluate_perturbation(

@@ -39,7 +39,10 @@ _ORDER_FIX = (
     "Pass the datasets in the order of `modalities`, e.g. Butterfly(rna, atac, modalities=('rna', 'atac')) "
     "(CLI: --first and --second in the order of --modalities)."
 )
-_SOURCE_FIX = "Check that `source` (CLI: --source) names the modality these cells were measured in."
+_SOURCE_FIX = (
+    "Check that `source` (CLI: --source) names the modality these cells were measured in, and that paired "
+    "cells come in the model's order of modalities (CLI evaluate: --first and --second)."
+)
 
 #: More proteins than any antibody panel holds: an "adt" dataset this wide is probably something else.
 MAX_ADT_FEATURES = 1000
