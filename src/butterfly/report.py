@@ -364,12 +364,18 @@ def plot_tsne_panels(
     plt = _pyplot()
     embeddings = {name: tsne_embedding(X) for name, X in profiles.items()}
     n_rows, n_cols = len(colourings), len(profiles)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.6 * n_cols + 2.4, 4.3 * n_rows), squeeze=False)
+    # legends of at most 18 entries per column, so that 40 cell types still leave the panels their room
+    legend_columns = max(-(-len(set(np.asarray(labels).astype(str))) // 18) for labels in colourings.values())
+    size = (4.6 * n_cols + 2.4 * legend_columns, 4.3 * n_rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=size, squeeze=False)
     for row, (colour_name, labels) in enumerate(colourings.items()):
         labels = np.asarray(labels).astype(str)
         categories = sorted(set(labels))
-        cmap = plt.get_cmap("tab20" if len(categories) > 10 else "tab10")
-        colours = {c: cmap(i % cmap.N) for i, c in enumerate(categories)}
+        palettes = (
+            ["tab10"] if len(categories) <= 10 else ["tab20", "tab20b", "tab20c"]
+        )  # 60 distinct colours
+        palette = [plt.get_cmap(name)(i) for name in palettes for i in range(plt.get_cmap(name).N)]
+        colours = {c: palette[i % len(palette)] for i, c in enumerate(categories)}
         for ax, (name, xy) in zip(axes[row], embeddings.items(), strict=True):
             for c in categories:
                 sel = labels == c
@@ -379,7 +385,12 @@ def plot_tsne_panels(
             ax.set_yticks([])
         axes[row, 0].set_ylabel(colour_name)
         axes[row, -1].legend(
-            markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False
+            markerscale=3,
+            fontsize=7,
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            frameon=False,
+            ncol=-(-len(categories) // 18),
         )
     if title:
         fig.suptitle(title)

@@ -1,0 +1,25 @@
+import numpy as np
+
+import butterfly as bf
+
+
+def test_tsne_panels_give_every_cell_type_its_own_colour_and_keep_the_panels_readable(cite):
+    """41 cell types (the CITE-seq test cells): one colour each, a legend in columns, and each panel
+    still about as wide as it is tall (a one-column legend squeezed them to a strip)."""
+    rna, _ = cite
+    labels = rna.obs["cell_type"].astype(str).to_numpy()
+    profiles = bf.RNAPreprocessor(n_top_genes=200).fit_transform(rna).X
+    fig = bf.report.plot_tsne_panels({"measured": profiles, "again": profiles}, {"cell type": labels})
+    n_types = len(set(labels))
+    assert n_types > 40
+    legend = fig.axes[-1].get_legend()
+    colours = {tuple(np.round(handle.get_facecolor()[0], 4)) for handle in legend.legend_handles}
+    assert len(legend.get_texts()) == n_types and len(colours) == n_types
+    fig.canvas.draw()
+    columns = {round(text.get_window_extent().x0) for text in legend.get_texts()}
+    assert len(columns) == 3  # at most 18 types a column
+    for ax in fig.axes:
+        box = ax.get_window_extent()
+        assert 0.8 < box.width / box.height < 1.6
+    embedding = bf.report.tsne_embedding(profiles)
+    np.testing.assert_array_equal(embedding, bf.report.tsne_embedding(profiles))  # seeded
