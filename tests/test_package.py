@@ -31,3 +31,12 @@ def test_import_and_help_do_not_wait_for_torch():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "usage: butterfly" in run.stdout
     assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_python_dash_m_runs_the_command_line(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "butterfly", "info", str(tmp_path)], capture_output=True, text=True
+    )
+    assert run.returncode == 2 and "is not a saved butterfly model (no config.json)" in run.stderr
+    version = subprocess.run([sys.executable, "-m", "butterfly", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip() == f"butterfly {bf.__version__}"
