@@ -153,6 +153,7 @@ def _load_model(args: argparse.Namespace, target: str | None = None):
 
 def _train(args: argparse.Namespace) -> None:
     from ._validation import ButterflyInputError
+    from .distributed import is_main, leave
     from .model import Butterfly
     from .persistence import check_save_target
 
@@ -185,11 +186,15 @@ def _train(args: argparse.Namespace) -> None:
             cluster_options=_scvi_options(args) if args.cluster_backend == "scvi" else None,
             **common,
         )  # fmt: skip
-    print(model)
+    main_process = is_main()  # of several started by torchrun, only process 0 prints and saves
+    if main_process:
+        print(model)
     model.fit(**options)
-    print(model.summary())
-    model.save(args.out, overwrite=args.overwrite)
-    print(f"saved the trained model to {args.out}")
+    if main_process:
+        print(model.summary())
+        model.save(args.out, overwrite=args.overwrite)
+        print(f"saved the trained model to {args.out}")
+    leave()
 
 
 def _translate(args: argparse.Namespace) -> None:

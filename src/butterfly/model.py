@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from . import metrics, translation
+from . import distributed, metrics, translation
 from . import modalities as _modalities
 from ._validation import (
     ButterflyInputError,
@@ -458,7 +458,8 @@ class Butterfly:
         weights of the finished epochs and keeps their history in ``history_`` before the interrupt
         propagates; the model translates once an integrative epoch has finished. After training,
         ``validation_scores_`` holds each translated gene's or protein's Pearson r on the validation cells
-        (see :meth:`translate`'s ``var["validation_pearson"]``).
+        (see :meth:`translate`'s ``var["validation_pearson"]``). Started by ``torchrun`` as one of several
+        processes, ``fit`` trains data-parallel (:mod:`butterfly.distributed`; ``batch_size`` cells per process).
 
         Examples
         --------
@@ -487,12 +488,17 @@ class Butterfly:
             batch_size=batch_size,
             **options,
         )
+        if distributed.launched():  # one of several processes started by torchrun (butterfly.distributed)
+            device = distributed.join(self.device)
+            if device != self.device:
+                self.device, self.network = device, self.network.to(device)
         train, validation = self._training_pairs()
         self.batch_norm_recalibration_ = self.validation_scores_ = None
         self.training_data_ = {
             "cells": {name: int(self._matrices[name].shape[0]) for name in self.names},
             "training_pairs": len(train),
             "validation_pairs": len(validation),
+            "processes": distributed.rank_and_size()[1],  # each with its own minibatches of batch_size
         }
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):

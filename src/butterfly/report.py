@@ -64,6 +64,7 @@ def describe_model(model) -> str:
         lines.append(
             f"trained on: {cells} cells; {data['training_pairs']:,} training pairs, "
             f"{data['validation_pairs']:,} validation pairs (early stopping)"
+            + (f"; on {data['processes']} processes (torchrun)" if data.get("processes", 1) > 1 else "")
         )
     config = model.training_config
     if config is not None:

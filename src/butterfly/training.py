@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from ._progress import progress_bar
 from .data import PairedRows, minibatches
 
@@ -120,10 +121,14 @@ class Trainer:
         # blocked modalities' columns in chromosome order: the epochs run under network.chromosome_io()
         orders = network.chromosome_orders()
         self.matrices = {n: X[:, orders[n]] if n in orders else X for n, X in matrices.items()}
-        self.config, self.device, self.progress = config, device, progress
-        self.rng = np.random.default_rng(seed)
+        # with several processes (torchrun), each trains on its share of every epoch's pairs and draws its own
+        # masks, dropout and latent samples; the shares come from one permutation all of them draw alike
+        self.rank, self.processes = distributed.rank_and_size()
+        self.config, self.device, self.progress = config, device, progress and self.rank == 0
+        self.rng = np.random.default_rng(seed if self.processes == 1 else [seed, self.rank])
+        self.shared_rng = np.random.default_rng(seed)
         self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed)
+        self.generator.manual_seed(seed + self.rank * 2**32)
         self.n_features = {n: matrices[n].shape[1] for n in network.names}
         self.sparse_inputs = frozenset(
             n for n, X in matrices.items()
@@ -143,10 +148,19 @@ class Trainer:
         if not shuffle:
             return minibatches(matrices, pairs, VALIDATION_ROWS, self.device, feature_major=layouts)
         rates = {n: self.network.specs[n].mask_rate for n in pairs.rows}
+        if self.processes > 1:
+            pairs = self._share(pairs)
         return minibatches(
             matrices, pairs, self.config.batch_size, self.device, self.rng, rates, self.config.mask_scaling,
             layouts, self.sparse_inputs,
         )  # fmt: skip
+
+    def _share(self, pairs: PairedRows) -> PairedRows:
+        """This process's share of ``pairs`` for one epoch: as many pairs for every process, none twice."""
+        per_process = len(pairs) // self.processes
+        order = self.shared_rng.permutation(len(pairs))
+        mine = order[self.rank * per_process : (self.rank + 1) * per_process]
+        return PairedRows({name: rows[mine] for name, rows in pairs.rows.items()})
 
     def _optimizer(self, params) -> torch.optim.Optimizer:
         # The fused kernel does one pass over all parameters instead of a dozen small ops per tensor.
@@ -187,11 +201,12 @@ class Trainer:
                 self.epoch = epoch
                 start = time.perf_counter()
                 self.network.train()
-                train_stats = run_epoch(epoch)
+                train_stats = distributed.mean_over_processes(run_epoch(epoch), self.device)
                 self.network.eval()
                 with average.swapped() if average is not None else nullcontext():
                     with torch.no_grad():
-                        val_stats = validate(epoch)
+                        # averaged over processes, whose BatchNorm statistics differ a little: all stop alike
+                        val_stats = distributed.mean_over_processes(validate(epoch), self.device)
                     # Stop on the reconstruction/translation loss alone, as the authors' code does: the KL
                     # term rises a little while the translator learns, and with it in the criterion, early
                     # stopping can restore an epoch-0 model whose translations are near-constant (seen on
@@ -214,6 +229,7 @@ class Trainer:
                 record["best_epoch"] = stopper.best_epoch
             self.history.extend(history)
         self.epoch = None
+        distributed.same_buffers(self.network)  # not on Ctrl-C: the other processes may not reach it
         return history
 
     # -- pretraining ----------------------------------------------------------------------------------------
@@ -235,11 +251,20 @@ class Trainer:
             kl = self._kl(mean, logvar)
             return recon + kl_weight * self._warmup(epoch) * kl, recon, kl
 
+        step = losses
+        if self.processes > 1:  # the other modality's translator blocks take no part: unused parameters
+            parts = {
+                "encoder": net.encoders[name],
+                "translator": net.translator,
+                "decoder": net.decoders[name],
+            }
+            step = distributed.wrap(distributed.Pass(parts, losses), self.device, find_unused_parameters=True)
+
         def run_epoch(epoch):
             means = _Means("loss", "recon", "kl")
             for batch, masked in self._batches(single, train):
                 with self._autocast():
-                    loss, recon, kl = losses(batch[name], masked[name], True, epoch)
+                    loss, recon, kl = step(batch[name], masked[name], True, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -313,6 +338,16 @@ class Trainer:
             steps_per_epoch = math.ceil(len(self.train) / cfg.batch_size)
             average = _WeightAverage(net, cfg.weight_average_halflife * steps_per_epoch)
 
+        forward_all, discriminator_loss = self._forward_all, self._discriminator_loss
+        if self.processes > 1:
+            # Two wrapped passes with no parameter in common: the generator's (its gradients also reach the
+            # discriminators through the adversarial term, outside any wrapped pass, so those are not
+            # averaged, and the discriminators' own step clears them) and the discriminators' own.
+            parts = {"encoders": net.encoders, "translator": net.translator, "decoders": net.decoders}
+            forward_all = distributed.wrap(distributed.Pass(parts, forward_all), self.device)
+            discriminators = distributed.Pass({"discriminators": net.discriminators}, discriminator_loss)
+            discriminator_loss = distributed.wrap(discriminators, self.device)
+
         def soft_labels(n: int):
             u = torch.rand((2, n), generator=self.generator, device=self.device)
             return 0.8 + 0.2 * u[0], 0.2 * u[1]  # l_pos ~ U[0.8, 1], l_neg ~ U[0, 0.2]
@@ -322,13 +357,13 @@ class Trainer:
             for batch, masked in self._batches(self.matrices, self.train):
                 size = next(iter(batch.values())).shape[0]
                 with self._autocast():
-                    h, stats, emb = self._forward_all(masked, sample=True)
+                    h, stats, emb = forward_all(masked, sample=True)
                 labels = soft_labels(size)
                 # 1. discriminator step on detached embeddings
                 detached_h = {k: v.detach() for k, v in h.items()}
                 detached_emb = {k: v.detach() for k, v in emb.items()}
                 with self._autocast():
-                    dis_loss = self._discriminator_loss(detached_h, detached_emb, labels)
+                    dis_loss = discriminator_loss(detached_h, detached_emb, labels)
                 dis_optimizer.zero_grad(set_to_none=True)
                 dis_loss.backward()
                 dis_optimizer.step()
@@ -429,4 +464,7 @@ class Trainer:
                 raise
             if not after < before:
                 put_back(statistics=True)
+        distributed.same_buffers(
+            net
+        )  # process 0's choice, should the processes' sums differ in the last digits
         return {"validation_loss_before": before, "validation_loss_after": after, "kept": after < before}
