@@ -107,3 +107,16 @@ def test_each_process_takes_its_own_equal_share_of_every_epoch():
             np.testing.assert_array_equal(share.rows["atac"], share.rows["rna"] + 1000)  # pairs kept together
     first, second = (t._share(pairs).rows["rna"] for t in (trainers[0], trainers[0]))
     assert not np.array_equal(first, second)
+
+
+def test_each_process_takes_the_gpu_of_its_local_rank(monkeypatch):
+    from butterfly import distributed
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert distributed.local_device(cuda) == cuda and not distributed.launched()  # one process: as given
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert distributed.launched() and distributed.local_device(cuda) == torch.device("cuda", 3)
+    assert distributed.local_device(cpu) == cpu
+    monkeypatch.setenv("RANK", "2")
+    assert not distributed.is_main()  # before the group is joined, the launcher's rank says

@@ -45,14 +45,21 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
+def local_device(device: torch.device) -> torch.device:
+    """This process's device: under ``torchrun`` on CUDA, the GPU of its local rank (``LOCAL_RANK``), which
+    ``"cuda"`` would otherwise make GPU 0 for every process."""
+    if launched() and device.type == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
 def join(device: torch.device) -> torch.device:
-    """Join the process group ``torchrun`` describes (once) and return this process's device: on CUDA, the
-    GPU of its local rank (``LOCAL_RANK``), which ``device`` ``"cuda"`` without an index would otherwise
-    make GPU 0 for every process."""
+    """Join the process group ``torchrun`` describes (once) and return this process's device
+    (:func:`local_device`)."""
     if not launched():
         return device
+    device = local_device(device)
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

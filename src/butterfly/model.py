@@ -336,7 +336,7 @@ class Butterfly:
         self.names = (specs[0].name, specs[1].name)
         check_model_options(seed, validation_fraction, dropout, batch_norm, discriminator_layers)
         self.seed = int(seed)
-        self.device = resolve_device(device)
+        self.device = distributed.local_device(resolve_device(device))
         self.validation_fraction = float(validation_fraction)
         self.network_options = {
             "dropout": float(dropout),
