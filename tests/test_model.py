@@ -390,6 +390,21 @@ def test_same_seed_reproduces_training_and_inputs_untouched(multiome):
     assert rna.obs.equals(before[2])
 
 
+def test_backed_anndata_trains_and_translates_as_in_memory(multiome, tmp_path):
+    """AnnData opened with ``backed="r"`` (its X left on disk): the same model and translations."""
+    rna, atac = multiome
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    backed = [ad.read_h5ad(tmp_path / f"{name}.h5ad", backed="r") for name in ("rna", "atac")]
+    outputs = []
+    for data in (backed, (rna, atac)):
+        model = bf.Butterfly(*data, seed=0, device="cpu")
+        model.fit(pretrain_epochs=1, epochs=1, progress=False)
+        outputs.append(model.translate(data[1], source="atac", target="rna", progress=False).X)
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert outputs[0].shape == (500, 600)
+
+
 def test_closed_adversarial_gate_trains_as_no_adversarial_term(multiome):
     """A gate that never opens gives exactly the training without the adversarial term (weight 0); the
     paper's always-on term changes it. The history records how often the gate let the term through."""
