@@ -335,7 +335,7 @@ class Trainer:
         dis_optimizer = torch.optim.SGD(net.discriminators.parameters(), lr=cfg.discriminator_lr)
         average = None
         if cfg.weight_average_halflife > 0:
-            steps_per_epoch = math.ceil(len(self.train) / cfg.batch_size)
+            steps_per_epoch = math.ceil(len(self.train) // self.processes / cfg.batch_size)
             average = _WeightAverage(net, cfg.weight_average_halflife * steps_per_epoch)
 
         forward_all, discriminator_loss = self._forward_all, self._discriminator_loss
@@ -464,7 +464,6 @@ class Trainer:
                 raise
             if not after < before:
                 put_back(statistics=True)
-        distributed.same_buffers(
-            net
-        )  # process 0's choice, should the processes' sums differ in the last digits
+        # process 0's statistics everywhere, should the processes' sums differ in the last digits
+        distributed.same_buffers(net)
         return {"validation_loss_before": before, "validation_loss_after": after, "kept": after < before}
