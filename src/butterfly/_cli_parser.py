@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a translator on two .h5ad files holding the same cells (raw counts). --first and "
         "--second may also name one MuData .h5mu file (its modalities named as --modalities, or rna/gex, "
         "atac/peaks, prot/adt) or one Cell Ranger .h5 matrix (ARC, multi: its Gene Expression, Peaks and "
-        "Antibody Capture features).",
+        "Antibody Capture features). On several GPUs: torchrun --standalone --nproc_per_node=N -m butterfly "
+        "train ... (data-parallel; --batch-size is per GPU).",
     )
     train.add_argument(
         "--first", required=True, type=Path, help="h5ad of the first modality (e.g. RNA counts)"
