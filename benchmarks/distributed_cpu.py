@@ -47,7 +47,13 @@ distributed.leave()
 
 
 def run(script: Path, processes: int, threads: int, batch_size: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GLOO_SOCKET_IFNAME": "lo"}
+    # TMPDIR: torchrun's log folders go beside the script, into the folder removed at the end
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "GLOO_SOCKET_IFNAME": "lo",
+        "TMPDIR": str(script.parent),
+    }
     launcher = [sys.executable]
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]

@@ -222,10 +222,11 @@ def evaluation_report(
     >>> rna, atac = bf.datasets.snare_mcc_demo()
     >>> model = bf.Butterfly(rna[:1500], atac[:1500], seed=0)
     >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
-    >>> folder = f"{tempfile.mkdtemp()}/evaluation"
-    >>> summary = bf.evaluate.evaluation_report(model, rna[1500:], atac[1500:], folder, plots=False)
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> summary = bf.evaluate.evaluation_report(model, rna[1500:], atac[1500:], folder.name, plots=False)
     >>> sorted(summary["scores"]), summary["cells"]
     (['atac->rna', 'measured atac', 'measured rna', 'rna->atac'], 500)
+    >>> folder.cleanup()
     """
     from ._io import check_report_folder, write_text_atomic
 

@@ -791,10 +791,12 @@ class Butterfly:
         >>> rna, atac = bf.datasets.snare_mcc_demo()
         >>> model = bf.Butterfly(rna[:400], atac[:400], seed=0)
         >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
-        >>> path = f"{tempfile.mkdtemp()}/atac_from_rna.h5ad"
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = f"{folder.name}/atac_from_rna.h5ad"
         >>> model.translate_to_h5ad(rna[1900:], path, source="rna", target="atac", batch_size=32, progress=False)
         >>> ad.read_h5ad(path).shape
         (100, 7632)
+        >>> folder.cleanup()
         """
         translation.check_translation(self, source, target, atac_output)
         adata, options = translation.source_cells(self, adata, source, layer, peak_matching, normalized_to)
@@ -844,12 +846,13 @@ class Butterfly:
         >>> rna, atac = bf.datasets.snare_mcc_demo()
         >>> model = bf.Butterfly(rna[:400], atac[:400], seed=0)
         >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
-        >>> folder = tempfile.mkdtemp()
-        >>> model.save(f"{folder}/model")
-        >>> again = bf.Butterfly.load(f"{folder}/model")
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> model.save(f"{folder.name}/model")
+        >>> again = bf.Butterfly.load(f"{folder.name}/model")
         >>> a, b = (m.translate(atac[1900:], source="atac", target="rna", progress=False).X for m in (model, again))
         >>> bool(np.array_equal(a, b))
         True
+        >>> folder.cleanup()
         """
         save_model(self, path, overwrite=overwrite)
 
@@ -864,10 +867,11 @@ class Butterfly:
         >>> rna, atac = bf.datasets.snare_mcc_demo()
         >>> model = bf.Butterfly(rna[:400], atac[:400], seed=0)
         >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
-        >>> folder = f"{tempfile.mkdtemp()}/model"
-        >>> model.save(folder)
-        >>> loaded = bf.Butterfly.load(folder, device="cpu")
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> model.save(f"{folder.name}/model")
+        >>> loaded = bf.Butterfly.load(f"{folder.name}/model", device="cpu")
         >>> loaded.names, loaded.is_trained_, len(loaded.history_)
         (('rna', 'atac'), True, 3)
+        >>> folder.cleanup()
         """
         return load_model(cls, path, device=device)

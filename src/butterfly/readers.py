@@ -123,10 +123,11 @@ def read_modality(path: str | os.PathLike, name: str, kind: str) -> ad.AnnData:
     --------
     >>> import tempfile, butterfly as bf
     >>> rna, _ = bf.datasets.snare_mcc_demo()
-    >>> path = f"{tempfile.mkdtemp()}/rna.h5ad"
-    >>> rna.write_h5ad(path)
-    >>> bf.readers.read_modality(path, "rna", "rna").shape
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> rna.write_h5ad(f"{folder.name}/rna.h5ad")
+    >>> bf.readers.read_modality(f"{folder.name}/rna.h5ad", "rna", "rna").shape
     (2000, 1677)
+    >>> folder.cleanup()
     >>> atac = bf.readers.read_modality("multiome.h5mu", "atac", "atac")  # its "atac" or "peaks"  # doctest: +SKIP
     """
     return read_modalities(path, [(name, kind)])[0]
