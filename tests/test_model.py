@@ -638,12 +638,24 @@ def test_translate_takes_the_source_modality_of_a_mudata(trained, snare_split):
         trained.translate(FakeMuData(), source="rna", target="atac")
 
 
+def test_translate_refuses_a_bare_matrix(trained, snare_split):
+    matrix = snare_split[3].X
+    with pytest.raises(ButterflyInputError, match=r"must be an AnnData \(or a MuData\), got csr_matrix"):
+        trained.translate(matrix, source="atac", target="rna")
+    with pytest.raises(
+        ButterflyInputError, match=r"anndata\.AnnData\(X, var=pandas\.DataFrame\(index=names\)\)"
+    ):
+        trained.latent(matrix, source="atac")
+
+
 def test_mismatched_cells_refused_at_construction(multiome):
     rna, atac = multiome
     with pytest.raises(ButterflyInputError, match="different order"):
         bf.Butterfly(rna, atac[::-1].copy())
     with pytest.raises(ButterflyInputError, match="two different modalities"):
         bf.Butterfly(rna, rna, modalities=("rna", "rna"))
+    with pytest.raises(ButterflyInputError, match=r"modalities must be a pair.*got 'rna'"):
+        bf.Butterfly(rna, atac, modalities="rna")  # not read as the modalities 'r', 'n', 'a'
 
 
 @pytest.mark.parametrize(

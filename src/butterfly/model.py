@@ -325,6 +325,11 @@ class Butterfly:
     def _configure(
         self, modalities, seed, device, validation_fraction, dropout, batch_norm, discriminator_layers
     ):
+        if isinstance(modalities, (str, _modalities.ModalitySpec)):
+            raise ButterflyInputError(
+                f"modalities must be a pair, the modality of each dataset in order, e.g. ('rna', 'atac'); "
+                f"got {modalities!r}."
+            )
         specs = [_modalities.get(m) for m in modalities]
         if len(specs) != 2 or specs[0].name == specs[1].name:
             raise ButterflyInputError(

@@ -88,6 +88,12 @@ def source_cells(
                 f"the {source} cells instead, e.g. translate(mdata.mod[...], source={source!r}, ...)."
             )
         adata = adata.mod[source]
+    if not isinstance(adata, ad.AnnData):
+        raise ButterflyInputError(
+            f"The cells to translate must be an AnnData (or a MuData), got {type(adata).__name__}. Wrap a "
+            f"matrix with its feature names, e.g. anndata.AnnData(X, var=pandas.DataFrame(index=names)): "
+            f"features are matched to the model's by name."
+        )
     options: dict[str, Any] = {"peak_matching": peak_matching} if peak_matching != "exact" else {}
     if isinstance(pre, RNAPreprocessor):
         made_by = adata.uns.get("butterfly") if layer is None else None
