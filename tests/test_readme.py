@@ -1,0 +1,109 @@
+"""The README's Python examples run against the current API, on real data with the README's placeholders
+filled in (short trainings: the examples show calls, the other tests check what training reaches)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import scanpy as sc
+
+import butterfly as bf
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
+BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+#: How each example begins (the tests below fill in its placeholders).
+STARTS = ("import butterfly", "import scanpy", "bf.Butterfly(rna, atac, pairing", "control = ", "first = ")
+
+
+@pytest.fixture
+def short_fits(monkeypatch, tmp_path):
+    """Every fit in the examples trains 2 + 3 epochs; files the examples save land in ``tmp_path``."""
+    fit = bf.Butterfly.fit
+
+    def short(self, *args, **options):
+        options.update(pretrain_epochs=2, epochs=3, progress=False)
+        return fit(self, **options)
+
+    monkeypatch.setattr(bf.Butterfly, "fit", short)
+    monkeypatch.chdir(tmp_path)
+
+
+def _run(block: str, names: dict) -> dict:
+    if importlib.util.find_spec("scvi") is None:  # the optional extra's line
+        block = "\n".join(line for line in block.splitlines() if 'cluster_backend="scvi"' not in line)
+    names = {"bf": bf, **names}
+    exec(compile(block, "README.md", "exec"), names)
+    return names
+
+
+def _block(start: str) -> str:
+    (block,) = [b for b in BLOCKS if b.startswith(start)]  # STARTS has it
+    return block
+
+
+def test_every_python_example_is_checked():
+    """A new example in the README needs its placeholders filled in below."""
+    matched = [[start for start in STARTS if block.startswith(start)] for block in BLOCKS]
+    assert [len(m) for m in matched] == [1] * len(BLOCKS), BLOCKS
+    assert sorted(m[0] for m in matched) == sorted(STARTS)
+
+
+def test_the_main_example(short_fits, snare):
+    rna, atac = snare
+    logged = rna[1500:].copy()
+    sc.pp.normalize_total(logged, target_sum=1e4)
+    sc.pp.log1p(logged)
+    new_atac = atac[1500:].copy()
+    names = _run(
+        _block("import butterfly"),
+        {"new_atac": new_atac, "new_rna": rna[1500:].copy(), "atac_only_cells": atac[1500:].copy(),
+         "labelled_rna": rna[:1500].copy(), "logged_rna": logged},
+    )  # fmt: skip
+    model, rna_pred = names["model"], names["rna_pred"]
+    assert list(rna_pred.var_names) == list(model.preprocessors["rna"].features_)
+    assert list(rna_pred.obs_names) == list(new_atac.obs_names)
+    assert new_atac.obsm["X_butterfly_joint"].shape[0] == new_atac.n_obs
+    assert names["labels"].index.equals(new_atac.obs_names)
+    assert set(names["labels"]["label"]) <= set(rna.obs["cell_type"])
+    assert names["atac_pred"].shape == (500, model.preprocessors["atac"].n_features)
+    again = model.translate(new_atac, source="atac", target="rna", progress=False)  # the loaded model
+    np.testing.assert_array_equal(again.X, rna_pred.X)
+
+
+def test_the_other_examples(short_fits, snare):
+    rna, atac = snare
+    model = bf.Butterfly(rna[:1500], atac[:1500], seed=0)
+    model.fit()
+    names = _run(_block("import scanpy"), {"model": model, "rna_only": rna[1500:].copy()})
+    assert "leiden" in names["rna_only"].obs
+
+    _run(
+        _block("bf.Butterfly(rna, atac, pairing"),
+        {"rna": rna[:600].copy(), "atac": atac[:600].copy(), "rna_cells": rna[:500].copy(),
+         "atac_cells": atac[500:1000].copy()},
+    )  # fmt: skip
+
+    kang = ad.read_h5ad(DATA / "kang_perturb.h5ad")
+    held = kang.obs["cell_type"] == kang.obs["cell_type"].iloc[0]
+    names = _run(
+        _block("control = "),
+        {"adata": kang[~held].copy(),
+         "control_b_cells": kang[held & (kang.obs["condition"] == "control")].copy(),
+         "measured_stimulated_b_cells": kang[held & (kang.obs["condition"] == "stimulated")].copy()},
+    )  # fmt: skip
+    assert names["predicted"].n_obs == int((held & (kang.obs["condition"] == "control")).sum())
+
+    names = _run(
+        _block("first = "),
+        {"multiome_rna": ad.read_h5ad(DATA / "multiome_rna.h5ad"),
+         "multiome_atac": ad.read_h5ad(DATA / "multiome_atac.h5ad"),
+         "cite_rna": ad.read_h5ad(DATA / "cite_rna.h5ad"), "cite_adt": ad.read_h5ad(DATA / "cite_adt.h5ad"),
+         "atac_only_cells": ad.read_h5ad(DATA / "multiome_atac.h5ad")[:50].copy()},
+    )  # fmt: skip
+    assert names["proteins"].shape == (50, names["second"].preprocessors["adt"].n_features)
