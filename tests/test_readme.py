@@ -1,10 +1,12 @@
 """The README's Python examples run against the current API, on real data with the README's placeholders
-filled in (short trainings: the examples show calls, the other tests check what training reaches)."""
+filled in (short trainings: the examples show calls, the other tests check what training reaches), and
+every command line it and ``butterfly --help`` show parses."""
 
 from __future__ import annotations
 
 import importlib.util
 import re
+import shlex
 from pathlib import Path
 
 import anndata as ad
@@ -107,3 +109,29 @@ def test_the_other_examples(short_fits, snare):
          "atac_only_cells": ad.read_h5ad(DATA / "multiome_atac.h5ad")[:50].copy()},
     )  # fmt: skip
     assert names["proteins"].shape == (50, names["second"].preprocessors["adt"].n_features)
+
+
+def _documented_commands() -> list[str]:
+    """Every command line of the README (its shell blocks and inline code) and of ``butterfly --help``'s
+    examples, without comments; those with placeholders (``...``, ``a|b``) or no options left out."""
+    from butterfly._cli_parser import EXAMPLES
+
+    readme = (ROOT / "README.md").read_text()
+    shell = "\n".join(re.findall(r"```bash\n(.*?)```", readme, re.S))
+    lines = [line.split("#")[0].strip() for line in (shell + "\n" + EXAMPLES).splitlines()]
+    inline = re.findall(r"`((?:torchrun .*?-m )?butterfly [a-z][^`]*)`", readme.replace("\n", " "))
+    commands = [c for c in lines + inline if re.match(r"(torchrun .*-m )?butterfly [a-z]", c)]
+    return [c for c in commands if "..." not in c and "|" not in c and len(c.split()) > 2]
+
+
+def test_documented_command_lines_parse():
+    from butterfly._cli_parser import build_parser
+
+    commands = _documented_commands()
+    assert len(commands) > 20
+    for command in commands:
+        args = shlex.split(command.split("-m butterfly ")[-1].removeprefix("butterfly "))
+        try:
+            build_parser().parse_args(args)
+        except SystemExit:
+            pytest.fail(f"the documented command does not parse: {command}")
