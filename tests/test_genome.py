@@ -20,6 +20,15 @@ def test_parse_name_formats(name):
     assert coords.names[0] == "chr1:100-200"
 
 
+def test_an_anndata_or_its_peak_names_parse_as_its_var(multiome):
+    atac = multiome[1]
+    expected = parse_peaks(atac.var).names
+    np.testing.assert_array_equal(parse_peaks(atac).names, expected)
+    np.testing.assert_array_equal(parse_peaks(atac.var_names).names, expected)
+    np.testing.assert_array_equal(parse_peaks(list(atac.var_names)).names, expected)
+    assert list(parse_peaks(["1:100-200", "X_5_9"]).chrom) == ["1", "X"]  # Ensembl's names, no 'chr'
+
+
 def test_parse_contig_with_underscore_and_dot():
     coords = parse_peaks(pd.DataFrame(index=["chrUn_GL000220v1_5_90", "GL000205.2:67850-68750"]))
     assert list(coords.chrom) == ["chrUn_GL000220v1", "GL000205.2"]

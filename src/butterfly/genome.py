@@ -49,10 +49,11 @@ def looks_like_peaks(names) -> bool:
     return len(names) > 0 and bool(names.str.match(_PEAK_NAME).mean() > 0.5)
 
 
-def parse_peaks(var: pd.DataFrame) -> PeakCoordinates:
+def parse_peaks(var) -> PeakCoordinates:
     """Read peak coordinates from ``var`` columns (chrom/start/end or aliases) or from the var names.
 
-    Names may be ``chr1:100-200``, ``chr1-100-200`` or ``chr1_100_200``.
+    ``var``: an AnnData's ``var`` (or the AnnData), or the peak names themselves. Names may be
+    ``chr1:100-200``, ``chr1-100-200`` or ``chr1_100_200``.
 
     Examples
     --------
@@ -60,7 +61,13 @@ def parse_peaks(var: pd.DataFrame) -> PeakCoordinates:
     >>> peaks = parse_peaks(pd.DataFrame(index=["chr1:100-200", "chr2-50-80"]))
     >>> list(peaks.chrom), peaks.start.tolist(), peaks.end.tolist()
     (['chr1', 'chr2'], [100, 50], [200, 80])
+    >>> parse_peaks(["chrX_5_10"]).names.tolist()
+    ['chrX:5-10']
     """
+    if hasattr(var, "var_names"):  # an AnnData
+        var = var.var
+    elif not isinstance(var, pd.DataFrame):  # the names
+        var = pd.DataFrame(index=pd.Index(var))
     chrom_col, start_col, end_col = (
         _first_column(var, _CHROM_COLUMNS),
         _first_column(var, _START_COLUMNS),
