@@ -2,6 +2,7 @@ import json
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 import butterfly as bf
@@ -491,17 +492,34 @@ def test_evaluate_scores_held_out_cells_and_writes_a_report(trained, snare_split
     assert sorted(p.name for p in out.iterdir()) == [
         "scores.json",
         "scores.md",
+        "scores_by_label.csv",
+        "scores_by_label.png",
         "tsne_atac.png",
         "tsne_rna.png",
     ]
     assert (out / "tsne_rna.png").read_bytes()[:4] == b"\x89PNG"
     assert "| atac->rna |" in (out / "scores.md").read_text()
+    by_label = pd.read_csv(out / "scores_by_label.csv", index_col=0)
+    types = rna_test.obs["cell_type"].value_counts()
+    assert by_label["cells"].to_dict() == types.to_dict()  # every type, the most common first
+    assert list(by_label.columns) == ["cells", "rna->atac auroc_per_cell", "atac->rna pearson_per_cell"]
+    assert (by_label["rna->atac auroc_per_cell"] > 0.6).all()  # every type's peaks ranked above chance
+    atac_to_rna = trained.translate(atac_test, source="atac", target="rna", progress=False)
+    truth = trained.preprocessors["rna"].transform(rna_test).X
+    per_cell = bf.metrics.cell_pearson(atac_to_rna.X, truth)
+    weighted = (by_label["atac->rna pearson_per_cell"] * by_label["cells"]).sum() / by_label["cells"].sum()
+    assert weighted == pytest.approx(np.nanmean(per_cell))
+    assert f"| {types.index[0]} | {types.iloc[0]} |" in (out / "scores.md").read_text()
     assert "| atac->rna |" in printed and "scored 400 held-out cells; report in" in printed
     again = [*argv[:-1], str(tmp_path / "again"), "--no-plots", "--scoring-runs", "2", "--latent"]
     assert main(again) == 0  # options reach the scoring
     summary = json.loads((tmp_path / "again" / "scores.json").read_text())
     assert "rna latent" in summary["scores"] and summary["settings"]["scoring_runs"] == 2
-    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["scores.json", "scores.md"]
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == [
+        "scores.json",
+        "scores.md",
+        "scores_by_label.csv",
+    ]
     swapped = [*argv[:4], str(tmp_path / "atac.h5ad"), "--second", str(tmp_path / "rna.h5ad"), "--out",
                str(tmp_path / "swapped")]  # fmt: skip
     assert main(swapped) == 2

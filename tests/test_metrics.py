@@ -96,6 +96,27 @@ def test_auroc_and_auprc_hand_case():
     assert metrics.auprc(np.array([[1.0, 0.6], [0.1, 0.5]]), truth) == pytest.approx((1 + 2 / 3) / 2)
 
 
+def test_per_cell_scores_match_their_definitions():
+    """Each cell's AUROC is scikit-learn's on that cell's row (ties included); each cell's Pearson r is
+    numpy's, and their mean is pearson_per_cell's."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    pred = rng.random((40, 200))
+    pred[:, :30] = 0.5  # ties
+    truth = (rng.random((40, 200)) < 0.1) * rng.integers(1, 4, (40, 200))
+    truth[3] = 0  # no open peak: no AUROC
+    per_cell = metrics.cell_auroc(pred, truth, chunk=7)  # rows in several chunks
+    assert np.isnan(per_cell[3])
+    expected = [roc_auc_score(truth[i] > 0, pred[i]) for i in range(40) if i != 3]
+    np.testing.assert_allclose(np.delete(per_cell, 3), expected, atol=1e-12)
+
+    values = rng.random((40, 50))
+    r = metrics.cell_pearson(pred[:, :50], values)
+    np.testing.assert_allclose(r, [np.corrcoef(pred[i, :50], values[i])[0, 1] for i in range(40)], atol=1e-12)
+    assert r.mean() == pytest.approx(metrics.pearson_per_cell(pred[:, :50], values))
+
+
 def test_annotation_scores_hand_case():
     scores = metrics.annotation_scores(["a", "a", "b", "b"], ["a", "b", "b", "b"])
     assert scores["accuracy"] == 0.75

@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Translate held-out cells measured in both of a model's modalities each way and score the "
         "translations the paper's way (clustering against cell types; per-gene Pearson, Spearman and RMSE for "
         "RNA and protein, AUROC and AUPRC for ATAC), beside the clustering of the measured profiles. Writes "
-        "scores.json, scores.md and one t-SNE figure per modality (measured beside translated) into --out.",
+        "scores.json, scores.md, one t-SNE figure per modality (measured beside translated) and, per cell type, "
+        "the mean per-cell score each way (scores_by_label.csv and .png: which types translate well) into --out.",
     )
     evaluate.add_argument("--model", required=True, type=Path, help="folder of a trained model")
     evaluate.add_argument(

@@ -194,6 +194,40 @@ def auroc(pred, truth) -> float:
     return float(skm.roc_auc_score((truth > 0).ravel(), pred.ravel()))
 
 
+def cell_pearson(pred, truth) -> np.ndarray:
+    """Each cell's Pearson correlation across features between its prediction and its measured profile: NaN
+    where the measured profile is constant, 0 where only the prediction is (:func:`feature_pearson` of the
+    cells)."""
+    pred, truth = _pair(pred, truth)
+    return feature_pearson(pred.T, truth.T)
+
+
+def cell_auroc(pred, truth, *, chunk: int = 1024) -> np.ndarray:
+    """Each cell's AUROC of predicted accessibility against its binarised measured peaks (open where above
+    0): NaN for a cell with no open peak or no closed one.
+
+    Examples
+    --------
+    >>> import numpy as np, butterfly as bf
+    >>> measured = np.array([[0, 2, 0], [1, 0, 0], [0, 0, 0]])
+    >>> bf.metrics.cell_auroc(np.array([[0.1, 0.9, 0.2], [0.2, 0.3, 0.1], [0.5, 0.5, 0.5]]), measured)
+    array([1. , 0.5, nan])
+    """
+    from scipy.stats import rankdata
+
+    pred, truth = _pair(pred, truth)
+    out = np.full(pred.shape[0], np.nan)
+    for start in range(0, pred.shape[0], chunk):
+        ranks = rankdata(pred[start : start + chunk], axis=1)  # ties get average ranks, as roc_auc_score
+        opened = truth[start : start + chunk] > 0
+        n_open = opened.sum(1)
+        n_closed = opened.shape[1] - n_open
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc = ((ranks * opened).sum(1) - n_open * (n_open + 1) / 2) / (n_open * n_closed)
+        out[start : start + chunk] = np.where((n_open > 0) & (n_closed > 0), auc, np.nan)
+    return out
+
+
 def _rank_columns(a: np.ndarray) -> np.ndarray:
     from scipy.stats import rankdata
 

@@ -208,6 +208,46 @@ def plot_annotation(true, predicted, path: str | os.PathLike | None = None):
     return fig
 
 
+def plot_scores_by_label(table: pd.DataFrame, path: str | os.PathLike | None = None):
+    """Which cell types translate well: one panel of horizontal bars per score column of ``table``
+    (:func:`~butterfly.evaluate.scores_by_label`, or ``scores_by_label.csv`` of ``butterfly evaluate``,
+    which has one column per translation), a bar per label with its number of cells, the cells' overall
+    mean dashed. Returns the figure (saved when ``path`` given).
+
+    Examples
+    --------
+    >>> import numpy as np, butterfly as bf
+    >>> truth = np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 1.0], [2.0, 0.0, 1.0]])
+    >>> table = bf.evaluate.scores_by_label(truth, truth, ["B", "T", "B"], target_kind="rna")
+    >>> len(bf.report.plot_scores_by_label(table).axes)
+    1
+    """
+    scores = [c for c in table.columns if c != "cells"]
+    if "cells" not in table.columns or not scores or table.empty:
+        raise ButterflyInputError(
+            "plot_scores_by_label needs a table of labels with a 'cells' column and at least one score column "
+            "(bf.evaluate.scores_by_label)."
+        )
+    plt = _pyplot()
+    rows = range(len(table))[::-1]  # the most common label on top
+    fig, axes = plt.subplots(
+        1, len(scores), figsize=(2.0 + 3.2 * len(scores), 1.2 + 0.2 * len(table)), sharey=True, squeeze=False
+    )
+    for ax, column in zip(axes[0], scores, strict=True):
+        values = table[column].to_numpy(dtype=float)
+        ax.barh(rows, values, color="C0")
+        overall = np.nansum(values * table["cells"]) / table["cells"][np.isfinite(values)].sum()
+        ax.axvline(overall, linestyle="--", color="C3", linewidth=1)
+        ax.set_xlabel(column.replace("_", " "), fontsize=8)
+        ax.set_xlim(min(0.0, np.nanmin(values)), 1.0)
+    axes[0][0].set_yticks(list(rows), [f"{label} ({n})" for label, n in table["cells"].items()], fontsize=7)
+    fig.suptitle("mean per-cell score of each label's cells (cells); dashed: all cells", fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        save_figure_atomic(fig, path, dpi=120)
+    return fig
+
+
 def plot_validation_scores(translated, *, top: int = 20, path: str | os.PathLike | None = None):
     """Which translated features to trust: the validation r of each gene or protein of a translation
     (``var["validation_pearson"]``, see :meth:`~butterfly.Butterfly.fit`) as a histogram, the model's
