@@ -550,6 +550,10 @@ def test_demo_writes_its_report(tmp_path, capsys):
     # AMI is chance-adjusted: a 5-epoch model's translations score near 0, on either side of it
     assert all(-1 <= scores["AMI"] <= 1 for scores in summary["integration"].values())
     assert summary["integration"]["measured RNA + measured ATAC"]["AMI"] > 0.4  # measured: 0.53
+    by_type = summary["scores_by_cell_type"]  # every test cell's type, each way
+    assert sum(row["cells"] for row in by_type.values()) == 400 and len(by_type) > 15
+    assert all(0 < row["rna->atac auroc_per_cell"] < 1 for row in by_type.values())
+    assert "| cell type | cells | rna->atac auroc_per_cell |" in (out / "metrics.md").read_text()
     translated = ad.read_h5ad(out / "translated_rna_from_atac.h5ad")
     assert translated.shape == (400, 1677) and "predicted_cell_type" in translated.obs
     assert translated.obsm["X_butterfly_joint"].shape == (400, 60)

@@ -12,7 +12,7 @@ import numpy as np
 from . import datasets, metrics, report
 from ._io import check_report_folder, write_h5ad_atomic, write_text_atomic
 from .annotation import annotate
-from .evaluate import evaluate_translation, scores_table
+from .evaluate import _joined_scores_by_label, evaluate_translation, scores_table
 from .integration import JOINT_KEY, integrate
 from .model import TRUSTED_VALIDATION_R, Butterfly
 from .pairing import leiden_groups
@@ -34,6 +34,7 @@ REPORT_FILES = frozenset(
         "loss_curves.png",
         "annotation.png",
         "validation_scores.png",
+        "scores_by_label.png",
         "translated_rna_from_atac.h5ad",
         "translated_atac_from_rna.h5ad",
         "model",
@@ -62,7 +63,8 @@ def run_demo(
     ``tsne_rna.png`` and ``tsne_atac.png`` (measured vs translated, coloured by cell type), ``tsne_joint.png``
     (both modalities measured, and each measured one joined with its translation),
     ``loss_curves.png``, ``annotation.png`` (how the test cells of each type were labelled),
-    ``validation_scores.png`` (each gene's validation r for ATAC->RNA, and the best genes), the translated
+    ``validation_scores.png`` (each gene's validation r for ATAC->RNA, and the best genes),
+    ``scores_by_label.png`` (each cell type's mean per-cell score each way, also in the metrics), the translated
     test cells (``translated_*.h5ad``) and the trained model (``model/``).
     A folder holding only an earlier demo's report is replaced; one holding anything else is refused unless
     ``overwrite=True`` (its other files are left alone either way).
@@ -132,6 +134,10 @@ def run_demo(
     report.plot_history(history, out / "loss_curves.png")
     report.plot_annotation(labels, annotated["label"], out / "annotation.png")
     report.plot_validation_scores(rna_pred, path=out / "validation_scores.png")
+    by_label = _joined_scores_by_label(
+        model, {"rna->atac": atac_pred, "atac->rna": rna_pred}, measured, labels
+    )
+    report.plot_scores_by_label(by_label, out / "scores_by_label.png")
     write_h5ad_atomic(rna_pred, out / "translated_rna_from_atac.h5ad")
     write_h5ad_atomic(atac_pred, out / "translated_atac_from_rna.h5ad")
     model.save(out / "model", overwrite=True)
@@ -149,6 +155,7 @@ def run_demo(
         "atac_cells_annotated_from_rna": annotation,
         "genes_by_validation_r": trusted,
         "integration": integration,
+        "scores_by_cell_type": by_label.to_dict("index"),
     }
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     table = scores_table(results)
@@ -165,6 +172,8 @@ def run_demo(
         f"{_maybe(trusted['test_r_of_other_genes'])}.\n\n"
         "Each measured modality joined with its translation into the other (`bf.integrate`, "
         f"`obsm['{JOINT_KEY}']` of the translated files), clustered (Leiden, resolution 1):\n\n"
-        + scores_table(integration),
+        + scores_table(integration)
+        + "\nEach cell type's test cells and the mean of their per-cell scores (`scores_by_label.png`):\n\n"
+        + scores_table(by_label.to_dict("index"), first_column="cell type", whole=("cells",)),
     )
     return summary
