@@ -202,7 +202,7 @@ def cell_pearson(pred, truth) -> np.ndarray:
     return feature_pearson(pred.T, truth.T)
 
 
-def cell_auroc(pred, truth, *, chunk: int = 1024) -> np.ndarray:
+def cell_auroc(pred, truth, *, chunk: int = 256) -> np.ndarray:
     """Each cell's AUROC of predicted accessibility against its binarised measured peaks (open where above
     0): NaN for a cell with no open peak or no closed one.
 
