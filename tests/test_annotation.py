@@ -45,6 +45,12 @@ def test_annotation_refuses_what_it_cannot_use(trained, snare_split):
         bf.annotate(trained, test_atac, "adt", reference=rna)
     with pytest.raises(ButterflyInputError, match="source and target must differ"):
         bf.annotate(trained, test_atac, "atac", reference=rna, target="atac")
+    labelled_atac = test_atac.copy()
+    labelled_atac.obs["cell_type"] = snare_split[2].obs["cell_type"].to_numpy()
+    with pytest.raises(
+        ButterflyInputError, match=r"rna reference's .* look like chromatin peaks.*--reference"
+    ):
+        bf.annotate(trained, test_atac, "atac", reference=labelled_atac)  # the reference must be RNA
     with pytest.raises(bf.NotTrainedError):
         bf.annotate(bf.Butterfly(rna, snare_split[1]), test_atac, "atac", reference=rna)
 

@@ -88,6 +88,11 @@ def annotate(
             "needs at least two cell types to tell apart."
         )
     cells, options = source_cells(owner, reference, target, reference_layer)
+    owner.preprocessors[target]._check_feature_kind(
+        cells, what=f"The {target} reference",
+        fix=f"The reference (CLI: --reference) holds labelled cells measured in {target}, the modality the "
+        f"cells are translated into; the cells to label go in `adata` (CLI: --input).",
+    )  # fmt: skip
     profiles = owner.preprocessors[target].transform(cells, **options).X
     classifier = LinearSVC(dual="auto", random_state=seed).fit(profiles, labels)  # auto: the default from 1.5
     translated = model.translate(
