@@ -853,6 +853,8 @@ def test_evaluation_refuses_unpaired_cells_and_bad_labels(trained, snare_split):
     unlabelled.obs.iloc[0, unlabelled.obs.columns.get_loc("cell_type")] = None
     with pytest.raises(ButterflyInputError, match="1 missing label"):
         bf.evaluate_translation(trained, unlabelled, atac_test)
+    with pytest.raises(ButterflyInputError, match="The atac data must be an AnnData, got csr_matrix"):
+        bf.evaluate_translation(trained, rna_test, atac_test.X)
 
 
 def test_a_gpu_number_beyond_the_machine_is_refused(monkeypatch):

@@ -148,6 +148,12 @@ def use_layer(adata: ad.AnnData, layer: str | None, *, what: str, option: str = 
 def use_layers(datasets: Sequence[ad.AnnData], names: Sequence[str], layer) -> tuple[ad.AnnData, ...]:
     """:func:`use_layer` for each modality's dataset: ``layer`` is one name (or None) for all of them, or a
     dict ``{modality: layer}`` (modalities it leaves out keep ``X``)."""
+    for data, name in zip(datasets, names, strict=True):
+        if not isinstance(data, ad.AnnData):
+            raise ButterflyInputError(
+                f"The {name} data must be an AnnData, got {type(data).__name__}: wrap a matrix with its feature "
+                "names, e.g. anndata.AnnData(X, var=pandas.DataFrame(index=names))."
+            )
     if layer is None or isinstance(layer, str):
         having = [n for d, n in zip(datasets, names, strict=True) if layer in d.layers]
         if having and len(having) < len(names):  # one name reads both; say how to read one modality's
