@@ -242,3 +242,6 @@ def test_binarize_accessibility_in_chunks_and_in_place():
     same = bf.binarize_accessibility(counts, copy=False, chunk=7)
     assert same is counts  # written over the counts, no second matrix
     np.testing.assert_array_equal(counts, expected)
+    counts[3, 4] = np.nan
+    with pytest.raises(ButterflyInputError, match="1 NaN or infinite"):
+        bf.binarize_accessibility(counts)

@@ -271,6 +271,12 @@ def binarize_accessibility(counts, *, copy: bool = True, chunk: int = 4096) -> n
         raise ButterflyInputError(
             f"binarize_accessibility needs a cells x peaks matrix, got shape {counts.shape}."
         )
+    bad = int(np.count_nonzero(~np.isfinite(counts))) if counts.dtype.kind == "f" else 0
+    if bad:
+        raise ButterflyInputError(
+            f"binarize_accessibility got {bad} NaN or infinite value(s): a mean over them is undefined, so "
+            "every peak of their rows and columns would read as closed. Remove or impute them first."
+        )
     col_mean = counts.mean(axis=0, dtype=np.float64)
     in_place = not copy and counts.dtype == np.float32 and counts.flags.writeable
     binary = counts if in_place else np.empty(counts.shape, np.float32)
