@@ -236,10 +236,11 @@ def plot_scores_by_label(table: pd.DataFrame, path: str | os.PathLike | None = N
     for ax, column in zip(axes[0], scores, strict=True):
         values = table[column].to_numpy(dtype=float)
         ax.barh(rows, values, color="C0")
-        overall = np.nansum(values * table["cells"]) / table["cells"][np.isfinite(values)].sum()
-        ax.axvline(overall, linestyle="--", color="C3", linewidth=1)
+        scored = np.isfinite(values)
+        if scored.any():  # the cell-weighted mean over the labels with a score
+            ax.axvline(np.average(values[scored], weights=table["cells"][scored]), linestyle="--", color="C3")
         ax.set_xlabel(column.replace("_", " "), fontsize=8)
-        ax.set_xlim(min(0.0, np.nanmin(values)), 1.0)
+        ax.set_xlim(min(0.0, values[scored].min(initial=0.0)), 1.0)
     axes[0][0].set_yticks(list(rows), [f"{label} ({n})" for label, n in table["cells"].items()], fontsize=7)
     fig.suptitle("mean per-cell score of each label's cells (cells); dashed: all cells", fontsize=9)
     fig.tight_layout()
