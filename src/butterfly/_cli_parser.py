@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate",
-        help="score a trained model on held-out paired cells, write the scores and t-SNE figures",
+        help="score a trained model on held-out paired cells: scores overall and per cell type, t-SNE figures",
         description="Translate held-out cells measured in both of a model's modalities each way and score the "
         "translations the paper's way (clustering against cell types; per-gene Pearson, Spearman and RMSE for "
         "RNA and protein, AUROC and AUPRC for ATAC), beside the clustering of the measured profiles. Writes "
