@@ -78,6 +78,13 @@ class TrainingConfig:
         (0, the default: off). The average is updated after every optimizer step but never trained; the
         validation loss, early stopping and the weights kept at the end are the average's. Not in the paper
         or the authors' code.
+    cuda_graphs
+        On a CUDA GPU, record each phase's training step (forward, backward, both optimizers' steps) once as a
+        CUDA graph and replay it for every minibatch of the same size, so that the GPU no longer waits for
+        Python to launch a thousand small kernels per step; the epoch's last, smaller minibatch runs as
+        usual. Minibatches then enter the encoders dense (``sparse_inputs`` has no effect). The same
+        function; ignored on a CPU, under ``precision="bfloat16"``, with several processes (torchrun) and
+        with torch before 2.5. ``False``: every step runs eagerly.
     """
 
     pretrain_epochs: int = 100
@@ -95,6 +102,7 @@ class TrainingConfig:
     sparse_inputs: bool = True
     recalibrate_batch_norm: bool = False
     weight_average_halflife: float = 0.0
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         """Refuse settings training cannot run with, naming the setting (and its CLI flag, if it has one)."""
@@ -127,7 +135,7 @@ class TrainingConfig:
             refuse("kl_reduction", "'mean' or 'sum'")
         if self.precision not in ("float32", "bfloat16"):
             refuse("precision", "'float32' or 'bfloat16'")
-        for name in ("mask_scaling", "sparse_inputs", "recalibrate_batch_norm"):
+        for name in ("mask_scaling", "sparse_inputs", "recalibrate_batch_norm", "cuda_graphs"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 refuse(name, "True or False")
 

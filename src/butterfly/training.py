@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
+from ._graphs import GraphedStep, graphs_supported
 from ._progress import progress_bar
 from .data import PairedRows, minibatches
 
@@ -130,9 +131,15 @@ class Trainer:
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed + self.rank * 2**32)
         self.n_features = {n: matrices[n].shape[1] for n in network.names}
+        # training steps recorded once as CUDA graphs and replayed (_graphs.py); not under autocast or torchrun
+        self.graphs = (
+            config.cuda_graphs and graphs_supported(device) and self.processes == 1
+            and config.precision == "float32"
+        )  # fmt: skip
         self.sparse_inputs = frozenset(
             n for n, X in matrices.items()
-            if config.sparse_inputs and sp.issparse(X) and X.nnz < SPARSE_INPUT_DENSITY * X.shape[0] * X.shape[1]
+            if config.sparse_inputs and not self.graphs and sp.issparse(X)
+            and X.nnz < SPARSE_INPUT_DENSITY * X.shape[0] * X.shape[1]
         )  # fmt: skip
         shared = sum(20.0 / self.n_features[s.name] for s in network.specs.values() if s.kl_weight is None)
         # Integrative KL weight: the paper's 20/I_a + 20/I_b for both, or a modality's constant (ADT: 1/150).
@@ -163,11 +170,29 @@ class Trainer:
         return PairedRows({name: rows[mine] for name, rows in pairs.rows.items()})
 
     def _optimizer(self, params) -> torch.optim.Optimizer:
-        # The fused kernel does one pass over all parameters instead of a dozen small ops per tensor.
+        # The fused kernel does one pass over all parameters instead of a dozen small ops per tensor; in a
+        # CUDA graph the step count must live on the device (capturable).
+        params = list(params)
+        capturable = {"capturable": True} if self.graphs else {}
         try:
-            return torch.optim.Adam(params, lr=self.config.lr, fused=True)
+            return torch.optim.Adam(params, lr=self.config.lr, fused=True, **capturable)
         except (RuntimeError, TypeError):
-            return torch.optim.Adam(params, lr=self.config.lr)
+            return torch.optim.Adam(params, lr=self.config.lr, **capturable)
+
+    def _stepper(self, train_step):
+        """``run(tensors, epoch) -> losses``: one training step of a phase, ``train_step(tensors, warm)``
+        with the epoch's KL warm-up factor, replayed from a CUDA graph where ``self.graphs`` (the factor
+        then a device tensor filled in place: a float would be recorded as a constant)."""
+        if not self.graphs:
+            return lambda tensors, epoch: train_step(tensors, self._warmup(epoch))
+        warm = torch.ones((), device=self.device)
+        graphed = GraphedStep(lambda tensors: train_step(tensors, warm), [self.generator])
+
+        def run(tensors, epoch):
+            warm.fill_(self._warmup(epoch))
+            return graphed(tensors)
+
+        return run
 
     def _autocast(self):
         """bfloat16 autocast of the training forward passes when ``precision="bfloat16"``."""
@@ -243,13 +268,13 @@ class Trainer:
         train = PairedRows({name: self.train.rows[name]})
         validation = PairedRows({name: self.validation.rows[name]})
 
-        def losses(x, x_in, sample: bool, epoch: int):
+        def losses(x, x_in, sample: bool, warm):
             h = net.encoders[name](x_in)
             mean, logvar = net.translator.encode(h, name)
             z = net.translator.sample(mean, logvar, self.generator) if sample else mean
             recon = net.reconstruction_loss(name, net.decoders[name](net.translator(z, name)), x)
             kl = self._kl(mean, logvar)
-            return recon + kl_weight * self._warmup(epoch) * kl, recon, kl
+            return recon + kl_weight * warm * kl, recon, kl
 
         step = losses
         if self.processes > 1:  # the other modality's translator blocks take no part: unused parameters
@@ -260,23 +285,28 @@ class Trainer:
             }
             step = distributed.wrap(distributed.Pass(parts, losses), self.device, find_unused_parameters=True)
 
+        def train_step(tensors, warm):
+            with self._autocast():
+                loss, recon, kl = step(tensors["clean"], tensors["masked"], True, warm)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            # detached: a loss kept past its step keeps that step's autograd graph alive
+            return loss.detach(), recon.detach(), kl.detach()
+
+        run_step = self._stepper(train_step)
+
         def run_epoch(epoch):
             means = _Means("loss", "recon", "kl")
             for batch, masked in self._batches(single, train):
-                with self._autocast():
-                    loss, recon, kl = step(batch[name], masked[name], True, epoch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                means.add(batch[name].shape[0], loss, recon, kl)
+                losses_now = run_step({"clean": batch[name], "masked": masked[name]}, epoch)
+                means.add(batch[name].shape[0], *losses_now)
             return means.result()
 
         def validate(epoch):
             means = _Means("loss", "recon", "kl")
             for batch, _ in self._batches(single, validation, shuffle=False):
-                means.add(
-                    batch[name].shape[0], *losses(batch[name], batch[name], False, cfg.kl_warmup_epochs)
-                )
+                means.add(batch[name].shape[0], *losses(batch[name], batch[name], False, 1.0))
             return means.result()
 
         return self._loop(self.phase, cfg.pretrain_epochs, run_epoch, validate)
@@ -309,10 +339,11 @@ class Trainer:
         return loss
 
     def _generator_terms(
-        self, batch, stats, emb, epoch: int, terms: dict | None = None
+        self, batch, stats, emb, warm, terms: dict | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Weighted reconstruction, KL term and weighted KL; ``terms`` (if given) receives each of the four
-        unweighted reconstruction losses, keyed ``"<source>_to_<target>"``."""
+        """Weighted reconstruction, KL term (the weighted KL times the warm-up factor ``warm``) and weighted
+        KL; ``terms`` (if given) receives each of the four unweighted reconstruction losses, keyed
+        ``"<source>_to_<target>"``."""
         net = self.network
         recon = 0.0
         kl = 0.0  # weighted: sum over modalities of w_ELBO * KL
@@ -325,7 +356,7 @@ class Trainer:
                 if terms is not None:
                     terms[f"{source}_to_{target}"] = term
             kl = kl + self.kl_weights[target] * self._kl(*stats[target])
-        return recon, kl * self._warmup(epoch), kl
+        return recon, kl * warm, kl
 
     def integrate(self) -> list[dict]:
         """Adversarial integrative training of all modules, starting from the pretrained weights."""
@@ -352,45 +383,55 @@ class Trainer:
             u = torch.rand((2, n), generator=self.generator, device=self.device)
             return 0.8 + 0.2 * u[0], 0.2 * u[1]  # l_pos ~ U[0.8, 1], l_neg ~ U[0, 0.2]
 
+        def train_step(tensors, warm):
+            batch = {name: tensors[f"clean {name}"] for name in net.names}
+            masked = {name: tensors[f"masked {name}"] for name in net.names}
+            size = next(iter(batch.values())).shape[0]
+            with self._autocast():
+                h, stats, emb = forward_all(masked, sample=True)
+            labels = soft_labels(size)
+            # 1. discriminator step on detached embeddings
+            detached_h = {k: v.detach() for k, v in h.items()}
+            detached_emb = {k: v.detach() for k, v in emb.items()}
+            with self._autocast():
+                dis_loss = discriminator_loss(detached_h, detached_emb, labels)
+            dis_optimizer.zero_grad(set_to_none=True)
+            dis_loss.backward()
+            dis_optimizer.step()
+            # 2. generator step, with L_Dis recomputed by the updated discriminators
+            with self._autocast():
+                recon, kl_term, kl = self._generator_terms(batch, stats, emb, warm)
+                loss = recon + kl_term
+                adversarial = self._discriminator_loss(h, emb, labels)
+            # The gate as a 0/1 factor computed on the device, not an if on the loss's value, so that
+            # the step never waits for the GPU; a closed gate adds exact zeros to the gradients.
+            applied = torch.ones((), device=self.device)
+            if cfg.adversarial_gate is not None:
+                applied = (adversarial.detach() / 4 < cfg.adversarial_gate).float()
+            if self.device.type == "cpu" and not applied:
+                # no device to wait for on a CPU: a closed gate skips the term and its backward pass
+                # through the discriminators (the same gradients: the 0 factor adds exact zeros)
+                objective = loss
+            else:
+                objective = loss - cfg.adversarial_weight * (applied * adversarial)
+            gen_optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            gen_optimizer.step()
+            # "loss" is reconstruction + KL, comparable with the validation loss; the adversarial part
+            # and how often the gate let it through are recorded beside it.
+            return loss.detach(), recon.detach(), kl.detach(), dis_loss.detach(), applied
+
+        run_step = self._stepper(train_step)
+
         def run_epoch(epoch):
             means = _Means("loss", "recon", "kl", "discriminator", "adversarial_applied")
             for batch, masked in self._batches(self.matrices, self.train):
-                size = next(iter(batch.values())).shape[0]
-                with self._autocast():
-                    h, stats, emb = forward_all(masked, sample=True)
-                labels = soft_labels(size)
-                # 1. discriminator step on detached embeddings
-                detached_h = {k: v.detach() for k, v in h.items()}
-                detached_emb = {k: v.detach() for k, v in emb.items()}
-                with self._autocast():
-                    dis_loss = discriminator_loss(detached_h, detached_emb, labels)
-                dis_optimizer.zero_grad(set_to_none=True)
-                dis_loss.backward()
-                dis_optimizer.step()
-                # 2. generator step, with L_Dis recomputed by the updated discriminators
-                with self._autocast():
-                    recon, kl_term, kl = self._generator_terms(batch, stats, emb, epoch)
-                    loss = recon + kl_term
-                    adversarial = self._discriminator_loss(h, emb, labels)
-                # The gate as a 0/1 factor computed on the device, not an if on the loss's value, so that
-                # the step never waits for the GPU; a closed gate adds exact zeros to the gradients.
-                applied = torch.ones((), device=self.device)
-                if cfg.adversarial_gate is not None:
-                    applied = (adversarial.detach() / 4 < cfg.adversarial_gate).float()
-                if self.device.type == "cpu" and not applied:
-                    # no device to wait for on a CPU: a closed gate skips the term and its backward pass
-                    # through the discriminators (the same gradients: the 0 factor adds exact zeros)
-                    objective = loss
-                else:
-                    objective = loss - cfg.adversarial_weight * (applied * adversarial)
-                gen_optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                gen_optimizer.step()
+                tensors = {f"clean {name}": batch[name] for name in net.names}
+                tensors.update({f"masked {name}": masked[name] for name in net.names})
+                losses = run_step(tensors, epoch)
                 if average is not None:
                     average.update()
-                # "loss" is reconstruction + KL, comparable with the validation loss; the adversarial part
-                # and how often the gate let it through are recorded beside it.
-                means.add(size, loss, recon, kl, dis_loss, applied)
+                means.add(next(iter(batch.values())).shape[0], *losses)
             return means.result()
 
         return self._loop(self.phase, cfg.epochs, run_epoch, self._validate_integrative, average)
@@ -407,7 +448,7 @@ class Trainer:
         for batch, _ in self._batches(self.matrices, self.validation, shuffle=False):
             _, stats, emb = self._forward_all(batch, sample=False)
             terms: dict[str, torch.Tensor] = {}
-            recon, kl, _ = self._generator_terms(batch, stats, emb, self.config.kl_warmup_epochs, terms)
+            recon, kl, _ = self._generator_terms(batch, stats, emb, 1.0, terms)
             size = next(iter(batch.values())).shape[0]
             means.add(size, recon + kl, recon, kl, *(terms[pair] for pair in pairs))
         return means.result()
