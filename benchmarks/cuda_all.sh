@@ -23,13 +23,15 @@ fast="--settings budget-kl-warmup --set epochs=150 --set recalibrate_batch_norm=
 step python3 benchmarks/cuda_check.py --device cuda --out "$res"
 step python3 benchmarks/translate_quality.py --data "$data/snare_mcc" $fast --translate-samples 10 \
     --device cuda --name translate_quality_snare_mcc_cuda_fast --out "$res"
+step python3 benchmarks/translate_quality.py --data "$data/snare_mcc" $fast --set cuda_graphs=false \
+    --device cuda --name translate_quality_snare_mcc_cuda_fast_eager --out "$res"
 step python3 benchmarks/translate_quality.py --data "$data/snare_mcc" $fast --set weight_average_halflife=10 \
     --device cuda --name translate_quality_snare_mcc_cuda_fast_ema --out "$res"
 [ -d "$data/cite_bmmc_neurips_starter" ] && step python3 benchmarks/translate_quality.py \
     --data "$data/cite_bmmc_neurips_starter" --modalities rna adt $fast --device cuda \
     --name translate_quality_cite_cuda_fast --out "$res"
 step python3 benchmarks/epoch_speed.py --data "$data/snare_mcc" --device cuda --batch-sizes 64 256 \
-    --precisions float32 --blocked-forms batched --epochs 3 --out "$res"
+    --precisions float32 --blocked-forms batched --cuda-graphs off on --epochs 3 --out "$res"
 step python3 benchmarks/blocked_linear.py --device cuda --out "$res"
 left=$((budget - SECONDS))
 if [ "$left" -gt 60 ]; then

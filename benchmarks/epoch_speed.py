@@ -12,7 +12,8 @@ this machine, measured here on the model's own matrix shapes, and also at the is
 
 On a GPU (``--device cuda``, written as epoch_speed_cuda.*) the thread counts do not apply, and
 ``--blocked-forms split batched`` times the chromosome-blocked layers' two forms side by side (batched is the
-default there).
+default there), and ``--cuda-graphs off on`` times eager training steps against steps replayed from CUDA graphs
+(``TrainingConfig.cuda_graphs``, on by default there).
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def phase_flops(rna: ad.AnnData, atac: ad.AnnData, batch: int, device: torch.dev
     training.Trainer._loop = counting_loop
     try:
         model = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0, device=str(device))
-        # dense inputs: count the dense model's work (the floor), not the less the sparse first layers do
-        model.fit(1, 1, batch_size=batch, progress=False, sparse_inputs=False)
+        # dense inputs: count the dense model's work (the floor), not the less the sparse first layers do;
+        # eager steps: a replayed CUDA graph runs past torch's operator counting
+        model.fit(1, 1, batch_size=batch, progress=False, sparse_inputs=False, cuda_graphs=False)
     finally:
         training.Trainer._loop = original
     return counted
@@ -102,6 +104,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--blocked-forms", nargs="+", default=["auto"], choices=["auto", "split", "batched"])
+    parser.add_argument("--cuda-graphs", nargs="+", default=["on"], choices=["on", "off"],
+                        help="on a GPU: training steps replayed from CUDA graphs (on, the default) or eager")  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -117,17 +121,18 @@ def main() -> None:
         flops = phase_flops(rna, atac, batch, device)
         for threads in args.threads:
             gemm = gemm_gflops(threads, batch, device)
-            for precision, form in ((p, f) for p in args.precisions for f in args.blocked_forms):
+            runs = [(p, f, g) for p in args.precisions for f in args.blocked_forms for g in args.cuda_graphs]
+            for precision, form, graphs in runs:
                 torch.set_num_threads(threads)
                 model = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0, device=str(device))
                 set_blocked_form(model, form)
                 history = model.fit(args.epochs, args.epochs, batch_size=batch, precision=precision,
-                                    progress=False)  # fmt: skip
+                                    progress=False, cuda_graphs=graphs == "on")  # fmt: skip
                 for phase, part in history.groupby("phase", sort=False):
                     seconds = float(part["seconds"].iloc[1:].median())
                     rows.append({
                         "phase": phase, "batch_size": batch, "threads": threads, "precision": precision,
-                        "blocked_form": form,
+                        "blocked_form": form, "cuda_graphs": graphs,
                         "seconds_per_epoch": round(seconds, 3), "gflop_per_epoch": round(flops[phase], 1),
                         "gflops_per_second": round(flops[phase] / seconds, 1),
                         "gemm_gflops": round(gemm, 1),
@@ -145,13 +150,13 @@ def main() -> None:
         "x floor: epoch time over the time the counted work takes at the GEMM rate (measured here on the model's "
         f"shapes, at that thread count) and at the issue's reference {REFERENCE_GFLOPS:.0f} GFLOP/s.",
         "",
-        "| phase | batch | threads | precision | blocked form | s / epoch | GFLOP / epoch | GFLOP/s | GEMM GFLOP/s "
-        "| x floor (GEMM) | x floor (150) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| phase | batch | threads | precision | blocked form | CUDA graphs | s / epoch | GFLOP / epoch | GFLOP/s "
+        "| GEMM GFLOP/s | x floor (GEMM) | x floor (150) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['phase']} | {r['batch_size']} | {r['threads']} | {r['precision']} | {r['blocked_form']} | "
-        f"{r['seconds_per_epoch']:.3f} | "
+        f"{r['cuda_graphs'] if device.type == 'cuda' else '-'} | {r['seconds_per_epoch']:.3f} | "
         f"{r['gflop_per_epoch']:.1f} | {r['gflops_per_second']:.1f} | {r['gemm_gflops']:.1f} | "
         f"{r['x_floor_measured_gemm']:.2f} | {r['x_floor_reference']:.2f} |"
         for r in rows

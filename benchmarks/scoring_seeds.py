@@ -118,7 +118,7 @@ def table(results: dict) -> str:
     for name, scores in runs["measured"].items():
         (ami, ami_sd), (ari, ari_sd) = _mean_sd(scores["AMI"]), _mean_sd(scores["ARI"])
         lines.append(f"| {name} | {ami:.3f} ± {ami_sd:.3f} | {ari:.3f} ± {ari_sd:.3f} |")
-    lines += ["", machine_line(results["machine"], torch.device("cpu"))]
+    lines += ["", machine_line(results["machine"], torch.device(results.get("device", "cpu")))]
     return "\n".join(lines) + "\n"
 
 
@@ -209,7 +209,7 @@ def main() -> None:
     results = {
         "data": args.data.name, "modalities": list(names), "n_train": int(len(train)), "n_test": int(len(test)),
         "setting": dict(SETTINGS[args.setting]), "score_seeds": args.score_seeds, "models": models, "scores": runs,
-        "threads": torch.get_num_threads(), "machine": machine(),
+        "threads": torch.get_num_threads(), "machine": machine(), "device": str(model.device),
     }  # fmt: skip
     write_results(args.out, args.name or f"scoring_seeds_{args.data.name}", results, table(results))
 
