@@ -164,13 +164,15 @@ def test_fast_setting_and_explicit_flags(files, capsys):
     assert {k: config["training"][k] for k in paper} == paper and config["batch_norm_recalibration"] is None
     code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
                  "--out", str(model_dir), "--overwrite", "--fast", "--no-recalibrate-batch-norm",
-                 "--weight-average-halflife", "2.5", "--pretrain-epochs", "1", "--epochs", "1"])  # fmt: skip
+                 "--weight-average-halflife", "2.5", "--pretrain-epochs", "1", "--epochs", "1",
+                 "--no-cuda-graphs"])  # fmt: skip
     assert code == 0
     config = json.loads((model_dir / "config.json").read_text())
     assert (
         config["training"]["recalibrate_batch_norm"] is False and config["batch_norm_recalibration"] is None
     )
     assert config["training"]["weight_average_halflife"] == 2.5 and training["weight_average_halflife"] == 0
+    assert config["training"]["cuda_graphs"] is False and training["cuda_graphs"] is True
     printed = capsys.readouterr().out
     assert "BatchNorm" not in printed
     assert (

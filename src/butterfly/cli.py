@@ -59,7 +59,8 @@ def _training_options(args: argparse.Namespace) -> dict:
     for key in FAST_SETTING:  # the options --fast sets
         given = getattr(args, key)
         options[key] = given if given is not None else base.get(key, getattr(paper, key))
-    return {**options, "precision": args.precision, "weight_average_halflife": args.weight_average_halflife}
+    return {**options, "precision": args.precision, "weight_average_halflife": args.weight_average_halflife,
+            "cuda_graphs": args.cuda_graphs}  # fmt: skip
 
 
 def _optimizer_options(args: argparse.Namespace) -> dict:
