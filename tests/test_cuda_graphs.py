@@ -57,3 +57,25 @@ def test_graph_replayed_training_matches_eager_training(snare_split, monkeypatch
     np.testing.assert_allclose(graphed[columns], eager[columns], rtol=2e-3, atol=1e-4)
     # translations after five epochs: eager vs eager up to 0.10 apart there, graphs vs eager 0.055-0.083
     assert np.abs(graphed_rna - eager_rna).max() < 0.25
+
+
+def test_a_step_that_cannot_be_recorded_names_the_way_out(monkeypatch):
+    class Graph:
+        def register_generator_state(self, generator):
+            pass
+
+    class Capture:  # what torch raises when a step does something a CUDA graph cannot hold
+        def __init__(self, graph):
+            pass
+
+        def __enter__(self):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+        def __exit__(self, *args):
+            return False
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", Capture)
+    step = training.GraphedStep(lambda tensors: (tensors["x"].sum(),))
+    with pytest.raises(RuntimeError, match=r"not permitted .*fit\(cuda_graphs=False\).*--no-cuda-graphs"):
+        step._record({"x": torch.ones(3)})

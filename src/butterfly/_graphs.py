@@ -86,10 +86,12 @@ class GraphedStep:
         graph = torch.cuda.CUDAGraph()
         for generator in self.generators:
             graph.register_generator_state(generator)
-        with torch.cuda.graph(graph):
-            self.outputs = tuple(self.step(self.inputs))
+        try:
+            with torch.cuda.graph(graph):
+                self.outputs = tuple(self.step(self.inputs))
+        except RuntimeError as error:  # an operation this torch, driver or GPU cannot record
+            raise RuntimeError(
+                f"Recording the training step as a CUDA graph failed ({error}). Train with "
+                "fit(cuda_graphs=False) (butterfly train --no-cuda-graphs) to run every step eagerly."
+            ) from error
         self.graph = graph  # recording ran nothing: the caller's replay runs this step
-
-    def release(self) -> None:
-        """Drop the graph and its memory (its recorded inputs, outputs and intermediates)."""
-        self.graph, self.inputs, self.outputs = None, {}, ()
