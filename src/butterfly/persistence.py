@@ -3,6 +3,7 @@ without running code (``weights_only=True``, no pickles)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -76,6 +77,16 @@ def save_model(model: Butterfly, path: str | os.PathLike, *, overwrite: bool = F
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _training_config(saved: dict | None) -> TrainingConfig | None:
+    """The training settings a model file records. Settings this release does not know (a later release's)
+    shaped training only, and a loaded model does not train: they are left out; a setting the file lacks (one
+    added after it was saved) takes its default."""
+    if not saved:
+        return None
+    known = {field.name for field in dataclasses.fields(TrainingConfig)}
+    return TrainingConfig(**{name: value for name, value in saved.items() if name in known})
+
+
 def load_model(cls: type[Butterfly], path: str | os.PathLike, *, device: str = "auto") -> Butterfly:
     """Read a folder written by :func:`save_model` into a new ``cls`` (see :meth:`butterfly.Butterfly.load`)."""
     path = Path(path)
@@ -92,7 +103,7 @@ def load_model(cls: type[Butterfly], path: str | os.PathLike, *, device: str = "
     model.device = resolve_device(device)
     model.validation_fraction = config["validation_fraction"]
     model.network_options = config["network"]
-    model.training_config = TrainingConfig(**config["training"]) if config.get("training") else None
+    model.training_config = _training_config(config.get("training"))
     model.is_trained_ = config["is_trained"]
     model.batch_norm_recalibration_ = config.get("batch_norm_recalibration")
     model.preprocessors = {}
