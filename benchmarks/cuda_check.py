@@ -1,6 +1,6 @@
 """Checks of the GPU path that the CPU-only test suite cannot make, and its figures.
 
-    python benchmarks/cuda_check.py [--device cuda] [--out DIR]
+    python benchmarks/cuda_check.py [--device cuda] [--out DIR] [--parts graphs layers fit]
 
 1. Both forms of the chromosome-blocked layers on the device against a per-chromosome loop of the same
    weights in float64 on the CPU: outputs and weight gradients; sparse encoder input against dense.
@@ -15,7 +15,8 @@
 6. Training steps replayed from CUDA graphs (the default on a GPU) against eager steps: the same losses
    epoch by epoch and the same translations, against the spread of two eager runs; how many steps replayed.
 
-Writes cuda_check.json and cuda_check.md into --out (with the device type in the name when it is not cuda).
+Writes cuda_check.json and cuda_check.md into --out (with the device type in the name when it is not cuda;
+a run of some of the parts, 1 = layers, 2-5 = fit, 6 = graphs, is named after them: cuda_check_graphs.md).
 """
 
 from __future__ import annotations
