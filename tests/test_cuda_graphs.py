@@ -1,6 +1,8 @@
 """Training steps replayed from CUDA graphs (``TrainingConfig.cuda_graphs``). The GPU test is skipped on a CPU;
 ``benchmarks/cuda_check.py`` makes the same comparison with the spread of two eager runs beside it."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -79,3 +81,89 @@ def test_a_step_that_cannot_be_recorded_names_the_way_out(monkeypatch):
     step = training.GraphedStep(lambda tensors: (tensors["x"].sum(),))
     with pytest.raises(RuntimeError, match=r"not permitted .*fit\(cuda_graphs=False\).*--no-cuda-graphs"):
         step._record({"x": torch.ones(3)})
+
+
+def test_graphed_step_records_once_replays_with_each_batch_and_runs_other_shapes_eagerly(monkeypatch):
+    """GraphedStep's bookkeeping on a CPU, torch's CUDA-graph calls stood in for: recording runs the step once
+    (as the caller's replay after a real recording would), each replay runs it on the recorded inputs, which
+    must hold that batch, and writes into the recorded outputs. A plain SGD step then trains exactly as the
+    same steps called directly do."""
+    graphs = []
+
+    class Graph:
+        def __init__(self):
+            self.fresh, self.owner = False, None  # owner: the GraphedStep whose step this graph replays
+            graphs.append(self)
+
+        def register_generator_state(self, generator):
+            pass
+
+        def replay(self):
+            if self.fresh:  # recording ran the step already
+                self.fresh = False
+                return
+            owner = self.owner
+            for recorded, new in zip(owner.outputs, owner.step(owner.inputs), strict=True):
+                recorded.copy_(new)
+
+    class Capture:
+        def __init__(self, graph):
+            self.graph = graph
+
+        def __enter__(self):
+            return None
+
+        def __exit__(self, *args):
+            self.graph.fresh = True
+            return False
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", Capture)
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: None, raising=False)
+
+    def trainer():
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 1)
+        optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+
+        def step(tensors):
+            loss = ((layer(tensors["x"]) - tensors["y"]) ** 2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return (loss.detach(),)
+
+        return layer, step
+
+    generator = torch.Generator().manual_seed(1)
+    batches = [{"x": torch.randn(n, 4, generator=generator), "y": torch.randn(n, 1, generator=generator)}
+               for n in (8, 8, 8, 8, 8, 3, 8, 8)]  # fmt: skip
+    direct_layer, direct_step = trainer()
+    direct = [direct_step(batch)[0].item() for batch in batches]
+    layer, step = trainer()
+    graphed = training.GraphedStep(step)
+    monkeypatch.setattr(graphed, "_record", _recording(graphed))
+    losses = [graphed(batch)[0].item() for batch in batches]
+    assert losses == direct
+    assert torch.equal(layer.weight, direct_layer.weight)
+    # three eager steps of the first shape, one recording, four replays (the recorded step's own among them);
+    # the batch of 3 ran eagerly
+    assert graphed.eager_steps == 3 and len(graphs) == 1 and graphed.replays == 4
+
+
+def _recording(graphed):
+    """GraphedStep._record, with the stand-in graph told whose step it replays."""
+    record = graphed._record
+
+    def run(tensors):
+        record(tensors)
+        graphed.graph.owner = graphed
+
+    return run
