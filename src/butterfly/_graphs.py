@@ -47,7 +47,7 @@ class GraphedStep:
         self.shapes: dict | None = None
         self.inputs: Tensors = {}
         self.outputs: tuple[torch.Tensor, ...] = ()
-        self.eager_steps = 0
+        self.eager_steps = 0  # warm-up steps before recording (other shapes' eager steps are not counted)
         self.replays = 0
 
     def __call__(self, tensors: Tensors) -> tuple[torch.Tensor, ...]:
