@@ -33,9 +33,15 @@ def test_log_normalised_rna_translates_as_its_counts(multiome):
     with pytest.raises(ButterflyInputError, match=r"non-integer.*log-normalised.*normalized_to=1e4"):
         model.translate(logged, source="rna", target="atac")
     with pytest.raises(
-        ButterflyInputError, match=r"values up to .* far above log1p\(10000\).*without normalized_to"
+        ButterflyInputError, match=r"only whole numbers: these look like raw counts.*leave it out"
     ):
         model.translate(rna, source="rna", target="atac", normalized_to=1e4)
+    inflated = logged.copy()  # log-normalised to a far larger total than the one named
+    inflated.X = inflated.X * 3
+    with pytest.raises(
+        ButterflyInputError, match=r"values up to .* far above log1p\(10000\).*without normalized_to"
+    ):
+        model.translate(inflated, source="rna", target="atac", normalized_to=1e4)
     with pytest.raises(ButterflyInputError, match="the atac modality is not RNA counts."):
         model.translate(atac, source="atac", target="rna", normalized_to=1e4)
     again = model.translate(

@@ -198,7 +198,7 @@ def test_user_mistakes_give_one_line_errors(files, capsys):
     code = main(["train", "--first", str(files / "nope.h5ad"), "--second", str(files / "atac.h5ad"),
                  "--out", str(files / "m4"), "--batch-size", "0"])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and "batch_size (--batch-size) must be a whole number of at least 1, got 0" in err
+    assert code == 2 and "batch_size (--batch-size) must be a whole number of at least 2, got 0" in err
     code = main(["benchmark", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
                  "--out", str(files / "b"), "--lr", "-1"])  # fmt: skip
     err = capsys.readouterr().err

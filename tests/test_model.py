@@ -315,7 +315,9 @@ def test_model_file_cannot_run_code_on_load(trained, tmp_path):
             return (open, (str(marker), "w"))
 
     (tmp_path / "model" / "weights.pt").write_bytes(pickle.dumps(Exploit()))
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(
+        bf.ModelFileError, match="weights.pt: refused: it holds Python objects besides tensors"
+    ):
         bf.Butterfly.load(tmp_path / "model", device="cpu")
     assert not marker.exists()
 
@@ -664,7 +666,7 @@ def test_mismatched_cells_refused_at_construction(multiome):
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ({"batch_size": 0}, "batch_size (--batch-size) must be a whole number of at least 1, got 0"),
+        ({"batch_size": 0}, "batch_size (--batch-size) must be a whole number of at least 2, got 0"),
         ({"epochs": 2.5}, "epochs (--epochs) must be a whole number of at least 0, got 2.5"),
         ({"patience": 0}, "patience (--patience) must be a whole number of at least 1"),
         ({"lr": float("nan")}, "lr (--lr) must be a positive number, got nan"),
@@ -754,7 +756,7 @@ def test_load_refuses_other_folders(tmp_path):
     with pytest.raises(ButterflyInputError, match="not a butterfly model"):
         bf.Butterfly.load(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(ButterflyInputError, match="its config.json is not JSON"):
+    with pytest.raises(ButterflyInputError, match="config.json: not JSON"):
         bf.Butterfly.load(tmp_path)
 
 

@@ -19,7 +19,9 @@ _EXPORTS = {
     "ButterflyInputError": "_validation",
     "ExpressionPreprocessor": "preprocessing",
     "FAST_SETTING": "settings",
+    "ModelFileError": "_validation",
     "NotTrainedError": "_validation",
+    "TrainingDivergedError": "_validation",
     "RNAPreprocessor": "preprocessing",
     "align_cells": "_validation",
     "annotate": "annotation",
@@ -47,8 +49,10 @@ __all__ = [
     "ButterflyInputError",
     "ExpressionPreprocessor",
     "FAST_SETTING",
+    "ModelFileError",
     "NotTrainedError",
     "RNAPreprocessor",
+    "TrainingDivergedError",
     "align_cells",
     "annotate",
     "binarize_accessibility",
@@ -84,7 +88,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what editors and type checkers see
     from . import datasets, evaluate, metrics, modalities, preprocessing, protocols, readers, report
-    from ._validation import ButterflyInputError, NotTrainedError, align_cells
+    from ._validation import (
+        ButterflyInputError,
+        ModelFileError,
+        NotTrainedError,
+        TrainingDivergedError,
+        align_cells,
+    )
     from .accessibility import ATACPreprocessor, binarize_accessibility
     from .annotation import annotate
     from .evaluate import evaluate_perturbation, evaluate_translation

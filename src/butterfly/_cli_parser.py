@@ -25,6 +25,9 @@ EXAMPLES = """examples:
 """
 
 
+DEBUG_HELP = "on an error, show Python's traceback too (also: environment variable BUTTERFLY_DEBUG=1)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="butterfly",
@@ -36,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"butterfly {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
@@ -336,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _add_device_options(demo)
     demo.add_argument("--overwrite", action="store_true", help=_REPORT_OVERWRITE_HELP)
+    for sub in commands.choices.values():  # --debug after the command too (default kept from before it)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 

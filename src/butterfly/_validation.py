@@ -20,9 +20,24 @@ class ButterflyInputError(ValueError):
     """The data given to butterfly cannot be used as it is; the message says why and how to fix it."""
 
 
+class ModelFileError(ButterflyInputError):
+    """A saved model's folder cannot be read: a file is missing, cut short, edited into another shape, or of
+    another model. The message names the file and the problem; ``path`` is the file."""
+
+    def __init__(self, path, problem: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {problem}")
+
+
 class NotTrainedError(ButterflyInputError, RuntimeError):
     """A model asked to translate before :meth:`~butterfly.Butterfly.fit` (a RuntimeError, as before, and a
     user mistake the CLI reports in one line)."""
+
+
+class TrainingDivergedError(ButterflyInputError, RuntimeError):
+    """Training reached a loss that is not a finite number (NaN or infinite), most often from a learning rate
+    too high for the data. ``fit`` stops at once and keeps the weights of the best finite epoch; the message
+    names the setting to change."""
 
 
 def _preview(names: Sequence, limit: int = 5) -> str:
@@ -53,20 +68,60 @@ def check_whole_numbers(**minima: tuple) -> None:
 
 
 def as_csr(X, *, dtype=np.float32) -> sp.csr_matrix:
-    """Return ``X`` as a CSR matrix of ``dtype`` without changing the caller's object.
+    """Return ``X`` as a canonical CSR matrix of ``dtype`` without changing the caller's object.
 
-    Dense input is converted to CSR; CSR input of the right dtype is returned as is (callers must treat it
-    as read-only).
+    Dense input is converted to CSR. Sparse input whose stored entries repeat a position (as a CSR built from
+    COO triplets often has) or hold explicit zeros is summed and cleaned on a copy: per-entry transforms such
+    as ``log1p`` and counts of open peaks read each position once. A canonical CSR input of the right dtype
+    is returned as is (callers must treat it as read-only).
     """
     if sp.issparse(X):
         X = sp.csr_matrix(X)
         if X.dtype != dtype:
+            _check_castable(X.data, dtype)
             X = X.astype(dtype)
+        if not X.has_canonical_format or (X.nnz and not np.all(X.data)):
+            X = X.copy()  # the caller's arrays may be shared by the conversion above
+            X.sum_duplicates()  # also sorts the indices
+            X.eliminate_zeros()
         return X
     if hasattr(X, "to_memory"):  # backed dataset
         X = X.to_memory()
         return as_csr(X, dtype=dtype)
-    return sp.csr_matrix(np.asarray(X, dtype=dtype))
+    if X is None:
+        raise ButterflyInputError(
+            "adata.X is None: this AnnData holds no matrix in X. If the values sit in a layer, name it: "
+            "layer='counts' (CLI: --first-layer / --second-layer / --layer counts)."
+        )
+    values = np.asarray(X)
+    if values.dtype == object:
+        try:
+            values = values.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ButterflyInputError(
+                "adata.X holds values that are not numbers (an object array, e.g. text): give a numeric matrix."
+            ) from None
+    _check_castable(values, dtype)
+    return sp.csr_matrix(values.astype(dtype, copy=False))
+
+
+def _check_castable(values: np.ndarray, dtype) -> None:
+    """Refuse values that ``dtype`` would change beyond rounding: complex numbers (their imaginary part would be
+    dropped) and finite numbers beyond its range (they would become infinite)."""
+    if np.iscomplexobj(values):
+        raise ButterflyInputError(
+            f"adata.X holds complex numbers ({values.dtype}); butterfly reads real counts or values. If the "
+            "imaginary parts are all zero, pass the real part: adata.X = adata.X.real."
+        )
+    if values.size and np.issubdtype(values.dtype, np.floating) and np.issubdtype(dtype, np.floating):
+        limit = np.finfo(dtype).max
+        if np.finfo(values.dtype).max > limit:
+            largest = np.max(np.abs(values), initial=0.0, where=np.isfinite(values))
+            if largest > limit:
+                raise ButterflyInputError(
+                    f"adata.X holds values up to {largest:.3g}, beyond the largest {np.dtype(dtype).name} "
+                    f"({limit:.3g}) butterfly computes in: these are not counts. Check how the matrix was made."
+                )
 
 
 #: The fix named when ``adata.X`` does not hold raw counts.

@@ -62,7 +62,7 @@ class ATACPreprocessor(Preprocessor):
         self.end_: np.ndarray | None = None
 
     def _input_names(self, adata: ad.AnnData) -> pd.Index:
-        return pd.Index(parse_peaks(adata.var).names)
+        return _unique_peak_names(adata)
 
     def _check_feature_kind(self, adata: ad.AnnData, *, what: str, fix: str) -> None:
         if not looks_like_peaks(adata.var_names) and not has_coordinate_columns(adata.var):
@@ -89,6 +89,7 @@ class ATACPreprocessor(Preprocessor):
 
     def _fit(self, X: sp.csr_matrix, adata: ad.AnnData) -> None:
         # Works on the CSR arrays directly: no copy of the cells x peaks matrix is made.
+        _unique_peak_names(adata)
         coords = parse_peaks(adata.var)
         n_cells = X.shape[0]
         open_ = self._open_entries(X)
@@ -289,3 +290,19 @@ def binarize_accessibility(counts, *, copy: bool = True, chunk: int = 4096) -> n
 def binary_block(block: np.ndarray, col_mean: np.ndarray) -> np.ndarray:
     """:func:`binarize_accessibility` of whole rows, given the column means of all rows (float64)."""
     return (block > block.mean(axis=1, keepdims=True, dtype=np.float64)) & (block > col_mean)
+
+
+def _unique_peak_names(adata: ad.AnnData) -> pd.Index:
+    """The peaks' coordinate names (``chr1:100-200``), refusing two peaks at the same coordinates: their columns
+    could not be told apart when cells are aligned to the model's peaks."""
+    names = pd.Index(parse_peaks(adata.var).names)
+    if names.is_unique:
+        return names
+    repeated = names[names.duplicated(keep=False)]
+    first = repeated[0]
+    holders = adata.var_names[np.flatnonzero(names == first)].tolist()
+    raise ButterflyInputError(
+        f"{names.duplicated().sum()} peak(s) repeat the coordinates of another under a different name: {first} is "
+        f"{_preview(holders)}. Keep one of each, e.g. atac = atac[:, ~atac.var_names.isin({holders[1:]!r})], or "
+        "sum such peaks' counts into one column first."
+    )

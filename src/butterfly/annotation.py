@@ -80,6 +80,16 @@ def annotate(
         raise ButterflyInputError(
             "layer= and peak_matching= are a butterfly model's options; a baseline reads adata.X as it is."
         )
+    if not isinstance(reference, ad.AnnData) or reference.n_obs == 0:
+        size = (
+            "0 cells"
+            if isinstance(reference, ad.AnnData)
+            else f"a {type(reference).__name__}, not an AnnData"
+        )
+        raise ButterflyInputError(
+            f"The {target} reference holds {size}: give labelled cells measured in {target} (reference=, CLI: "
+            "--reference), at least two cell types of them."
+        )
     labels = check_label_key(reference, label_key, what=f"The {target} reference").astype(str).to_numpy()
     classes = np.unique(labels)
     if len(classes) < 2:

@@ -6,6 +6,7 @@ Thin: one function per command reads the files, calls the API and says what it w
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -434,13 +435,34 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", message="Training was interrupted")
         try:
             _run(args)
-        except (ButterflyInputError, OSError) as err:  # user mistakes: bad data, missing or unreadable files
-            print(f"butterfly {args.command}: error: {err}", file=sys.stderr)
-            return 2
         except KeyboardInterrupt:  # Ctrl-C: files are written whole or not at all; say what is there
             print(f"butterfly {args.command}: interrupted; {_interrupted(args)}", file=sys.stderr)
             return 130
+        except Exception as err:  # never a traceback unless asked for: one paragraph, a non-zero exit
+            if _debugging(args):
+                raise
+            print(
+                f"butterfly {args.command}: error: {_error_message(err, ButterflyInputError)}",
+                file=sys.stderr,
+            )
+            return 2 if isinstance(err, (ButterflyInputError, OSError)) else 1
     return 0
+
+
+def _debugging(args) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("BUTTERFLY_DEBUG", "") not in ("", "0")
+
+
+def _error_message(err: Exception, user_error: type) -> str:
+    """One paragraph for an error: a user's mistake (bad data, a missing or unreadable file) as butterfly
+    worded it; anything else with its type, and how to see more."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, (user_error, OSError)):
+        return text
+    return (
+        f"{type(err).__name__}: {text} (not a problem butterfly recognises in the input; rerun with --debug, or "
+        "BUTTERFLY_DEBUG=1, to see where it happened, and report it if it looks like a bug)."
+    )
 
 
 def _interrupted(args) -> str:

@@ -21,6 +21,25 @@ _PREPROCESSORS: dict[str, type[Preprocessor]] = {
 }
 
 
+def check_modality_name(name) -> None:
+    """Refuse a modality name that cannot name files in a model folder (``preprocessing_{name}.json``): it must
+    be a non-empty string without path separators, control characters or a leading dot (``..``)."""
+    bad = (
+        not isinstance(name, str)
+        or not name.strip()
+        or name.startswith(".")
+        or any(ch in name for ch in "/\\:")
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in name)
+        or len(name) > 100
+    )
+    if bad:
+        raise ButterflyInputError(
+            f"A modality name must be a short, non-empty string of letters, digits and '_', '-', '.' or spaces, "
+            f"not starting with '.', without '/', '\\' or ':' (it names files in a saved model); got {name!r}. "
+            "Use e.g. 'rna', 'atac', 'adt' or 'control'."
+        )
+
+
 def preprocessor_from_state(config: dict[str, Any], arrays: dict[str, Any]) -> Preprocessor:
     """Restore a fitted preprocessor saved with :meth:`~butterfly.preprocessing.Preprocessor.state`."""
     kind = config.get("kind")
@@ -82,6 +101,7 @@ class ModalitySpec:
     preprocessing_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_modality_name(self.name)
         if self.preprocessing not in _PREPROCESSORS:
             raise ValueError(
                 f"preprocessing must be one of {sorted(_PREPROCESSORS)}, got {self.preprocessing!r}."

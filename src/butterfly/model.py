@@ -20,6 +20,7 @@ from . import modalities as _modalities
 from ._validation import (
     ButterflyInputError,
     NotTrainedError,
+    TrainingDivergedError,
     check_conditions,
     check_keywords,
     check_label_key,
@@ -497,7 +498,17 @@ class Butterfly:
             device = distributed.join(self.device)
             if device != self.device:
                 self.device, self.network = device, self.network.to(device)
+        if epochs == 0 and not self.is_trained_:
+            raise ButterflyInputError(
+                "epochs=0 runs no integrative training, and this model has none yet, so it would not translate: "
+                "give epochs of at least 1 (paper: 200)."
+            )
         train, validation = self._training_pairs()
+        if len(train) < 2:
+            raise ButterflyInputError(
+                f"Only {len(train)} training pair(s) remain after the validation split; training needs at least 2 "
+                "(a minibatch of one cell is skipped). Give more cells, or a smaller validation_fraction."
+            )
         self.batch_norm_recalibration_ = self.validation_scores_ = None
         self.training_data_ = {
             "cells": {name: int(self._matrices[name].shape[0]) for name in self.names},
@@ -516,8 +527,16 @@ class Butterfly:
                 if self.training_config.recalibrate_batch_norm:
                     self.batch_norm_recalibration_ = trainer.recalibrate_batch_norm()
             except KeyboardInterrupt:
-                self._keep_interrupted(trainer)
+                where, state = self._keep_finished_epochs(trainer)
+                warnings.warn(
+                    f"Training was interrupted during {where}. {state} The losses of the finished epochs are "
+                    "in model.history_; model.fit() continues from these weights.",
+                    stacklevel=2,
+                )
                 raise
+            except TrainingDivergedError as err:
+                _, state = self._keep_finished_epochs(trainer, diverged=True)
+                raise TrainingDivergedError(f"{err} {state} The losses are in model.history_.") from None
         self.network.eval()
         self.history_ = pd.DataFrame(trainer.history)
         self.is_trained_ = True
@@ -549,31 +568,35 @@ class Butterfly:
             scores[target] = metrics.feature_pearson(pred, truth)
         self.validation_scores_ = scores
 
-    def _keep_interrupted(self, trainer: Trainer) -> None:
-        """After Ctrl-C in ``fit``: keep the finished epochs' history and best weights, and say what is left."""
+    def _keep_finished_epochs(self, trainer: Trainer, diverged: bool = False) -> tuple[str, str]:
+        """After an interrupted or diverged ``fit``: keep the finished epochs' history and best weights (the
+        trainer has put them back); returns where training stopped and what the model can do now. The model
+        is marked trained only once an integrative epoch has finished, and after a divergence only when the
+        weights put back are a finished integrative epoch's (not the phase's starting weights)."""
         self.network.eval()
         self.history_ = pd.DataFrame(trainer.history)
         integrative = [r for r in trainer.history if r["phase"] == "integrative"]
-        if integrative:
+        best = integrative[-1]["best_epoch"] if integrative else -1
+        if best >= 0 or (integrative and not diverged):
             self.is_trained_ = True
-            best = integrative[-1]["best_epoch"]
             if best >= 0:
                 state = (
                     f"The model translates with the weights of epoch {best} (lowest validation loss so far)."
                 )
             else:
                 state = "The model translates with the current weights (no epoch after the KL warm-up had finished)."
+        elif (
+            integrative
+        ):  # diverged before a candidate epoch: the translator's starting weights were put back
+            self.is_trained_ = False
+            state = "The translator had not finished an epoch with finite losses, so the model cannot translate yet."
         elif self.is_trained_:  # an earlier fit's model, part-way through pretraining again
             state = "The model translates, with weights part-way through pretraining again."
         else:
             state = "The translator had not started training, so the model cannot translate yet."
         where = trainer.phase or "set-up"
         where = where if trainer.epoch is None else f"{where} epoch {trainer.epoch}"
-        warnings.warn(
-            f"Training was interrupted during {where}. {state} The losses of the finished epochs are in "
-            "model.history_; model.fit() continues from these weights.",
-            stacklevel=3,
-        )
+        return where, state
 
     def _training_pairs(self) -> tuple[PairedRows, PairedRows]:
         """Split cells into training and validation, then pair the training cells by the chosen strategy.
@@ -834,6 +857,8 @@ class Butterfly:
         (100, 128)
         """
         translation.check_names(self, source)
+        if not self.is_trained_:  # an untrained encoder's embedding is random, not the shared latent space
+            raise NotTrainedError("The model is not trained yet; call fit() first, then latent().")
         adata, options = translation.source_cells(self, adata, source, layer, peak_matching, normalized_to)
         return translation.translate_arrays(self, adata, source, None, batch_size, progress, options=options)[
             1

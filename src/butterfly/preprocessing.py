@@ -66,6 +66,13 @@ def align_features(
     input's feature table, that holds the reference names).
     """
     names = pd.Index(names)
+    if not names.is_unique:
+        repeated = names[names.duplicated()].unique()
+        raise ButterflyInputError(
+            f"{len(repeated)} {what} feature name(s) appear more than once (e.g. {_preview(repeated)}), so their "
+            "columns cannot be matched to the model's features. Make them unique, e.g. adata.var_names_make_unique(), "
+            "or sum the repeated features' counts into one column."
+        )
     if len(names) == len(reference) and np.array_equal(names.values.astype(str), reference.astype(str)):
         return X
     position = names.get_indexer(pd.Index(reference))
@@ -340,9 +347,9 @@ class RNAPreprocessor(Preprocessor):
         else:
             import scanpy as sc
 
-            table = sc.pp.highly_variable_genes(
-                ad.AnnData(logged), flavor=self.hvg_flavor, n_top_genes=self.n_top_genes, inplace=False
-            )
+            # only the normalised dispersions are read (the top genes are chosen below), so scanpy is not asked to
+            # cut at n_top_genes: its cut fails with an IndexError when no gene's dispersion is defined
+            table = sc.pp.highly_variable_genes(ad.AnnData(logged), flavor=self.hvg_flavor, inplace=False)
             mask = _top_dispersions(table["dispersions_norm"].to_numpy(dtype=np.float64), self.n_top_genes)
         self.highly_variable_ = mask
         self.features_ = self.input_features_[mask]
@@ -385,6 +392,12 @@ class RNAPreprocessor(Preprocessor):
     def _rescale(self, X: sp.csr_matrix, normalized_to: float) -> sp.csr_matrix:
         # No measured gene holds more than its cell's total, log1p(normalized_to); a translation might overshoot
         # it a little, but not e-fold.
+        if X.nnz and np.all(X.data == np.round(X.data)):
+            raise ButterflyInputError(
+                "The rna data hold only whole numbers: these look like raw counts, not log-normalised values "
+                f"(log1p of counts scaled to {normalized_to:g} per cell is almost never a whole number). Raw "
+                "counts translate without normalized_to: leave it out (CLI: drop --normalized-to)."
+            )
         if X.nnz and X.data.max() > np.log1p(normalized_to) + 1:
             raise ButterflyInputError(
                 f"The rna data hold values up to {X.data.max():g}, far above log1p({normalized_to:g}) = "

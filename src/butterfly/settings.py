@@ -16,7 +16,7 @@ _WHOLE_NUMBER_MINIMA = {
     "epochs": 0,
     "kl_warmup_epochs": 0,
     "patience": 1,
-    "batch_size": 1,
+    "batch_size": 2,  # a minibatch of one cell is dropped (no BatchNorm statistics): no step would run
 }
 # the TrainingConfig fields that butterfly train/benchmark take as flags (--batch-size, ...)
 _CLI_OPTIONS = {

@@ -18,6 +18,7 @@ from torch import nn
 from . import distributed
 from ._graphs import GraphedStep, graphs_supported
 from ._progress import progress_bar
+from ._validation import TrainingDivergedError
 from .data import PairedRows, minibatches
 
 # activate, reconstruction_loss, resolve_device, FAST_SETTING and TrainingConfig were defined here before
@@ -31,6 +32,15 @@ from .settings import FAST_SETTING, TrainingConfig  # noqa: F401
 VALIDATION_ROWS = 256
 
 SPARSE_INPUT_DENSITY = 0.25  # below this fraction of non-zeros, encoders read training minibatches sparse
+
+
+def _non_finite(record: dict) -> list[str]:
+    """The loss columns of an epoch record that are NaN or infinite."""
+    return [
+        key
+        for key, value in record.items()
+        if key.startswith(("train_", "val_")) and isinstance(value, float) and not math.isfinite(value)
+    ]
 
 
 class _Means:
@@ -57,6 +67,8 @@ class _EarlyStopping:
     def __init__(self, module: nn.Module, patience: int, first_epoch: int = 0) -> None:
         self.module, self.patience, self.first_epoch = module, patience, first_epoch
         self.best, self.best_epoch, self.bad_epochs, self.state = math.inf, -1, 0, None
+        # the weights the phase started from: what a phase that diverges before any candidate epoch restores
+        self.start = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
     def step(self, loss: float, epoch: int) -> bool:
         if epoch < self.first_epoch:
@@ -68,9 +80,13 @@ class _EarlyStopping:
             self.bad_epochs += 1
         return self.bad_epochs >= self.patience
 
-    def restore(self) -> None:
+    def restore(self, diverged: bool = False) -> None:
+        """Put the best epoch's weights back; after a non-finite loss with no finite candidate epoch yet, the
+        phase's starting weights."""
         if self.state is not None:
             self.module.load_state_dict(self.state)
+        elif diverged:
+            self.module.load_state_dict(self.start)
 
 
 class _WeightAverage:
@@ -236,11 +252,16 @@ class Trainer:
                     # term rises a little while the translator learns, and with it in the criterion, early
                     # stopping can restore an epoch-0 model whose translations are near-constant (seen on
                     # SNARE-seq with patience 20).
-                    stop = stopper.step(val_stats["recon"], epoch)
+                    # an epoch with a NaN or infinite loss is never a candidate (training stops on it below)
+                    finite = all(math.isfinite(v) for v in (*train_stats.values(), *val_stats.values()))
+                    stop = stopper.step(val_stats["recon"], epoch) if finite else True
                 record = {"phase": phase, "epoch": epoch, "seconds": time.perf_counter() - start}
                 record.update({f"train_{k}": v for k, v in train_stats.items()})
                 record.update({f"val_{k}": v for k, v in val_stats.items()})
                 history.append(record)
+                diverged = _non_finite(record)
+                if diverged:
+                    raise TrainingDivergedError(self._divergence(phase, epoch, diverged))
                 bar.set_postfix(
                     train=f"{train_stats['loss']:.4f}", val=f"{val_stats['loss']:.4f}", refresh=False
                 )
@@ -249,13 +270,27 @@ class Trainer:
         finally:  # also on Ctrl-C: keep what the finished epochs earned (the best weights, the history)
             bar.close()
             self.network.eval()
-            stopper.restore()
+            stopper.restore(diverged=bool(history) and bool(_non_finite(history[-1])))
             for record in history:
                 record["best_epoch"] = stopper.best_epoch
             self.history.extend(history)
         self.epoch = None
         distributed.same_buffers(self.network)  # not on Ctrl-C: the other processes may not reach it
         return history
+
+    def _divergence(self, phase: str, epoch: int, losses: list[str]) -> str:
+        cfg, defaults = self.config, TrainingConfig()
+        wording = f"the loss {losses[0]} is" if len(losses) == 1 else f"the losses {', '.join(losses)} are"
+        advice = f"lower lr (now {cfg.lr:g}), e.g. fit(lr={min(cfg.lr / 10, defaults.lr):g}) (CLI: --lr)"
+        if cfg.discriminator_lr > defaults.discriminator_lr:
+            advice += f", and discriminator_lr (now {cfg.discriminator_lr:g})"
+        if cfg.precision != "float32":
+            advice += f"; or train with precision='float32' (now {cfg.precision!r})"
+        return (
+            f"Training diverged in {phase} epoch {epoch}: {wording} not finite (NaN or infinite). This usually "
+            f"means the learning rate is too high for these data: {advice}. Check too that the inputs hold no "
+            "extreme values."
+        )
 
     # -- pretraining ----------------------------------------------------------------------------------------
     def pretrain(self, name: str) -> list[dict]:
