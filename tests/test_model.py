@@ -101,7 +101,9 @@ def test_translated_rna_is_analysed_as_measured_rna(trained, snare_split):
 
 def test_atac_counts_and_binary_outputs(trained, snare_split):
     _, _, rna_test, atac_test = snare_split
-    prob = trained.translate(rna_test[:50], source="rna", target="atac").X
+    prob = trained.translate(
+        rna_test[:50], source="rna", target="atac", atac_output="tfidf"
+    ).X  # the decoder's
     counts = trained.translate(rna_test[:50], source="rna", target="atac", atac_output="counts").X
     pre = trained.preprocessors["atac"]
     np.testing.assert_allclose(counts, pre.inverse_transform(prob), rtol=1e-5)
@@ -156,10 +158,16 @@ def test_latent_noise_blocks():
 def test_translations_averaged_over_latent_draws(trained, snare_split, tmp_path):
     _, _, rna_test, _ = snare_split
     cells = rna_test[:120]
-    mean = trained.translate(cells, source="rna", target="atac", n_samples=0).X
-    np.testing.assert_array_equal(mean, trained.translate(cells, source="rna", target="atac").X)
-    sampled = trained.translate(cells, source="rna", target="atac", n_samples=8, batch_size=50)
-    again = trained.translate(cells, source="rna", target="atac", n_samples=8, batch_size=50)
+    mean = trained.translate(cells, source="rna", target="atac", atac_output="tfidf", n_samples=0).X
+    np.testing.assert_array_equal(
+        mean, trained.translate(cells, source="rna", target="atac", atac_output="tfidf").X
+    )
+    sampled = trained.translate(
+        cells, source="rna", target="atac", atac_output="tfidf", n_samples=8, batch_size=50
+    )
+    again = trained.translate(
+        cells, source="rna", target="atac", atac_output="tfidf", n_samples=8, batch_size=50
+    )
     np.testing.assert_array_equal(sampled.X, again.X)  # seeded by the model's seed
     np.testing.assert_array_equal(sampled.obsm["X_butterfly"], again.obsm["X_butterfly"])
     assert sampled.X.shape == mean.shape and (sampled.X >= 0).all() and (sampled.X <= 1).all()
@@ -177,19 +185,21 @@ def test_translations_averaged_over_latent_draws(trained, snare_split, tmp_path)
     # a row's draws do not depend on the batch it is translated in (blocks of DRAW_BLOCK rows, crossed here)
     assert DRAW_BLOCK < 120 * 3
     many = ad.concat([cells, cells, cells], index_unique="-")
-    big = trained.translate(many, source="rna", target="atac", n_samples=8).X
+    big = trained.translate(many, source="rna", target="atac", atac_output="tfidf", n_samples=8).X
     for batch_size in (7, 256, 300):
         np.testing.assert_allclose(
-            trained.translate(many, source="rna", target="atac", n_samples=8, batch_size=batch_size).X, big,
+            trained.translate(many, source="rna", target="atac", atac_output="tfidf", n_samples=8, batch_size=batch_size).X, big,
             rtol=1e-5, atol=1e-6,
         )  # fmt: skip
     np.testing.assert_allclose(big[:120], sampled.X, rtol=1e-5, atol=1e-6)
     assert np.abs(big[120:240] - big[:120]).mean() > 1e-4  # other rows, other draws
     path = tmp_path / "sampled.h5ad"
-    trained.translate_to_h5ad(many, path, source="rna", target="atac", n_samples=8, batch_size=33)
+    trained.translate_to_h5ad(
+        many, path, source="rna", target="atac", atac_output="tfidf", n_samples=8, batch_size=33
+    )
     np.testing.assert_allclose(ad.read_h5ad(path).X, big, rtol=1e-5, atol=1e-6)
     with pytest.raises(ButterflyInputError, match="n_samples must be a whole number of at least 0, got -1"):
-        trained.translate(cells, source="rna", target="atac", n_samples=-1)
+        trained.translate(cells, source="rna", target="atac", atac_output="tfidf", n_samples=-1)
 
 
 def test_feature_shuffled_input_gives_same_translation(trained, snare_split):

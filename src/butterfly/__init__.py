@@ -32,12 +32,14 @@ _EXPORTS = {
     "parse_peaks": "genome",
 }
 _SUBMODULES = (
+    "baselines",
     "datasets",
     "evaluate",
     "metrics",
     "modalities",
     "preprocessing",
     "protocols",
+    "quality",
     "readers",
     "report",
 )
@@ -55,6 +57,7 @@ __all__ = [
     "TrainingDivergedError",
     "align_cells",
     "annotate",
+    "baselines",
     "binarize_accessibility",
     "datasets",
     "evaluate",
@@ -66,6 +69,7 @@ __all__ = [
     "parse_peaks",
     "preprocessing",
     "protocols",
+    "quality",
     "readers",
     "report",
 ]
@@ -87,7 +91,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what editors and type checkers see
-    from . import datasets, evaluate, metrics, modalities, preprocessing, protocols, readers, report
+    from . import (
+        baselines,
+        datasets,
+        evaluate,
+        metrics,
+        modalities,
+        preprocessing,
+        protocols,
+        quality,
+        readers,
+        report,
+    )
     from ._validation import (
         ButterflyInputError,
         ModelFileError,

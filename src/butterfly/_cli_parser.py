@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .protocols import MODEL_NAMES
+from .protocols import DEFAULT_MODELS, MODEL_NAMES
 from .settings import FAST_SETTING, TrainingConfig
 
 EXAMPLES = """examples:
@@ -135,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--target", required=True, help="modality to predict (e.g. rna)")
     translate.add_argument("--out", required=True, type=Path, help="h5ad file to write the prediction to")
     translate.add_argument(
-        "--atac-output", default="probability", choices=["probability", "counts", "binary"],
-        help="for an ATAC target: model output, recovered counts, or binarised peaks (default probability)",
+        "--atac-output", default="probability", choices=["probability", "tfidf", "counts", "binary"],
+        help="for an ATAC target: the calibrated probability that each peak is open, the model's own scaled "
+        "TF-IDF output, recovered counts, or binarised peaks (default probability)",
     )  # fmt: skip
     translate.add_argument(
         "--samples", type=int, default=0, metavar="N",
@@ -247,12 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--models",
         nargs="+",
-        default=["butterfly", "knn", "linear"],
+        default=list(DEFAULT_MODELS),
         metavar="MODEL",
         choices=list(MODEL_NAMES),
         help="models to compare: butterfly (scButterfly-B), butterfly-T (pairs augmented within cell types), "
-        "butterfly-C (within clusters; -C-scvi: clusters of MultiVI/totalVI, needs the scvi extra), knn, "
-        "linear (default: butterfly knn linear)",
+        "butterfly-C (within clusters; -C-scvi: clusters of MultiVI/totalVI, needs the scvi extra), and the "
+        "baselines mean (every cell the training mean), knn, linear, kernel-ridge (RBF kernel ridge on SVD "
+        f"components) (default: {' '.join(DEFAULT_MODELS)})",
     )
     bench.add_argument(
         "--match-steps", action="store_true",

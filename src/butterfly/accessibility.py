@@ -306,3 +306,50 @@ def _unique_peak_names(adata: ad.AnnData) -> pd.Index:
         f"{_preview(holders)}. Keep one of each, e.g. atac = atac[:, ~atac.var_names.isin({holders[1:]!r})], or "
         "sum such peaks' counts into one column first."
     )
+
+
+#: Entries of validation cells x peaks the probability calibration is fitted on (a random subset beyond).
+CALIBRATION_ENTRIES = 2_000_000
+CALIBRATION_KNOTS = 201
+
+
+def fit_open_calibration(estimate, opened, *, seed: int = 0) -> dict:
+    """Fit the probability that a peak is open on validation cells, from ``estimate``, the uncalibrated chance
+    (the ``"counts"`` form of the model's output: its scaled TF-IDF times ``S / IDF`` times the median open
+    peaks, paper eq. 12), and ``opened``, whether each entry was measured open: isotonic regression of
+    ``opened`` on ``log(estimate)`` (scikit-learn's, on at most :data:`CALIBRATION_ENTRIES` entries), kept as
+    its values at :data:`CALIBRATION_KNOTS` quantiles of the log estimate and made strictly increasing by
+    1e-7 a knot. Between knots it is linear, so a calibrated translation ranks peaks and cells as the estimate
+    does (every AUROC the same, up to float32 rounding), and it inverts (:func:`uncalibrated`)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    x = np.log(np.maximum(np.asarray(estimate, dtype=np.float64).ravel(), 1e-12))
+    y = (np.asarray(opened).ravel() > 0).astype(np.float64)
+    if x.size > CALIBRATION_ENTRIES:
+        keep = np.random.default_rng(seed).choice(x.size, CALIBRATION_ENTRIES, replace=False)
+        x, y = x[keep], y[keep]
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y)
+    knots = np.unique(np.quantile(x, np.linspace(0, 1, CALIBRATION_KNOTS)))
+    values = np.minimum(np.maximum.accumulate(iso.predict(knots)) + 1e-7 * np.arange(knots.size), 1.0)
+    return {"log_estimate": knots.tolist(), "probability": values.tolist(), "entries": int(x.size)}
+
+
+def calibrated(estimate: np.ndarray, calibration: dict | None) -> np.ndarray:
+    """The probability that each peak is open, from the uncalibrated ``estimate`` (float32): the fitted
+    calibration (constant beyond its first and last knots), or without one (a model saved before butterfly
+    calibrated) the estimate itself clipped to [0, 1]."""
+    out = np.asarray(estimate, dtype=np.float32)
+    if calibration is None:
+        return np.clip(out, 0.0, 1.0, out=out)
+    log_estimate = np.log(np.maximum(out, 1e-12))
+    knots, values = np.asarray(calibration["log_estimate"]), np.asarray(calibration["probability"])
+    return np.interp(log_estimate, knots, values).astype(np.float32)
+
+
+def uncalibrated(probability: np.ndarray, calibration: dict | None) -> np.ndarray:
+    """The inverse of :func:`calibrated`: the estimate a probability came from (float64)."""
+    p = np.asarray(probability, dtype=np.float64)
+    if calibration is None:
+        return np.clip(p, 0.0, 1.0)
+    knots, values = np.asarray(calibration["log_estimate"]), np.asarray(calibration["probability"])
+    return np.exp(np.interp(p, values, knots))

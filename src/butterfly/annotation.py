@@ -107,7 +107,8 @@ def annotate(
     classifier = LinearSVC(dual="auto", random_state=seed).fit(profiles, labels)  # auto: the default from 1.5
     translated = model.translate(
         adata, source=source, target=target, progress=progress,
-        **({"layer": layer, "peak_matching": peak_matching, "batch_size": batch_size} if owner is model else {}),
+        **({"layer": layer, "peak_matching": peak_matching, "batch_size": batch_size, "atac_output": "tfidf"}
+           if owner is model else {}),  # the reference's space: the model's scaled TF-IDF for ATAC
     )  # fmt: skip
     decision = classifier.decision_function(translated.X)
     if decision.ndim == 1:  # two labels: the sign picks one

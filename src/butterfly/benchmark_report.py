@@ -118,6 +118,7 @@ def write_html(
 #: Every file ``butterfly benchmark`` and ``benchmark-merge`` write into their --out (names or patterns).
 BENCHMARK_FILES = (
     "scores.csv",
+    "comparisons.csv",
     "scores.partial.csv",
     "summary.json",
     "summary.md",
@@ -125,6 +126,36 @@ BENCHMARK_FILES = (
     "tsne_*.png",  # a merge's copies too (tsne_..._run1.png)
     "report.html",
 )
+
+
+def comparisons_markdown(comparisons: pd.DataFrame) -> str:
+    """A markdown table of paired comparisons (:func:`~butterfly.protocols.run_protocol`'s
+    ``examples["comparisons"]``): for each direction, metric and baseline, the first model's difference from the
+    baseline, mean over folds, and the 95% bootstrap interval (one fold) or in how many folds the interval lay
+    above and below 0. **below** marks a baseline the model is worse than beyond the noise (lower is better
+    for RMSE and MAE, so there a positive difference is the loss)."""
+    lines = [
+        "## Paired comparisons over test cells",
+        "",
+        f"{comparisons['model'].iloc[0]} minus each baseline, on the same test cells; 95% intervals from a "
+        "paired bootstrap over the cells (200 resamples). For RMSE and MAE lower is better.",
+        "",
+        "| direction | metric | versus | difference | interval | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (profile, metric, versus), rows in comparisons.groupby(["profile", "metric", "versus"], sort=False):
+        lower_better = metric in ("RMSE", "MAE")
+        worse = (rows["low"] > 0) if lower_better else (rows["high"] < 0)
+        better = (rows["high"] < 0) if lower_better else (rows["low"] > 0)
+        if len(rows) == 1:
+            interval = f"[{rows['low'].iloc[0]:+.3f}, {rows['high'].iloc[0]:+.3f}]"
+        else:
+            interval = f"{int(better.sum())} of {len(rows)} folds above, {int(worse.sum())} below"
+        verdict = "**below**" if worse.all() else "above" if better.all() else "tie or mixed"
+        lines.append(
+            f"| {profile} | {metric} | {versus} | {rows['difference'].mean():+.3f} | {interval} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def write_benchmark_report(
@@ -148,11 +179,15 @@ def write_benchmark_report(
     write_text_atomic(out / "scores.csv", scores.to_csv(index=False))
     records = {"title": title, "settings": settings or {}, "summary": summary.to_dict(orient="records")}
     write_text_atomic(out / "summary.json", json.dumps(records, indent=2, default=float))
+    comparisons = examples.get("comparisons")
     text = (
         f"# {title}\n\n"
         + (f"Settings: {json.dumps(settings)}\n\n" if settings else "")
         + summary_markdown(summary)
     )
+    if comparisons is not None and len(comparisons):
+        write_text_atomic(out / "comparisons.csv", comparisons.to_csv(index=False))
+        text += "\n" + comparisons_markdown(comparisons)
     write_text_atomic(out / "summary.md", text)
     plot_metric_boxes(scores, out / "metrics_boxplot.png")
     images = {"Clustering metrics across folds": out / "metrics_boxplot.png"}

@@ -212,14 +212,16 @@ def _translate(args: argparse.Namespace) -> None:
         from .integration import JOINT_KEY, integrate
         from .translation import atac_form
 
-        pred = model.translate(cells, **options)
+        pred = model.translate(cells, **options, atac_output="tfidf")  # the model's space
         joint = integrate(
             model, {args.source: cells, args.target: pred}, peak_matching=args.peak_matching,
             normalized_to=args.normalized_to,
         )  # fmt: skip
-        if args.atac_output != "probability":  # the same decoding, in the asked form
-            pred.X = atac_form(model.preprocessors[args.target], pred.X, args.atac_output)
-            pred.uns["butterfly"]["output"] = args.atac_output
+        calibration = (model.atac_calibration_ or {}).get(args.target)  # the same decoding, in the asked form
+        pred.X = atac_form(
+            model.preprocessors[args.target], pred.X, args.atac_output, calibration=calibration
+        )
+        pred.uns["butterfly"]["output"] = args.atac_output
         pred.obsm[JOINT_KEY] = joint
         write_h5ad_atomic(pred, args.out)
     else:  # batch by batch into the file: the output never sits in memory, however many cells
@@ -417,6 +419,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    # a command-line tool draws into files: no window, whatever display there is (the library itself never
+    # chooses a backend; a user's MPLBACKEND is kept)
+    os.environ.setdefault("MPLBACKEND", "Agg")
     args = build_parser().parse_args(argv)
     import warnings
 

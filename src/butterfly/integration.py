@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._validation import ButterflyInputError, check_paired, check_whole_numbers
+from .accessibility import uncalibrated
 from .model import Butterfly
 from .pairing import joint_embedding
 from .translation import check_translation, source_cells
@@ -33,12 +34,26 @@ def _translated_by(model: Butterfly, adata: ad.AnnData, name: str) -> bool:
             f"The {name} data is a translation into {name} whose features are not this model's "
             f"{pre.n_features} output features (subset or reordered?). Pass it as translate() returned it."
         )
-    if made_by.get("output", "probability") != "probability":
+    if made_by.get("output", "probability") not in ("probability", "tfidf"):
         raise ButterflyInputError(
-            f"The {name} translation holds atac_output={made_by['output']!r}; integrate the model's own "
-            "output: translate(..., atac_output='probability'), the default."
+            f"The {name} translation holds atac_output={made_by['output']!r}; integrate the probabilities "
+            "translate() gives by default (or atac_output='tfidf')."
         )
     return True
+
+
+def _model_space(model: Butterfly, adata: ad.AnnData, name: str) -> np.ndarray | sp.csr_matrix:
+    """A translation into ``name`` in the model's preprocessed space: an ATAC translation's probabilities
+    (translate's default) turned back into the scaled TF-IDF the model decodes, exactly (the calibration is
+    strictly increasing); other translations as they are."""
+    X = adata.X
+    X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
+    pre = model.preprocessors[name]
+    if pre.kind != "atac" or adata.uns["butterfly"].get("output", "probability") != "probability":
+        return X
+    calibration = (model.atac_calibration_ or {}).get(name)
+    estimate = uncalibrated(X.toarray() if sp.issparse(X) else X, calibration)
+    return (estimate * (pre.idf_ / (pre.scale_ * pre.median_open_peaks_))).astype(np.float32)
 
 
 def integrate(
@@ -137,8 +152,7 @@ def integrate(
     for name in model.names:
         adata, pre = data[name], model.preprocessors[name]
         if translated[name]:
-            X = adata.X
-            X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
+            X = _model_space(model, adata, name)
             if not np.isfinite(X.data if sp.issparse(X) else X).all():
                 raise ButterflyInputError(f"The {name} translation holds NaN or infinite values.")
         else:  # each reading option goes to the measured modality it concerns

@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from . import distributed, metrics, translation
+from . import distributed, metrics, quality, translation
 from . import modalities as _modalities
 from ._validation import (
     ButterflyInputError,
@@ -29,7 +29,7 @@ from ._validation import (
     split_modalities,
     use_layers,
 )
-from .accessibility import ATACPreprocessor
+from .accessibility import ATACPreprocessor, fit_open_calibration
 from .data import PairedRows, split_validation
 from .genome import group_by_chromosome
 from .modalities import ModalitySpec
@@ -357,6 +357,10 @@ class Butterfly:
         self.validation_scores_: dict[str, np.ndarray] | None = None
         #: what the last fit trained on: cells per modality, training and validation pairs (see summary)
         self.training_data_: dict[str, Any] | None = None
+        #: per direction ("rna->atac"), the validation cells' per-cell score beside the training mean's and kNN's
+        self.translation_check_: dict[str, dict] | None = None
+        #: per ATAC target, the calibration of translate's probabilities on the validation cells (see fit)
+        self.atac_calibration_: dict[str, dict] | None = None
         #: the Python and package versions a loaded model was saved with (None for a model built here)
         self.saved_with_: dict[str, str] | None = None
 
@@ -464,7 +468,10 @@ class Butterfly:
         weights of the finished epochs and keeps their history in ``history_`` before the interrupt
         propagates; the model translates once an integrative epoch has finished. After training,
         ``validation_scores_`` holds each translated gene's or protein's Pearson r on the validation cells
-        (see :meth:`translate`'s ``var["validation_pearson"]``). Started by ``torchrun`` as one of several
+        (see :meth:`translate`'s ``var["validation_pearson"]``), and ``translation_check_`` each direction's
+        check against the training mean and kNN (:mod:`butterfly.quality`): where a translation does not follow
+        the differences between cells better than predicting every cell as the mean training profile, ``fit``
+        warns in one sentence, and :meth:`summary` marks it. Started by ``torchrun`` as one of several
         processes, ``fit`` trains data-parallel (:mod:`butterfly.distributed`; ``batch_size`` cells per process).
 
         Examples
@@ -509,7 +516,8 @@ class Butterfly:
                 f"Only {len(train)} training pair(s) remain after the validation split; training needs at least 2 "
                 "(a minibatch of one cell is skipped). Give more cells, or a smaller validation_fraction."
             )
-        self.batch_norm_recalibration_ = self.validation_scores_ = None
+        self.batch_norm_recalibration_ = self.validation_scores_ = self.atac_calibration_ = None
+        self.translation_check_ = None
         self.training_data_ = {
             "cells": {name: int(self._matrices[name].shape[0]) for name in self.names},
             "training_pairs": len(train),
@@ -540,23 +548,29 @@ class Butterfly:
         self.network.eval()
         self.history_ = pd.DataFrame(trainer.history)
         self.is_trained_ = True
-        self._score_validation(validation)
+        self._score_validation(train, validation)
         return self.history_
 
-    def _score_validation(self, validation: PairedRows) -> None:
-        """Score each feature's translation on the validation cells, held out of training (at most
-        ``VALIDATION_SCORE_CELLS``, spread over the data): its Pearson r across cells, for RNA, protein and
-        expression targets. ATAC targets get none: a peak is open in too few cells for a per-peak score to
-        mean anything (on SNARE-seq, 3 of 320 validation cells at the median; per-peak AUROCs near 0.5 that
-        did not agree between validation and test cells; RESULTS.md). ``validation_scores_`` is ``None``
-        where validation pairs are not measured pairs (unpaired, perturbation) or are too few."""
-        self.validation_scores_ = None
+    def _score_validation(self, train: PairedRows, validation: PairedRows) -> None:
+        """Score the translations of the validation cells, held out of training (at most
+        ``VALIDATION_SCORE_CELLS``, spread over the data).
+
+        ``validation_scores_``: each feature's Pearson r across cells, for RNA, protein and expression targets.
+        ATAC targets get none: a peak is open in too few cells for a per-peak score to mean anything (on
+        SNARE-seq, 3 of 320 validation cells at the median; per-peak AUROCs near 0.5 that did not agree between
+        validation and test cells; RESULTS.md).
+
+        ``translation_check_``: for each direction, how well the translations follow the measured differences
+        between cells (mean per-feature r, with a bootstrap interval) beside kNN's; the training mean scores 0
+        (:func:`butterfly.quality.check_direction`). ``fit`` warns where the model is no better than the
+        training mean. Both are ``None`` where validation pairs are not measured pairs (unpaired,
+        perturbation) or are too few."""
+        self.validation_scores_ = self.translation_check_ = self.atac_calibration_ = None
         if self.pairing in ("unpaired", "transport") or len(validation) < MIN_VALIDATION_SCORE_CELLS:
             return
-        scores, pairs = {}, _spread_subset(validation, VALIDATION_SCORE_CELLS)
+        scores, checks, calibrations = {}, {}, {}
+        pairs = _spread_subset(validation, VALIDATION_SCORE_CELLS)
         for source, target in (self.names, self.names[::-1]):
-            if isinstance(self.preprocessors[target], ATACPreprocessor):
-                continue
             rows = pairs.rows[source]
             truth = self._matrices[target][pairs.rows[target]]
             pred = np.zeros(truth.shape, np.float32)
@@ -565,8 +579,22 @@ class Butterfly:
             ):
                 pred[batch] = out
             truth = truth.toarray() if sp.issparse(truth) else np.asarray(truth)
-            scores[target] = metrics.feature_pearson(pred, truth)
-        self.validation_scores_ = scores
+            target_pre = self.preprocessors[target]
+            if isinstance(target_pre, ATACPreprocessor):  # the probability calibration (translate's default)
+                estimate = target_pre.inverse_transform(pred, None)
+                calibrations[target] = fit_open_calibration(estimate, truth > 0, seed=self.seed)
+            else:
+                scores[target] = metrics.feature_pearson(pred, truth)
+            checks[f"{source}->{target}"] = quality.check_direction(
+                pred, truth, self._matrices[source][train.rows[source]], self._matrices[target][train.rows[target]],
+                self._matrices[source][rows], target_kind=self.preprocessors[target].kind, seed=self.seed,
+            )  # fmt: skip
+        self.validation_scores_, self.translation_check_ = scores, checks
+        self.atac_calibration_ = calibrations or None
+        for direction, check in checks.items():
+            text = quality.warning_text(direction, check)
+            if text:
+                warnings.warn(text, UserWarning, stacklevel=3)
 
     def _keep_finished_epochs(self, trainer: Trainer, diverged: bool = False) -> tuple[str, str]:
         """After an interrupted or diverged ``fit``: keep the finished epochs' history and best weights (the
@@ -700,7 +728,7 @@ class Butterfly:
             train, validation, progress=False
         ).recalibrate_batch_norm()
         self.network.eval()
-        self._score_validation(validation)
+        self._score_validation(train, validation)
         return self.batch_norm_recalibration_
 
     # -- inference (butterfly.translation) ----------------------------------------------------------------
@@ -743,8 +771,20 @@ class Butterfly:
             translations chain: ATAC -> RNA with one model, then RNA -> protein with another trained on the
             genes the first predicts (README: "translations chain").
         atac_output
-            For an ATAC target: ``"probability"`` (the model's scaled TF-IDF output), ``"counts"`` (inverted
-            to counts, paper eq. 12) or ``"binary"`` (counts binarised by row and column means).
+            For an ATAC target, what the values mean:
+
+            - ``"probability"`` (default): the probability that the peak is open in that cell, calibrated on
+              the validation cells after training (a logistic fit of the measured open peaks on the log of the
+              ``"counts"`` estimate: strictly increasing, so peaks and cells rank as in ``"counts"``; the
+              reliability curve is :func:`butterfly.report.plot_reliability`). Models saved before butterfly
+              calibrated, and unpaired ones, give the ``"counts"`` estimate clipped to [0, 1].
+            - ``"tfidf"``: the decoder's own output, the peak's TF-IDF in the model's scaling (what it is trained
+              to reconstruct: inversely proportional to the cell's open peaks and weighted by the peak's IDF, so
+              not a probability; on SNARE-seq its values are near 0.005 where 1% of entries are open).
+            - ``"counts"``: counts recovered from it (paper eq. 12) with ``library_size`` open peaks per cell;
+              with binarised training input, an uncalibrated estimate of the chance the peak is open (it may
+              exceed 1).
+            - ``"binary"``: those counts binarised (1 above both the cell's and the peak's mean).
         library_size
             Open-peak count per cell used by ``"counts"``/``"binary"``; defaults to the training median.
         n_samples
@@ -776,7 +816,8 @@ class Butterfly:
         output, latent = translation.translate_arrays(
             self, adata, source, target, batch_size, progress, n_samples, options
         )
-        output = translation.atac_form(target_pre, output, atac_output, library_size)
+        calibration = (self.atac_calibration_ or {}).get(target)
+        output = translation.atac_form(target_pre, output, atac_output, library_size, calibration)
         return translation.translation_anndata(
             self, adata, target_pre, output, latent, source, target, atac_output
         )

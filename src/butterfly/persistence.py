@@ -67,6 +67,8 @@ def save_model(model: Butterfly, path: str | os.PathLike, *, overwrite: bool = F
             "cluster_backend": model.cluster_backend,
             "cluster_options": model.cluster_options,
             "training_data": model.training_data_,
+            "translation_check": model.translation_check_,
+            "atac_calibration": model.atac_calibration_,
             "saved_with": _versions(),
         }
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_plain))
@@ -127,6 +129,8 @@ def load_model(cls: type[Butterfly], path: str | os.PathLike, *, device: str = "
     model.cluster_options = config.get("cluster_options") or {}
     model.training_data_ = config.get("training_data")  # None in files saved before butterfly kept them
     model.saved_with_ = config.get("saved_with")
+    model.translation_check_ = config.get("translation_check")  # None in files saved before butterfly checked
+    model.atac_calibration_ = config.get("atac_calibration")  # likewise: probabilities then uncalibrated
     try:
         model._build_network()
     except (TypeError, ValueError, KeyError) as err:
@@ -269,6 +273,8 @@ _CONFIG_OPTIONAL = {
     "cluster_backend": str,
     "cluster_options": dict,
     "training_data": dict,
+    "translation_check": dict,
+    "atac_calibration": dict,
     "saved_with": dict,
 }
 

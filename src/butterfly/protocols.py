@@ -92,14 +92,18 @@ def folds_by_batch(batches: Sequence, k: int = 4, *, seed: int = 0) -> list[tupl
     return folds_by_group(batches, k, seed=seed, what="batches")
 
 
-#: Models the harness knows: scButterfly-B/-T/-C (built-in or scvi-tools clusters) and the two baselines.
+#: Models the harness knows: scButterfly-B/-T/-C (built-in or scvi-tools clusters) and the baselines
+#: (:mod:`butterfly.baselines`): the training mean, kNN, linear (ridge on SVD components) and kernel ridge.
 BUTTERFLY_VARIANTS = {
     "butterfly": {"pairing": "measured"},
     "butterfly-T": {"pairing": "label"},
     "butterfly-C": {"pairing": "cluster"},
     "butterfly-C-scvi": {"pairing": "cluster", "cluster_backend": "scvi"},
 }
-MODEL_NAMES = (*BUTTERFLY_VARIANTS, "knn", "linear")
+BASELINES = ("mean", "knn", "linear", "kernel-ridge")
+MODEL_NAMES = (*BUTTERFLY_VARIANTS, *BASELINES)
+#: What ``butterfly benchmark`` and :func:`run_protocol` compare by default.
+DEFAULT_MODELS = ("butterfly", *BASELINES)
 AUGMENTATION = 3  # T and C train on 3x the cells (the measured pairs plus two shuffled rounds)
 
 
@@ -124,7 +128,7 @@ def _fit(
     match_steps,
     scvi_options,
 ):
-    from .baselines import KNNTranslator, LinearTranslator
+    from .baselines import KernelRidgeTranslator, KNNTranslator, LinearTranslator, MeanTranslator
     from .model import Butterfly
 
     if name in BUTTERFLY_VARIANTS:
@@ -141,6 +145,10 @@ def _fit(
         return KNNTranslator(first, second, modalities=modalities, seed=seed)
     if name == "linear":
         return LinearTranslator(first, second, modalities=modalities, seed=seed)
+    if name == "mean":
+        return MeanTranslator(first, second, modalities=modalities, seed=seed)
+    if name == "kernel-ridge":
+        return KernelRidgeTranslator(first, second, modalities=modalities, seed=seed)
     raise ButterflyInputError(f"Unknown model {name!r}; choose from {list(MODEL_NAMES)}.")
 
 
@@ -150,7 +158,7 @@ def run_protocol(
     folds: list[tuple[np.ndarray, np.ndarray]],
     *,
     modalities: tuple[str, str] = ("rna", "atac"),
-    models: Sequence[str] = ("butterfly", "knn", "linear"),
+    models: Sequence[str] = DEFAULT_MODELS,
     label_key: str = "cell_type",
     seed: int = 0,
     fit_options: dict | None = None,
@@ -162,6 +170,7 @@ def run_protocol(
     translate_samples: int = 0,
     scoring_runs: int = 1,
     joint: bool = False,
+    compare: bool = True,
 ):
     """Train each model on each fold's training cells and score its translations of the test cells.
 
@@ -181,7 +190,10 @@ def run_protocol(
     ``"<name> (N latent draws)"`` (the same trained model, so the same training seconds). With
     ``scoring_runs`` N, every clustering score is the mean over N clusterings (seeds ``seed`` to
     ``seed + N - 1``) instead of one run's. With ``joint``, each model's translations are also scored as
-    the paper's integrative analysis (:func:`~butterfly.evaluate_translation`'s ``joint``).
+    the paper's integrative analysis (:func:`~butterfly.evaluate_translation`'s ``joint``). With ``compare``
+    (default), ``examples["comparisons"]`` holds the first model against each other one on each fold's test
+    cells: each metric's difference with a 95% interval from a paired bootstrap over the cells
+    (:func:`~butterfly.metrics.paired_bootstrap`; columns :data:`COMPARISON_COLUMNS`).
 
     Examples
     --------
@@ -201,12 +213,14 @@ def run_protocol(
     """
     import pandas as pd
 
-    from .evaluate import evaluate_translation
+    from .evaluate import _translate_and_score
+    from .metrics import paired_bootstrap
 
-    rows, examples = [], {"obs": None, "profiles": {}}
+    rows, examples, compared = [], {"obs": None, "profiles": {}}, []
     bar = progress_bar(total=len(folds) * len(models), desc="folds x models", disable=not progress)
     numbers = list(fold_numbers) if fold_numbers is not None else list(range(len(folds)))
     for position, (fold, (train, test)) in enumerate(zip(numbers, folds, strict=True)):
+        fold_translations = {}
         for name in models:
             bar.set_postfix(fold=fold, model=name)
             start = time.perf_counter()
@@ -219,10 +233,14 @@ def run_protocol(
             if translate_samples and hasattr(model, "preprocessors"):  # a Butterfly, not a baseline
                 draws = {"n_samples": translate_samples}
                 scored.append((f"{name} ({translate_samples} latent draws)", draws))
+            owner = model if hasattr(model, "preprocessors") else model._model
+            kinds = {n: owner.preprocessors[n].kind for n in owner.names}
             for label, options in scored:
-                results = evaluate_translation(model, first[test], second[test], label_key=label_key,
-                                               seed=seed, translate_options=options,
-                                               scoring_runs=scoring_runs, joint=joint)  # fmt: skip
+                results, translations, truths, labels = _translate_and_score(
+                    model, first[test], second[test], label_key=label_key, seed=seed, reference=None,
+                    latent=False, translate_options=options, scoring_runs=scoring_runs, layer=None, joint=joint,
+                )  # fmt: skip
+                fold_translations[label] = {d: t.X for d, t in translations.items()}
                 rows.append({"fold": fold, "model": label, "profile": "training", "metric": "seconds",
                              "value": seconds})  # fmt: skip
                 for profile, scores in results.items():
@@ -244,7 +262,38 @@ def run_protocol(
                     examples["profiles"]["measured", target] = measured
                 examples["obs"] = first[test].obs.copy()
             bar.update(1)
+        if compare and len(fold_translations) > 1:
+            compared += _paired_comparisons(
+                fold, fold_translations, truths, labels, kinds, seed, paired_bootstrap
+            )
         if after_fold is not None:
             after_fold(pd.DataFrame(rows))
     bar.close()
+    examples["comparisons"] = pd.DataFrame(compared, columns=COMPARISON_COLUMNS)
     return pd.DataFrame(rows), examples
+
+
+#: The columns of ``examples["comparisons"]`` (:func:`run_protocol`): the first model (``model``) against each
+#: other one (``versus``) on one fold's test cells, each metric's values, difference and 95% bootstrap interval.
+COMPARISON_COLUMNS = ("fold", "model", "versus", "profile", "metric", "model_value", "versus_value",
+                      "difference", "low", "high")  # fmt: skip
+
+
+def _paired_comparisons(fold, translations, truths, labels, kinds, seed, paired_bootstrap) -> list[dict]:
+    """The first model's translations against each other model's on one fold's test cells
+    (:func:`~butterfly.metrics.paired_bootstrap`)."""
+    reference, *others = list(translations)
+    rows = []
+    for direction, pred in translations[reference].items():
+        target = direction.split("->")[1]
+        kind = "atac" if kinds[target] == "atac" else "other"
+        for other in others:
+            result = paired_bootstrap(pred, translations[other][direction], truths[target], target_kind=kind,
+                                      labels=labels, seed=seed)  # fmt: skip
+            rows += [
+                {"fold": fold, "model": reference, "versus": other, "profile": direction, "metric": metric,
+                 "model_value": r["a"], "versus_value": r["b"], "difference": r["difference"], "low": r["low"],
+                 "high": r["high"]}
+                for metric, r in result.items()
+            ]  # fmt: skip
+    return rows

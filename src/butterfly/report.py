@@ -14,13 +14,8 @@ from ._validation import ButterflyInputError
 
 
 def _pyplot():
-    import matplotlib
-
-    if os.environ.get("MPLBACKEND") is None and matplotlib.get_backend().lower() not in (
-        "agg",
-        "module://matplotlib_inline.backend_inline",
-    ):
-        matplotlib.use("Agg")
+    """matplotlib's pyplot, with whatever backend the user has (library code never switches it: the command
+    line chooses Agg for itself, see :func:`butterfly.cli.main`)."""
     import matplotlib.pyplot as plt
 
     return plt
@@ -102,6 +97,12 @@ def describe_model(model) -> str:
             f" -> {recalibration['validation_loss_after']:.4f} ({verdict})"
         )
     lines += _validation_score_lines(model.validation_scores_ or {}, TRUSTED_VALIDATION_R)
+    checks = getattr(model, "translation_check_", None) or {}
+    if checks:
+        from .quality import summary_line
+
+        lines.append("translation check on validation cells (does it follow the differences between cells?):")
+        lines += [f"  {summary_line(direction, check)}" for direction, check in checks.items()]
     if model.saved_with_:
         lines.append("saved with: " + ", ".join(f"{k} {v}" for k, v in model.saved_with_.items()))
     return "\n".join(lines)
@@ -203,6 +204,41 @@ def plot_annotation(true, predicted, path: str | os.PathLike | None = None):
     fig.colorbar(image, ax=ax, label="share of the type's cells")
     fig.tight_layout()
     fig.confusion = shares
+    if path is not None:
+        save_figure_atomic(fig, path, dpi=120)
+    return fig
+
+
+def plot_reliability(curve: pd.DataFrame, path: str | os.PathLike | None = None, *, ax=None):
+    """The reliability curve of predicted peak probabilities (:func:`~butterfly.metrics.reliability_curve`):
+    mean prediction against the fraction measured open in each group, the diagonal dashed. Returns the figure
+    (saved when ``path`` given); draws into ``ax`` when given.
+
+    Examples
+    --------
+    >>> import numpy as np, butterfly as bf
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.random((100, 20))
+    >>> fig = bf.report.plot_reliability(bf.metrics.reliability_curve(p, rng.random((100, 20)) < p))
+    >>> fig.axes[0].get_xlabel()
+    'predicted probability that the peak is open'
+    """
+    if not {"predicted", "observed"} <= set(curve.columns) or curve.empty:
+        raise ButterflyInputError("plot_reliability needs bf.metrics.reliability_curve's table.")
+    plt = _pyplot()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4, 4))
+    else:
+        fig = ax.figure
+    top = float(max(curve["predicted"].max(), curve["observed"].max())) * 1.05
+    ax.plot([0, top], [0, top], "--", color="grey", lw=1)
+    ax.plot(curve["predicted"], curve["observed"], "o-", color="C0")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("predicted probability that the peak is open")
+    ax.set_ylabel("fraction measured open")
+    ax.set_title("calibration of translated peaks")
+    fig.tight_layout()
     if path is not None:
         save_figure_atomic(fig, path, dpi=120)
     return fig

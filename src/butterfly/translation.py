@@ -18,7 +18,7 @@ import torch
 from ._io import _write_atomic
 from ._progress import progress_bar
 from ._validation import ButterflyInputError, NotTrainedError, check_whole_numbers, use_layer
-from .accessibility import ATACPreprocessor, binarize_accessibility, binary_block
+from .accessibility import ATACPreprocessor, binarize_accessibility, binary_block, calibrated
 from .data import dense_rows
 from .network import latent_noise
 from .preprocessing import Preprocessor, RNAPreprocessor
@@ -33,7 +33,10 @@ LATENT_KEY = "X_butterfly"
 #: The ``var`` column of a translation into RNA, protein or expression that holds each feature's Pearson r on
 #: the validation cells (``Butterfly.validation_scores_``).
 VALIDATION_SCORE_KEY = "validation_pearson"
-ATAC_OUTPUTS = ("probability", "counts", "binary")
+#: The forms of an ATAC translation (:meth:`Butterfly.translate`'s ``atac_output``): the calibrated probability
+#: that each peak is open (default), the model's own scaled TF-IDF output, recovered counts (paper eq. 12),
+#: binarised peaks.
+ATAC_OUTPUTS = ("probability", "tfidf", "counts", "binary")
 
 
 def check_names(model: Butterfly, source: str, target: str | None = None) -> None:
@@ -53,9 +56,9 @@ def check_translation(model: Butterfly, source: str, target: str, atac_output: s
     target_pre = model.preprocessors[target]
     if atac_output not in ATAC_OUTPUTS:
         raise ButterflyInputError(
-            f"atac_output must be 'probability', 'counts' or 'binary', got {atac_output!r}."
+            f"atac_output must be 'probability', 'tfidf', 'counts' or 'binary', got {atac_output!r}."
         )
-    if atac_output != "probability" and not isinstance(target_pre, ATACPreprocessor):
+    if atac_output not in ("probability", "tfidf") and not isinstance(target_pre, ATACPreprocessor):
         raise ButterflyInputError(f"atac_output={atac_output!r} applies to an ATAC target, not {target!r}.")
     return target_pre
 
@@ -162,13 +165,21 @@ def translate_arrays(
     return output, latent
 
 
-def atac_form(target_pre, output: np.ndarray, atac_output: str, library_size=None) -> np.ndarray:
-    """The model's ATAC output (``"probability"``) as ``atac_output`` asks: recovered counts or binarised
-    peaks, converted in place (float32)."""
-    if atac_output != "probability":
-        output = target_pre.inverse_transform(output, library_size, copy=False)
-        if atac_output == "binary":
-            output = binarize_accessibility(output, copy=False)
+def atac_form(
+    target_pre, output: np.ndarray, atac_output: str, library_size=None, calibration=None
+) -> np.ndarray:
+    """The model's ATAC output (scaled TF-IDF, ``"tfidf"``) in the form ``atac_output`` asks, converted in place
+    (float32): ``"probability"``, the calibrated chance that each peak is open (``calibration``: the model's
+    :func:`~butterfly.accessibility.fit_open_calibration`; the training median's open peaks per cell);
+    ``"counts"``, recovered counts (paper eq. 12, ``library_size`` open peaks per cell); ``"binary"``, those
+    counts binarised. Targets other than ATAC are returned as they are."""
+    if atac_output == "tfidf" or not isinstance(target_pre, ATACPreprocessor):
+        return output
+    if atac_output == "probability":
+        return calibrated(target_pre.inverse_transform(output, None, copy=False), calibration)
+    output = target_pre.inverse_transform(output, library_size, copy=False)
+    if atac_output == "binary":
+        output = binarize_accessibility(output, copy=False)
     return output
 
 
@@ -202,7 +213,8 @@ def write_translation(
 
     target_pre = model.preprocessors[target]
     n_cells, n_features = adata.n_obs, target_pre.n_features
-    library = None if atac_output == "probability" else target_pre.library_sizes(n_cells, library_size)
+    library = target_pre.library_sizes(n_cells, library_size) if atac_output in ("counts", "binary") else None
+    calibration = (getattr(model, "atac_calibration_", None) or {}).get(target)
     skeleton = translation_anndata(
         model, adata, target_pre, None, np.zeros((n_cells, model.network.translator.latent), np.float32),
         source, target, atac_output,
@@ -222,6 +234,8 @@ def write_translation(
             for rows, out, mean in batches:
                 if library is not None:
                     out = target_pre.inverse_transform(out, library[rows], copy=False)
+                elif atac_output == "probability":
+                    out = atac_form(target_pre, out, atac_output, calibration=calibration)
                 if atac_output == "binary":
                     col_sum += out.sum(axis=0, dtype=np.float64)
                 X[rows], latent[rows] = out, mean
