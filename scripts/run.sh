@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for set-up and use on a fresh machine:
-#   bash scripts/run.sh test    install what is needed into .venv, then run the test suite
+#   bash scripts/run.sh test    install what is needed into .venv, then lint (ruff) and run the test suite
 #   bash scripts/run.sh demo    install, then train and translate on the shipped SNARE-seq cells (report in butterfly_demo/)
 # Extra arguments are passed on (to pytest, or to `butterfly demo`).
 set -euo pipefail
@@ -22,7 +22,11 @@ fi
 cmd=${1:-test}
 shift || true
 case "$cmd" in
-  test) exec "$VENV_PY" -m pytest "$@" ;;
+  test)
+    # lint and format first (seconds): the same checks as the pre-commit hooks
+    .venv/bin/ruff check src tests benchmarks
+    .venv/bin/ruff format --check src tests benchmarks
+    exec "$VENV_PY" -m pytest "$@" ;;
   demo) exec .venv/bin/butterfly demo "$@" ;;
   *) echo "usage: bash scripts/run.sh test|demo [args...]" >&2; exit 2 ;;
 esac
