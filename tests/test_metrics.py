@@ -86,6 +86,13 @@ def test_correlations_and_rmse_hand_case():
         np.array([[1.0, 2.0], [2.0, 3.0], [3.0, 5.0]]), varied
     ) == pytest.approx(1.0)
     assert np.isnan(metrics.pearson_per_feature(varied, np.ones((3, 2))))
+    # a feature predicted constant where the truth varies has no skill: 0, not left out (which would flatter a
+    # model that predicts its hard genes as all zeros)
+    truth = np.array([[1.0, 1.0], [2.0, 3.0], [3.0, 0.0]])
+    flat = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    for score in (metrics.pearson_per_feature, metrics.spearman_per_feature):
+        assert score(flat, truth) == pytest.approx(0.5)
+    assert metrics.pearson_per_cell(np.ones((2, 3)), np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])) == 0.0
 
 
 def test_auroc_and_auprc_hand_case():

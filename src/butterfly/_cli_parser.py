@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="kinds of the two files: rna, atac, adt or expression (default: rna atac)",
     )  # fmt: skip
     _add_layer_options(train)
+    train.add_argument(
+        "--from-model", type=Path, default=None, metavar="MODEL",
+        help="continue training this saved model (its weights and fitted preprocessing) on the paired cells of "
+        "--first/--second, the same or new ones; its modalities and variant are kept (--modalities and "
+        "--variant are not read)",
+    )  # fmt: skip
     train.add_argument("--variant", choices=["B", "T", "C"], default="B",
                        help="B: measured pairs; T: pairs augmented within cell types (--label-key); "
                        "C: augmented within clusters of a joint embedding (default B)")  # fmt: skip

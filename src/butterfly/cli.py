@@ -173,9 +173,22 @@ def _train(args: argparse.Namespace) -> None:
             "--shared-cells keeps the cells two files share; --perturbation and --unpaired train on "
             "different cells, so they take all of each file."
         )
-    first, second = _read_pair(args, names, paired=not (args.perturbation or args.unpaired))
+    kinds = None
+    if args.from_model is not None:  # the model's own modalities, whatever --modalities says
+        from .persistence import read_model_config
+
+        if args.perturbation or args.unpaired:
+            raise ButterflyInputError(
+                "--from-model continues a model trained on paired cells; it does not combine with "
+                "--perturbation or --unpaired."
+            )
+        saved = read_model_config(args.from_model)["modalities"]
+        names, kinds = tuple(m["name"] for m in saved), [m["preprocessing"] for m in saved]
+    first, second = _read_pair(args, names, paired=not (args.perturbation or args.unpaired), kinds=kinds)
     common = {"modalities": tuple(args.modalities), "seed": args.seed, "device": args.device}
-    if args.perturbation:
+    if args.from_model is not None:
+        model = Butterfly.load(args.from_model, device=args.device, first=first, second=second)
+    elif args.perturbation:
         model = Butterfly.perturbation(
             first, second, label_key=args.label_key, seed=args.seed, device=args.device
         )

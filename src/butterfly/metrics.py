@@ -128,13 +128,15 @@ def cell_heterogeneity(
     return {key: float(np.mean([scores[key] for scores in per_run])) for key in per_run[0]}
 
 
-def _pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    denominator = np.sqrt((a * a).sum(0) * (b * b).sum(0))
+def _pearson_columns(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Each column's Pearson r between ``pred`` and ``truth``: 0 where only the prediction is constant (no
+    skill, such as a gene predicted as all zeros), left out where the truth is (nothing to predict)."""
+    a = pred - pred.mean(0)
+    b = truth - truth.mean(0)
+    spread_a, spread_b = (a * a).sum(0), (b * b).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = (a * b).sum(0) / denominator
-    return r[denominator > 0]
+        r = np.where(spread_a > 0, (a * b).sum(0) / np.sqrt(spread_a * spread_b), 0.0)
+    return r[spread_b > 0]
 
 
 def feature_pearson(pred, truth, *, chunk: int = 4096) -> np.ndarray:
@@ -160,8 +162,9 @@ def _mean_or_nan(values: np.ndarray) -> float:
 
 
 def pearson_per_feature(pred, truth) -> float:
-    """Mean over features of the Pearson correlation across cells (features constant in either are skipped;
-    NaN when all are). :func:`feature_pearson` gives each feature's.
+    """Mean over features of the Pearson correlation across cells: a feature predicted constant counts as 0 (no
+    skill), one constant in the measured cells is skipped (NaN when all are). :func:`feature_pearson` gives each
+    feature's.
 
     Examples
     --------
@@ -169,15 +172,15 @@ def pearson_per_feature(pred, truth) -> float:
     >>> truth = np.array([[1.0, 0.0], [2.0, 1.0], [3.0, 0.0]])
     >>> pred = np.array([[1.5, 0.0], [2.5, 0.0], [3.5, 0.0]])  # the first gene shifted, the second constant
     >>> bf.metrics.pearson_per_feature(pred, truth), bf.metrics.feature_pearson(pred, truth).tolist()
-    (1.0, [1.0, 0.0])
+    (0.5, [1.0, 0.0])
     """
     return _mean_or_nan(_pearson_columns(*_pair(pred, truth, np.float64)))
 
 
 def pearson_per_cell(pred, truth) -> float:
-    """Mean over cells of the Pearson correlation across features."""
+    """Mean over cells of the Pearson correlation across features (a constant prediction counts as 0)."""
     pred, truth = _pair(pred, truth, np.float64)
-    return float(np.mean(_pearson_columns(pred.T, truth.T)))
+    return _mean_or_nan(_pearson_columns(pred.T, truth.T))
 
 
 def auroc(pred, truth) -> float:
@@ -235,7 +238,8 @@ def _rank_columns(a: np.ndarray) -> np.ndarray:
 
 
 def spearman_per_feature(pred, truth) -> float:
-    """Mean over features of the Spearman correlation across cells (ties get average ranks)."""
+    """Mean over features of the Spearman correlation across cells (ties get average ranks; a feature predicted
+    constant counts as 0, one constant in the measured cells is skipped)."""
     pred, truth = _pair(pred, truth)
     return _mean_or_nan(_pearson_columns(_rank_columns(pred), _rank_columns(truth)))
 

@@ -490,8 +490,9 @@ class Butterfly:
         ['kept', 'validation_loss_after', 'validation_loss_before']
         """
         if not self._matrices:
-            raise RuntimeError(
-                "This model was loaded from disk without its training data; it can translate but not fit."
+            raise ButterflyInputError(
+                "This model was loaded from disk without training cells; it translates, and it trains further "
+                "when loaded with paired cells: Butterfly.load(path, first=rna, second=atac), then fit()."
             )
         check_keywords(options, [f.name for f in dataclasses.fields(TrainingConfig)], where="fit()")
         self.training_config = TrainingConfig(
@@ -721,7 +722,8 @@ class Butterfly:
             raise NotTrainedError("The model is not trained yet; call fit() first.")
         if not self._matrices:
             raise RuntimeError(
-                "This model was loaded from disk without its training data; it can translate but not recalibrate."
+                "This model was loaded from disk without training cells; load it with them to recalibrate: "
+                "Butterfly.load(path, first=rna, second=atac)."
             )
         train, validation = self._training_pairs()
         self.batch_norm_recalibration_ = self._trainer(
@@ -928,9 +930,20 @@ class Butterfly:
         save_model(self, path, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str = "auto") -> Butterfly:
+    def load(
+        cls, path: str | os.PathLike, *, device: str = "auto", first=None, second=None,
+        layer: str | dict[str, str | None] | None = None,
+    ) -> Butterfly:  # fmt: skip
         """Load a model saved with :meth:`save`. Weights are read with ``weights_only=True``: a model file
         cannot run code. ``device`` as for :class:`Butterfly`: a model saved on a GPU loads on a CPU.
+
+        With paired cells (``first`` and ``second`` in the model's order, or one MuData as ``first``; ``layer``
+        as for :class:`Butterfly`), the model can train further: :meth:`fit` then continues from the saved
+        weights (a warm start) on those cells, the same the model trained on or new ones, read through the
+        model's fitted preprocessing (its genes and peaks, normalisation and scaling are kept, not refitted).
+        Models of measured pairs (-B), pairs within labels (-T, ``obs[label_key]`` of ``first``) and the
+        built-in clusters (-C) continue; unpaired and perturbation models, trained on two sets of different
+        cells, do not yet.
 
         Examples
         --------
@@ -945,4 +958,28 @@ class Butterfly:
         (('rna', 'atac'), True, 3)
         >>> folder.cleanup()
         """
-        return load_model(cls, path, device=device)
+        model = load_model(cls, path, device=device)
+        if first is not None or second is not None:
+            model._attach_training_cells(first, second, layer)
+        return model
+
+    def _attach_training_cells(self, first, second, layer) -> None:
+        """Read paired training cells into a loaded model through its fitted preprocessing (see :meth:`load`)."""
+        if self.pairing in ("unpaired", "transport") or (
+            self.pairing == "cluster" and self.cluster_backend == "scvi"
+        ):
+            raise ButterflyInputError(
+                f"A model trained with pairing={self.pairing!r}"
+                + (" and the scvi-tools backend" if self.pairing == "cluster" else "")
+                + " cannot yet continue training from a saved file; train a new one on all the cells."
+            )
+        data = use_layers(split_modalities(first, second, self.names), self.names, layer)
+        check_paired(data[0], data[1], self.names)
+        if self.pairing == "label":
+            self._labels = check_label_key(
+                data[0], self.label_key, what=f"The {self.names[0]} data"
+            ).to_numpy()
+        self._matrices = {
+            name: self.preprocessors[name].transform(adata).X
+            for name, adata in zip(self.names, data, strict=True)
+        }

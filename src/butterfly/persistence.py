@@ -66,6 +66,8 @@ def save_model(model: Butterfly, path: str | os.PathLike, *, overwrite: bool = F
             "label_key": model.label_key,
             "cluster_backend": model.cluster_backend,
             "cluster_options": model.cluster_options,
+            "cluster_resolution": getattr(model, "cluster_resolution", None),
+            "transport_components": getattr(model, "transport_components", None),
             "training_data": model.training_data_,
             "translation_check": model.translation_check_,
             "atac_calibration": model.atac_calibration_,
@@ -127,6 +129,10 @@ def load_model(cls: type[Butterfly], path: str | os.PathLike, *, device: str = "
     model.pairing, model.label_key = config.get("pairing", "measured"), config.get("label_key")
     model.cluster_backend, model._raw = config.get("cluster_backend"), None
     model.cluster_options = config.get("cluster_options") or {}
+    model.cluster_resolution = config.get("cluster_resolution", 3.0 if model.pairing == "cluster" else None)
+    if config.get("transport_components") is not None:
+        model.transport_components = config["transport_components"]
+    model._labels = None
     model.training_data_ = config.get("training_data")  # None in files saved before butterfly kept them
     model.saved_with_ = config.get("saved_with")
     model.translation_check_ = config.get("translation_check")  # None in files saved before butterfly checked
@@ -272,6 +278,8 @@ _CONFIG_OPTIONAL = {
     "label_key": str,
     "cluster_backend": str,
     "cluster_options": dict,
+    "cluster_resolution": (int, float),
+    "transport_components": int,
     "training_data": dict,
     "translation_check": dict,
     "atac_calibration": dict,
