@@ -592,7 +592,7 @@ def test_batch_norm_recalibration_lowers_validation_loss_and_lifts_rna_to_adt(ci
     assert loaded.batch_norm_recalibration_ == record
     again = loaded.translate(rna_test, source="rna", target="adt").X
     np.testing.assert_array_equal(again, models[True].translate(rna_test, source="rna", target="adt").X)
-    with pytest.raises(RuntimeError, match="without its training data"):
+    with pytest.raises(RuntimeError, match=r"without training cells; load it with them to recalibrate"):
         loaded.recalibrate_batch_norm()
     with pytest.raises(bf.NotTrainedError):
         bf.Butterfly(rna, adt, modalities=("rna", "adt"), seed=0).recalibrate_batch_norm()

@@ -705,7 +705,7 @@ class Butterfly:
         What ``fit(recalibrate_batch_norm=True)`` does at the end of training (see
         :class:`~butterfly.settings.TrainingConfig`), for a model trained without it: the training cells pass
         once through the network as translation runs it, and the new statistics are kept only if they lower
-        the validation loss. Needs the training data, so not on a model loaded from disk. Returns (and keeps in
+        the validation loss. Needs the training cells (a loaded model: Butterfly.load(path, first=, second=)). Returns (and keeps in
         ``batch_norm_recalibration_``) both validation losses and whether the statistics were kept.
 
         Examples
