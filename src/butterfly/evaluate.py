@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
+from ._progress import progress_bar
 from ._validation import ButterflyInputError, check_label_key, check_paired, check_whole_numbers, use_layers
 from .model import Butterfly
 from .translation import LATENT_KEY
@@ -170,10 +171,24 @@ def evaluate_translation(
 
 
 def _translate_and_score(
-    model, first, second, *, label_key, seed, reference, latent, translate_options, scoring_runs, layer, joint
+    model,
+    first,
+    second,
+    *,
+    label_key,
+    seed,
+    reference,
+    latent,
+    translate_options,
+    scoring_runs,
+    layer,
+    joint,
+    tick=None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, ad.AnnData], dict, np.ndarray]:
     """:func:`evaluate_translation`'s scores, the translations it scored (``"a->b"``: AnnData), the measured
-    profiles in the model's space (by modality) and the labels."""
+    profiles in the model's space (by modality) and the labels. ``tick(step)``, if given, is called as each of
+    its :data:`SCORING_STEPS` steps (a clustering of a measured modality, a direction) is done."""
+    tick = tick or (lambda step: None)
     reference = reference or (model if isinstance(model, Butterfly) else model._model)
     names = reference.names
     first, second = use_layers((first, second), names, layer)
@@ -187,6 +202,7 @@ def _translate_and_score(
         results[f"measured {name}"] = metrics.cell_heterogeneity(
             truth[name], labels, seed=seed, runs=scoring_runs
         )
+        tick(f"measured {name} clustered")
     kinds = {name: reference.specs[name].preprocessing for name in names}
     if joint:
         results[f"measured {names[0]} + {names[1]}"] = _joint_scores(truth, kinds, labels, seed, scoring_runs)
@@ -209,7 +225,12 @@ def _translate_and_score(
             results[f"{source} latent"] = metrics.cell_heterogeneity(
                 translated.obsm[LATENT_KEY], labels, seed=seed, runs=scoring_runs
             )
+        tick(f"{source}->{target} translated and scored")
     return results, translations, truth, labels
+
+
+#: Steps :func:`_translate_and_score` reports to its ``tick``: two measured clusterings, two directions.
+SCORING_STEPS = 4
 
 
 #: Everything :func:`evaluation_report` (``butterfly evaluate``) writes into its folder.
@@ -220,7 +241,7 @@ def evaluation_report(
     model: Butterfly, first: ad.AnnData, second: ad.AnnData, out: str | os.PathLike, *,
     label_key: str = "cell_type", seed: int = 0, scoring_runs: int = 1, n_samples: int = 0,
     layer: str | dict[str, str | None] | None = None, joint: bool = False, latent: bool = False,
-    plots: bool = True, overwrite: bool = False, about: dict | None = None,
+    plots: bool = True, overwrite: bool = False, about: dict | None = None, progress: bool = True,
 ) -> dict:  # fmt: skip
     """:func:`evaluate_translation` of a trained model on held-out paired cells, written as a report folder.
 
@@ -252,6 +273,8 @@ def evaluation_report(
         Draw the t-SNE figures (minutes for tens of thousands of cells).
     about
         Extra entries for ``scores.json``'s settings (the CLI records the model's folder and the files).
+    progress
+        A progress bar over the steps (clusterings, translations, figures), each named as it finishes.
 
     Returns
     -------
@@ -281,25 +304,34 @@ def evaluation_report(
     check_whole_numbers(n_samples=(n_samples, 0), scoring_runs=(scoring_runs, 1))
     out = Path(out)
     check_report_folder(out, EVALUATION_FILES, overwrite=overwrite)
+    bar = progress_bar(total=SCORING_STEPS + 1 + (3 if plots else 0), desc="evaluate", disable=not progress)
+
+    def tick(step: str) -> None:
+        bar.set_postfix_str(step, refresh=False)
+        bar.update(1)
+
     results, translations, measured, labels = _translate_and_score(
         model, first, second, label_key=label_key, seed=seed, reference=None, latent=latent,
         translate_options={"n_samples": n_samples} if n_samples else None, scoring_runs=scoring_runs,
-        layer=layer, joint=joint,
+        layer=layer, joint=joint, tick=tick,
     )  # fmt: skip
     by_label = _joined_scores_by_label(model, translations, measured, labels)
+    tick("scores by cell type")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "scores_by_label.csv", by_label.to_csv())
     if plots:
         from .report import plot_scores_by_label, plot_tsne_panels
 
         plot_scores_by_label(by_label, out / "scores_by_label.png")
-
+        tick("scores by cell type drawn")
         for name, translated in translations.items():
             source, target = name.split("->")
             plot_tsne_panels(
                 {f"measured {target}": measured[target], f"{target} translated from {source}": translated.X},
                 {label_key: labels}, out / f"tsne_{target}.png",
             )  # fmt: skip
+            tick(f"t-SNE of {target} drawn")
+    bar.close()
     settings = {
         "label_key": label_key, "seed": seed, "scoring_runs": scoring_runs, "n_samples": n_samples,
         "joint": joint, "latent": latent, **(about or {}),
