@@ -357,7 +357,8 @@ class Butterfly:
         self.validation_scores_: dict[str, np.ndarray] | None = None
         #: what the last fit trained on: cells per modality, training and validation pairs (see summary)
         self.training_data_: dict[str, Any] | None = None
-        #: per direction ("rna->atac"), the validation cells' per-cell score beside the training mean's and kNN's
+        #: per direction ("rna->atac"), the validation check of butterfly.quality: does a cell's own translation
+        #: match it better than other cells' do (the training mean scores 0), beside kNN's
         self.translation_check_: dict[str, dict] | None = None
         #: per ATAC target, the calibration of translate's probabilities on the validation cells (see fit)
         self.atac_calibration_: dict[str, dict] | None = None
@@ -469,9 +470,9 @@ class Butterfly:
         propagates; the model translates once an integrative epoch has finished. After training,
         ``validation_scores_`` holds each translated gene's or protein's Pearson r on the validation cells
         (see :meth:`translate`'s ``var["validation_pearson"]``), and ``translation_check_`` each direction's
-        check against the training mean and kNN (:mod:`butterfly.quality`): where a translation does not follow
-        the differences between cells better than predicting every cell as the mean training profile, ``fit``
-        warns in one sentence, and :meth:`summary` marks it. Started by ``torchrun`` as one of several
+        check against the training mean and kNN (:mod:`butterfly.quality`): where a cell's own translation
+        matches it no better than other cells' translations do (as predicting every cell as the mean training
+        profile), ``fit`` warns in one sentence, and :meth:`summary` marks it. Started by ``torchrun`` as one of several
         processes, ``fit`` trains data-parallel (:mod:`butterfly.distributed`; ``batch_size`` cells per process).
 
         Examples
@@ -561,9 +562,11 @@ class Butterfly:
         SNARE-seq, 3 of 320 validation cells at the median; per-peak AUROCs near 0.5 that did not agree between
         validation and test cells; RESULTS.md).
 
-        ``translation_check_``: for each direction, how well the translations follow the measured differences
-        between cells (mean per-feature r, with a bootstrap interval) beside kNN's; the training mean scores 0
-        (:func:`butterfly.quality.check_direction`). ``fit`` warns where the model is no better than the
+        ``translation_check_``: for each direction, how much better a cell's own translation matches its
+        measured profile than other cells' translations do (with a bootstrap interval), beside kNN's; the
+        training mean scores 0 (:func:`butterfly.quality.check_direction`). ``atac_calibration_``: for an ATAC
+        target, the calibration of translate's probabilities
+        (:func:`~butterfly.accessibility.fit_open_calibration`). ``fit`` warns where the model is no better than the
         training mean. Both are ``None`` where validation pairs are not measured pairs (unpaired,
         perturbation) or are too few."""
         self.validation_scores_ = self.translation_check_ = self.atac_calibration_ = None
