@@ -18,7 +18,9 @@ import butterfly as bf
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
-BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+#: The README and the user guide it links: their examples are the documented ones.
+DOCUMENTS = "\n".join((ROOT / name).read_text() for name in ("README.md", "docs/guide.md"))
+BLOCKS = re.findall(r"```python\n(.*?)```", DOCUMENTS, re.S)
 #: How each example begins (the tests below fill in its placeholders).
 STARTS = ("import butterfly", "import scanpy", "bf.Butterfly(rna, atac, pairing", "control = ", "first = ")
 
@@ -116,7 +118,7 @@ def _documented_commands() -> list[str]:
     examples, without comments; those with placeholders (``...``, ``a|b``) or no options left out."""
     from butterfly._cli_parser import EXAMPLES
 
-    readme = (ROOT / "README.md").read_text()
+    readme = DOCUMENTS
     shell = "\n".join(re.findall(r"```bash\n(.*?)```", readme, re.S))
     lines = [line.split("#")[0].strip() for line in (shell + "\n" + EXAMPLES).splitlines()]
     inline = re.findall(r"`((?:torchrun .*?-m )?butterfly [a-z][^`]*)`", readme.replace("\n", " "))

@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", type=int, default=0, metavar="N",
         help="average the outputs decoded from N draws of each cell's latent (default 0: decode the latent "
         "mean, as the paper); N times the decoding. Coarser ATAC clusters: better or worse by training setting "
-        "(README)",
+        "(docs/guide.md)",
     )  # fmt: skip
     translate.add_argument(
         "--joint", action="store_true",
@@ -410,4 +410,4 @@ def _add_optimizer_options(
     parser.add_argument("--weight-average-halflife", type=float, default=0.0, metavar="EPOCHS",
                         help=f"{prefix}validate, early-stop on and keep a moving average of the weights in the "
                         "integrative phase, with this half-life in epochs (default 0: off; it trades RNA->ATAC "
-                        "clustering for per-gene and per-protein agreement, README)")  # fmt: skip
+                        "clustering for per-gene and per-protein agreement, docs/guide.md)")  # fmt: skip

@@ -75,7 +75,7 @@ def integrate(
     as well as with both measured. On issue 3's SNARE-seq test cells, Leiden clusters of this embedding of
     measured RNA with its translated ATAC reach AMI 0.625 against the cell types, where the RNA alone reaches
     0.576 and the RNA with its measured ATAC 0.558; ATAC-only cells go from 0.055 to 0.305 with their
-    translated RNA (``benchmarks/integration.py``; README).
+    translated RNA (``benchmarks/integration.py``; docs/guide.md).
 
     Each modality is put in the model's preprocessed space (measured counts are preprocessed as for
     training; a translation by ``model``, which already lies there, is taken as it is) and reduced to

@@ -104,7 +104,7 @@ def cell_heterogeneity(
     """Cluster a profile matrix as the paper does and score the clusters against ``labels``.
 
     ``runs`` > 1: cluster with the seeds ``seed, seed + 1, ...`` (PCA and Leiden) and return each score's
-    mean over the runs. One Leiden run moves AMI by up to 0.02-0.03 on a few thousand cells (README), as
+    mean over the runs. One Leiden run moves AMI by up to 0.02-0.03 on a few thousand cells (docs/guide.md), as
     much as the differences between methods that one run is often used to rank.
 
     Examples

@@ -109,7 +109,7 @@ class Butterfly:
     dropout, batch_norm, discriminator_layers
         Network options. ``batch_norm`` (default True) puts BatchNorm after every hidden linear layer, as
         the authors' code does though the paper does not mention it: measured on SNARE-seq it lifts
-        ATAC->RNA AMI from ~0 to 0.19 and RNA->ATAC from 0.15 to 0.46 (README). ``discriminator_layers=1``
+        ATAC->RNA AMI from ~0 to 0.19 and RNA->ATAC from 0.15 to 0.46 (docs/guide.md). ``discriminator_layers=1``
         reproduces the authors' one-layer discriminator (the paper describes two).
 
     Examples
@@ -450,7 +450,7 @@ class Butterfly:
         **options
             Other :class:`~butterfly.settings.TrainingConfig` fields (``lr``, ``kl_warmup_epochs``,
             ``precision``, ...). ``fit(**bf.FAST_SETTING)`` trains in minutes rather than the paper's hour
-            (README).
+            (docs/guide.md).
 
         Returns
         -------
@@ -774,7 +774,7 @@ class Butterfly:
             to before ``log1p`` (scanpy's ``normalize_total(target_sum=...)``, often ``1e4``). Another model's
             RNA translation is recognised by itself (its ``uns["butterfly"]["normalized_to"]``), so
             translations chain: ATAC -> RNA with one model, then RNA -> protein with another trained on the
-            genes the first predicts (README: "translations chain").
+            genes the first predicts (docs/guide.md: "translations chain").
         atac_output
             For an ATAC target, what the values mean:
 
@@ -798,7 +798,7 @@ class Butterfly:
             times the decoding work. A cell's draws are seeded by the model's seed and the cell's row in
             ``adata``, so the same cells in the same order give the same translation at any ``batch_size``
             (and from :meth:`translate_to_h5ad`). Averaged ATAC profiles cluster more coarsely; on SNARE-seq
-            that raised RNA->ATAC AMI for fast-setting models and lowered it for others (README).
+            that raised RNA->ATAC AMI for fast-setting models and lowered it for others (docs/guide.md).
         batch_size, progress
             Cells per forward pass, and a progress bar over them when there are several.
 

@@ -58,7 +58,7 @@ class TrainingConfig:
         i.e. while they still tell real from translated embeddings better than chance (ln 2 = 0.693).
         Default 0.675: the authors' code gates at 1.35 over its two BCE terms. ``None`` applies the paper's
         eq. 9 literally; measured on SNARE-seq, the generator then drives the discriminator loss up without
-        bound, the adversarial term swamps reconstruction and translations fall to chance (see README).
+        bound, the adversarial term swamps reconstruction and translations fall to chance (see docs/guide.md).
     precision
         ``"float32"`` (default) or ``"bfloat16"``: training forward passes under bfloat16 autocast (losses and
         weights stay float32). Faster on CPUs with AVX-512 BF16/AMX and on recent GPUs; validation stays
@@ -149,7 +149,7 @@ class TrainingConfig:
 #: phase, early stopping (patience 15) within 30 pretraining and 150 integrative epochs, and the BatchNorm
 #: statistics re-estimated after training where validation cells prefer them. On the SNARE-seq
 #: split of issue 3 (8,247 cells) it trains in under 3 minutes on two CPU cores, and its translations beat
-#: the paper defaults' and the authors' code's on average (README, "Headline figures"; benchmarks/RESULTS.md).
+#: the paper defaults' and the authors' code's on average (docs/guide.md, "Headline figures"; benchmarks/RESULTS.md).
 FAST_SETTING: Mapping[str, int | float | bool] = MappingProxyType(  # read-only
     {
         "pretrain_epochs": 30,

@@ -496,7 +496,7 @@ class Trainer:
 
         Training updates the statistics by a moving average over masked inputs, dropout and sampled latents,
         while translation runs on unmasked inputs and latent means without dropout: on few cells (a handful
-        of steps per epoch) or with the RNA input mask the two differ (README). Here the training pairs pass
+        of steps per epoch) or with the RNA input mask the two differ (docs/guide.md). Here the training pairs pass
         once through every path of the integrative phase in inference mode, each BatchNorm layer averaging
         its batch statistics; the rest of the network is unchanged. Returns the validation loss before and
         after and whether the new statistics were kept; ``None`` for a network without BatchNorm.
