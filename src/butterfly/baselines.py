@@ -20,6 +20,7 @@ from ._validation import ButterflyInputError, NotTrainedError, check_whole_numbe
 from .metrics import gene_means
 from .model import Butterfly
 from .preprocessing import RNAPreprocessor
+from .quality import neighbour_mean
 from .translation import check_names, source_cells
 
 
@@ -80,12 +81,7 @@ class KNNTranslator(_SVDBaseline):
         :meth:`Butterfly.translate`; one search, no bar)."""
         components = self._source_components(adata, source, target, normalized_to)
         _, neighbours = self._index[source].kneighbors(components)
-        n, n_train = neighbours.shape[0], self._train[target].shape[0]
-        rows = np.repeat(np.arange(n), self.k)
-        averaging = sp.csr_matrix(
-            (np.full(rows.size, 1.0 / self.k), (rows, neighbours.ravel())), shape=(n, n_train)
-        )
-        return self._result(np.asarray((averaging @ self._train[target]).todense()), adata, target)
+        return self._result(neighbour_mean(neighbours, self._train[target]), adata, target)
 
 
 class LinearTranslator(_SVDBaseline):

@@ -102,10 +102,17 @@ def knn_prediction(train_source, train_target, source, *, seed: int = 0) -> np.n
     k = min(KNN_NEIGHBOURS, train_source.shape[0])
     index = NearestNeighbors(n_neighbors=k).fit(svd.transform(train_source))
     _, neighbours = index.kneighbors(svd.transform(source))
+    return neighbour_mean(neighbours, train_target)
+
+
+def neighbour_mean(neighbours: np.ndarray, train_target) -> np.ndarray:
+    """Each row's mean of the ``train_target`` rows its ``neighbours`` (cells x k indices) name (float32)."""
     target = train_target.tocsr() if sp.issparse(train_target) else np.asarray(train_target)
-    n, n_train = neighbours.shape[0], target.shape[0]
+    n, k = neighbours.shape
     rows = np.repeat(np.arange(n), k)
-    averaging = sp.csr_matrix((np.full(rows.size, 1.0 / k), (rows, neighbours.ravel())), shape=(n, n_train))
+    averaging = sp.csr_matrix(
+        (np.full(rows.size, 1.0 / k), (rows, neighbours.ravel())), shape=(n, target.shape[0])
+    )
     return _dense(averaging @ target).astype(np.float32)
 
 
