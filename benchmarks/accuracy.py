@@ -33,8 +33,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import issue_split, machine, write_results  # noqa: E402
-from butterfly import metrics, protocols  # noqa: E402
-from butterfly.evaluate import _translate_and_score  # noqa: E402
+from butterfly import metrics
+from butterfly.benchmark import _protocols as protocols  # noqa: E402
+from butterfly.benchmark._evaluate import _translate_and_score  # noqa: E402
 
 BASELINES = ("mean", "knn", "linear", "kernel-ridge")
 COLUMNS = {"atac": ("AMI", "auroc_per_cell", "auroc_per_feature", "RMSE"),

@@ -37,8 +37,8 @@ from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import PeakMemory, issue_split, machine, write_results  # noqa: E402
-from butterfly.evaluate import evaluate_translation  # noqa: E402
-from butterfly.protocols import _step_matched  # noqa: E402
+from butterfly.benchmark._evaluate import evaluate_translation  # noqa: E402
+from butterfly.benchmark._protocols import _step_matched  # noqa: E402
 
 BUDGET = {"pretrain_epochs": 30, "epochs": 60, "patience": 15, "batch_size": 256, "lr": 2e-3,
           "discriminator_lr": 1e-2}  # fmt: skip
@@ -114,8 +114,8 @@ def multivi_epochs(
     """Quality of C's MultiVI clusters vs MultiVI training epochs, on the translate_quality training split.
 
     Runs already in ``previous`` (an earlier results file) are kept, so epochs can be added one at a time."""
-    from butterfly._scvi import scvi_latent
-    from butterfly.pairing import leiden_groups
+    from butterfly.model._pairing import leiden_groups
+    from butterfly.model._scvi import scvi_latent
 
     train = issue_split(rna.n_obs)[1]
     truth = rna.obs[label_key].to_numpy()[train]

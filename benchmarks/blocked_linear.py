@@ -24,10 +24,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, machine_line, result_name, write_results  # noqa: E402
-from butterfly import modalities  # noqa: E402
-from butterfly.data import _to_sparse_rows  # noqa: E402
-from butterfly.network import reconstruction_loss  # noqa: E402
-from butterfly.nn import ChromosomeBlockedDecoderLinear, ChromosomeBlockedEncoderLinear  # noqa: E402
+from butterfly.module._layers import ChromosomeBlockedDecoderLinear, ChromosomeBlockedEncoderLinear  # noqa: E402
+from butterfly.module._network import reconstruction_loss  # noqa: E402
+from butterfly.pp import _modalities as modalities  # noqa: E402
+from butterfly.train._data import _to_sparse_rows  # noqa: E402
 
 
 class LoopEncoder(nn.Module):

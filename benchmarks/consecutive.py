@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import machine, machine_line, mean_sd_table, write_results  # noqa: E402
 from butterfly import metrics  # noqa: E402
-from butterfly.baselines import KNNTranslator  # noqa: E402
-from butterfly.protocols import folds_by_cell  # noqa: E402
+from butterfly.benchmark._baselines import KNNTranslator  # noqa: E402
+from butterfly.benchmark._protocols import folds_by_cell  # noqa: E402
 
 MARKERS = {
     "CD3": ["CD4+ T naive", "CD4+ T activated", "CD8+ T"],

@@ -35,9 +35,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import machine, machine_line, write_results  # noqa: E402
-from butterfly import datasets, metrics, training  # noqa: E402
-from butterfly.data import _to_sparse_rows  # noqa: E402
-from butterfly.nn import ChromosomeBlockedDecoderLinear, ChromosomeBlockedEncoderLinear  # noqa: E402
+from butterfly import metrics
+from butterfly.datasets import _shipped as datasets
+from butterfly.module._layers import ChromosomeBlockedDecoderLinear, ChromosomeBlockedEncoderLinear  # noqa: E402
+from butterfly.train import _trainer as training  # noqa: E402
+from butterfly.train._data import _to_sparse_rows  # noqa: E402
 
 
 def loop_reference(layer, x: torch.Tensor, codes: np.ndarray, encoder: bool) -> torch.Tensor:

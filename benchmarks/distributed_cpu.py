@@ -30,7 +30,7 @@ FIT = """
 import json, sys, time
 import torch
 import butterfly as bf
-from butterfly import distributed
+from butterfly.train import _distributed as distributed
 
 rna, atac = bf.datasets.snare_mcc_demo()
 model = bf.Butterfly(rna, atac, seed=0, device="cpu")

@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import issue_split, machine, machine_line, write_results  # noqa: E402
-from butterfly import network  # noqa: E402
-from butterfly import nn as bnn  # noqa: E402
+from butterfly.module import _layers as bnn  # noqa: E402
+from butterfly.module import _network as network  # noqa: E402
 from epoch_speed import REFERENCE_GFLOPS, phase_flops  # noqa: E402
 
 PHASE = "pretrain atac"

@@ -30,8 +30,8 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import issue_split, machine, machine_line, result_name, write_results  # noqa: E402
-from butterfly import training  # noqa: E402
-from butterfly.nn import ChromosomeBlockedDecoderLinear, ChromosomeBlockedEncoderLinear  # noqa: E402
+from butterfly.module._layers import ChromosomeBlockedDecoderLinear, ChromosomeBlockedEncoderLinear  # noqa: E402
+from butterfly.train import _trainer as training  # noqa: E402
 
 REFERENCE_GFLOPS = 150.0  # the issue's single-precision GEMM figure for this machine's two cores
 

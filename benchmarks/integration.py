@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import machine, machine_line, mean_sd_table, read_split, split_parser, write_results  # noqa: E402
 from butterfly import metrics  # noqa: E402
-from butterfly.baselines import KNNTranslator  # noqa: E402
-from butterfly.pairing import joint_embedding, leiden_groups  # noqa: E402
+from butterfly.benchmark._baselines import KNNTranslator  # noqa: E402
+from butterfly.model._pairing import joint_embedding, leiden_groups  # noqa: E402
 
 
 def cluster_scores(embed, labels: np.ndarray, runs: int) -> dict[str, float]:

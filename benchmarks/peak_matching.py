@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import issue_split, machine, write_results  # noqa: E402
 from butterfly import metrics  # noqa: E402
-from butterfly.evaluate import score_prediction  # noqa: E402
+from butterfly.benchmark._evaluate import score_prediction  # noqa: E402
 
 
 def _peak_table(atac: ad.AnnData) -> pd.DataFrame:
@@ -130,9 +130,7 @@ def main() -> None:
         matching = "exact" if name.endswith("(exact)") else "overlap"
         covered = len(model.preprocessors["atac"].features_)
         if matching == "overlap":
-            covered = int(
-                (bf.genome.overlap_matrix(bf.parse_peaks(cells.var), fitted).getnnz(axis=0) > 0).sum()
-            )
+            covered = int((bf.pp.overlap_matrix(bf.parse_peaks(cells.var), fitted).getnnz(axis=0) > 0).sum())
         translated = model.translate(
             cells, source="atac", target="rna", peak_matching=matching, progress=False
         )

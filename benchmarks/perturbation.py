@@ -12,7 +12,7 @@ stimulated condition. They are scored against the measured stimulated cells of t
 are (no response), with the mean-shift baseline (the training cells' average response added to every
 cell) and, with --scgen-seeds, with scGen's method re-implemented (:class:`butterfly.baselines.LatentArithmetic`);
 `--settings` with no value leaves butterfly out. Writes perturbation.json and perturbation.md into --out, and for the first model seed of each setting
-one figure per held-out type (`bf.report.plot_perturbation`: predicted and control mean expression against
+one figure per held-out type (`bf.pl.plot_perturbation`: predicted and control mean expression against
 the measured stimulated cells'). `--merge RUN.json ...` joins runs of other seeds or methods into one
 table, with each method's mean over its seeds per held-out type.
 """
@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import PeakMemory, machine, machine_line, write_results  # noqa: E402
-from butterfly.baselines import LatentArithmetic, MeanShiftPerturbation  # noqa: E402
+from butterfly.benchmark._baselines import LatentArithmetic, MeanShiftPerturbation  # noqa: E402
 
 SETTINGS = {"fast": dict(bf.FAST_SETTING), "paper": {}}
 SCGEN = "scGen-style (latent arithmetic)"
@@ -72,7 +72,7 @@ def hold_out(data: ad.AnnData, cell_type: str, args) -> dict:
                 )
                 figure = args.out / f"{args.name}_{setting}_{cell_type.replace('+', 'plus')}.png"
                 args.out.mkdir(parents=True, exist_ok=True)
-                bf.report.plot_perturbation(test_control, test_stimulated, predicted, path=figure)
+                bf.pl.plot_perturbation(test_control, test_stimulated, predicted, path=figure)
             print(f"{cell_type}: butterfly {setting} seed {seed}: {scores}", flush=True)
     for seed in args.scgen_seeds:
         model = LatentArithmetic(control, train_stimulated, label_key=args.label_key, seed=seed)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import issue_split, machine, machine_line, write_results  # noqa: E402
 from butterfly import metrics  # noqa: E402
-from butterfly.baselines import KNNTranslator  # noqa: E402
+from butterfly.benchmark._baselines import KNNTranslator  # noqa: E402
 
 CLUSTER_SCORES = ("AMI", "ARI", "NMI", "HOM")
 SETTINGS = {"fast": dict(bf.FAST_SETTING), "paper": {}}

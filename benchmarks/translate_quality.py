@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import PeakMemory, issue_split, machine, write_results  # noqa: E402
-from butterfly.baselines import KNNTranslator, LinearTranslator  # noqa: E402
-from butterfly.evaluate import evaluate_translation  # noqa: E402
+from butterfly.benchmark._baselines import KNNTranslator, LinearTranslator  # noqa: E402
+from butterfly.benchmark._evaluate import evaluate_translation  # noqa: E402
 
 _FAST = {"batch_size": 256, "lr": 2e-3, "discriminator_lr": 1e-2, "patience": 20}
 _BUDGET = {**_FAST, "pretrain_epochs": 30, "epochs": 60, "patience": 15}
@@ -68,9 +68,9 @@ def step_gflop(model: bf.Butterfly, batch_size: int) -> float:
     dense inputs (the dense model's work, whatever the sparse first layers save)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from butterfly.data import PairedRows
-    from butterfly.settings import TrainingConfig
-    from butterfly.training import Trainer
+    from butterfly.train._data import PairedRows
+    from butterfly.train._settings import TrainingConfig
+    from butterfly.train._trainer import Trainer
 
     rows = np.arange(batch_size)
     pairs = PairedRows({n: rows for n in model.names})

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import butterfly as bf  # noqa: E402
 from _common import issue_split, machine, write_results  # noqa: E402
 from butterfly import metrics  # noqa: E402
-from butterfly.data import dense_rows  # noqa: E402
-from butterfly.network import latent_noise  # noqa: E402
+from butterfly.module._network import latent_noise  # noqa: E402
+from butterfly.train._data import dense_rows  # noqa: E402
 
 FITS = {"fast": dict(bf.FAST_SETTING), "paper": {}}
 

@@ -6,8 +6,8 @@ import pytest
 
 import butterfly as bf
 from butterfly import ButterflyInputError, metrics
-from butterfly.baselines import KNNTranslator
-from butterfly.cli import main
+from butterfly.benchmark._baselines import KNNTranslator
+from butterfly.cli._main import main
 
 
 def test_atac_cells_are_annotated_from_an_rna_reference(trained, snare_split):
@@ -80,7 +80,7 @@ def test_cli_annotate_writes_labels(trained, snare_split, tmp_path, capsys):
 def test_annotation_figure_shows_each_types_labels(tmp_path):
     true = ["a"] * 6 + ["b"] * 3 + ["c"]
     predicted = ["a"] * 4 + ["b", "d"] + ["b"] * 3 + ["a"]
-    figure = bf.report.plot_annotation(true, predicted, tmp_path / "annotation.png")
+    figure = bf.pl.plot_annotation(true, predicted, tmp_path / "annotation.png")
     assert (tmp_path / "annotation.png").stat().st_size > 5_000
     shares = figure.confusion
     assert list(shares.index) == ["a", "b", "c"] and list(shares.columns) == ["a", "b", "c", "d"]
@@ -89,4 +89,4 @@ def test_annotation_figure_shows_each_types_labels(tmp_path):
     np.testing.assert_allclose(shares.sum(axis=1), 1)
     assert figure.axes[0].get_title() == "10 cells, accuracy 0.70"
     with pytest.raises(ButterflyInputError, match="one true and one predicted label per cell"):
-        bf.report.plot_annotation(true, predicted[:-1])
+        bf.pl.plot_annotation(true, predicted[:-1])

@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 
 from butterfly import ButterflyInputError, metrics
-from butterfly.baselines import KernelRidgeTranslator, KNNTranslator, LinearTranslator, MeanTranslator
+from butterfly.benchmark._baselines import (
+    KernelRidgeTranslator,
+    KNNTranslator,
+    LinearTranslator,
+    MeanTranslator,
+)
 
 
 def test_baselines_translate_held_out_cells(cite):

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import butterfly as bf
-from butterfly import network, training
-from butterfly.baselines import KNNTranslator
-from butterfly.evaluate import evaluate_translation
-from butterfly.nn import Dropout
+from butterfly.benchmark._baselines import KNNTranslator
+from butterfly.benchmark._evaluate import evaluate_translation
+from butterfly.module import _network as network
+from butterfly.module._layers import Dropout
+from butterfly.train import _trainer as training
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 

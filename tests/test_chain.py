@@ -7,7 +7,7 @@ import scanpy as sc
 
 import butterfly as bf
 from butterfly import ButterflyInputError
-from butterfly.cli import main
+from butterfly.cli._main import main
 
 T_CELLS = ["CD4+ T naive", "CD4+ T activated", "CD8+ T"]
 

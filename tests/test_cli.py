@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 import butterfly as bf
-from butterfly._io import check_report_folder
-from butterfly.cli import main
+from butterfly.cli._main import main
+from butterfly.io._atomic import check_report_folder
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_threads_apply_to_the_command_and_are_restored(files, capsys, monkeypatc
     back afterwards (main may run inside a Python session), and refuses a count below 1."""
     import torch
 
-    from butterfly import cli
+    from butterfly.cli import _main as cli
 
     before = torch.get_num_threads()
     seen = []
@@ -356,7 +356,7 @@ def test_benchmark_passes_scvi_epochs_to_the_scvi_backend(files, monkeypatch, ca
 
     import numpy as np
 
-    import butterfly._scvi as adapter
+    import butterfly.model._scvi as adapter
 
     seen = []
 
@@ -425,7 +425,7 @@ def test_benchmark_can_average_clustering_over_scoring_runs(files, capsys):
 def test_reports_refuse_a_folder_of_the_users(files, tmp_path, capsys):
     """Checked before any training: demo and benchmark do not write into a folder holding other files
     (it may hold a model/ or summary.md of the user's) without --overwrite; an earlier report is replaced."""
-    from butterfly import demo
+    from butterfly.benchmark import _demo as demo
 
     user = tmp_path / "project"
     user.mkdir()
@@ -465,7 +465,7 @@ def test_ctrl_c_exits_130_and_says_what_was_written(argv, left, monkeypatch, cap
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("butterfly.cli._run", interrupted)
+    monkeypatch.setattr("butterfly.cli._main._run", interrupted)
     assert main(argv) == 130
     error = capsys.readouterr().err
     assert error.startswith(f"butterfly {argv[0]}: interrupted;") and left in error
@@ -537,7 +537,7 @@ def test_demo_writes_its_report(tmp_path, capsys):
     assert (
         main(["demo", "--out", str(out), "--pretrain-epochs", "2", "--epochs", "5", "--device", "cpu"]) == 0
     )
-    from butterfly import demo
+    from butterfly.benchmark import _demo as demo
     from butterfly.model import TRUSTED_VALIDATION_R
 
     assert {p.name for p in out.iterdir()} == set(demo.REPORT_FILES)

@@ -8,21 +8,21 @@ import pytest
 import torch
 
 import butterfly as bf
-from butterfly import training
-from butterfly._graphs import graphs_supported
 from butterfly._validation import ButterflyInputError
+from butterfly.train import _trainer as training
+from butterfly.train._graphs import graphs_supported
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def test_cuda_graphs_setting_is_checked_and_off_on_a_cpu(snare_split):
     with pytest.raises(ButterflyInputError, match="cuda_graphs must be True or False, got 'yes'"):
-        bf.settings.TrainingConfig(cuda_graphs="yes")
+        bf.train.TrainingConfig(cuda_graphs="yes")
     assert not graphs_supported(torch.device("cpu"))
     rna, atac, _, _ = snare_split
     model = bf.Butterfly(rna[:300], atac[:300], seed=0, device="cpu")
     train, validation = model._training_pairs()
-    model.training_config = bf.settings.TrainingConfig(cuda_graphs=True)
+    model.training_config = bf.train.TrainingConfig(cuda_graphs=True)
     trainer = model._trainer(train, validation, progress=False)
     # a CPU trains eagerly, with its sparse first layers, whatever the setting
     assert not trainer.graphs and trainer.sparse_inputs == {"rna", "atac"}

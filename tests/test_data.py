@@ -2,7 +2,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from butterfly.data import PairedRows, minibatches, split_validation
+from butterfly.train._data import PairedRows, minibatches, split_validation
 
 
 def test_minibatches_cover_pairs_and_mask_only_non_zeros():

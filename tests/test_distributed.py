@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import butterfly as bf
-from butterfly.data import PairedRows
-from butterfly.training import Trainer
+from butterfly.train._data import PairedRows
+from butterfly.train._trainer import Trainer
 
 DATA = Path(__file__).parent / "data"
 pytestmark = pytest.mark.skipif(
@@ -27,7 +27,7 @@ import anndata as ad
 import torch
 
 import butterfly as bf
-from butterfly import distributed
+from butterfly.train import _distributed as distributed
 
 data, out = sys.argv[1], sys.argv[2]
 rna, atac = ad.read_h5ad(f"{data}/multiome_rna.h5ad"), ad.read_h5ad(f"{data}/multiome_atac.h5ad")
@@ -111,7 +111,7 @@ def test_each_process_takes_its_own_equal_share_of_every_epoch():
 
 
 def test_each_process_takes_the_gpu_of_its_local_rank(monkeypatch):
-    from butterfly import distributed
+    from butterfly.train import _distributed as distributed
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert distributed.local_device(cuda) == cuda and not distributed.launched()  # one process: as given

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from butterfly import ButterflyInputError
-from butterfly.genome import (
+from butterfly.pp._genome import (
     PeakCoordinates,
     chromosome_order,
     chromosome_sort_key,

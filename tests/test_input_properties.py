@@ -215,7 +215,7 @@ def test_modality_names_either_name_a_file_in_the_folder_or_are_refused(name):
     from pathlib import PurePath
 
     try:
-        spec = dataclasses.replace(bf.modalities.EXPRESSION, name=name)
+        spec = dataclasses.replace(bf.pp.EXPRESSION, name=name)
     except bf.ButterflyInputError:
         return
     parts = PurePath(f"preprocessing_{spec.name}.json").parts

@@ -4,9 +4,9 @@ import pytest
 
 import butterfly as bf
 from butterfly import metrics
-from butterfly.cli import main
-from butterfly.integration import JOINT_KEY
-from butterfly.pairing import joint_embedding, leiden_groups
+from butterfly.cli._main import main
+from butterfly.model._pairing import joint_embedding, leiden_groups
+from butterfly.tl._integrate import JOINT_KEY
 
 
 def _ami(embedding: np.ndarray, labels: np.ndarray, seed: int) -> float:

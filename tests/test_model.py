@@ -10,8 +10,8 @@ import torch
 
 import butterfly as bf
 from butterfly import ButterflyInputError, metrics
-from butterfly.network import DRAW_BLOCK, latent_noise
-from butterfly.training import Trainer
+from butterfly.module._network import DRAW_BLOCK, latent_noise
+from butterfly.train._trainer import Trainer
 
 
 def test_losses_fall(trained):
@@ -23,7 +23,7 @@ def test_losses_fall(trained):
 
 
 def test_training_leaves_the_blocked_layers_in_user_order(trained):
-    from butterfly.nn import _Blocked
+    from butterfly.module._layers import _Blocked
 
     layers = [m for m in trained.network.modules() if isinstance(m, _Blocked)]
     assert len(layers) == 2 and not any(layer.chromosome_io for layer in layers)
@@ -440,7 +440,7 @@ def test_closed_adversarial_gate_trains_as_no_adversarial_term(multiome):
 
 
 def test_weight_average_is_an_exponential_moving_average():
-    from butterfly.training import _WeightAverage
+    from butterfly.train._trainer import _WeightAverage
 
     layer = torch.nn.Linear(3, 2)
     start = layer.weight.detach().clone()
@@ -599,7 +599,7 @@ def test_batch_norm_recalibration_lowers_validation_loss_and_lifts_rna_to_adt(ci
 
 
 def test_batch_norm_recalibration_is_undone_when_validation_disagrees(multiome, monkeypatch):
-    from butterfly.training import Trainer
+    from butterfly.train._trainer import Trainer
 
     rna, atac = multiome
     model = bf.Butterfly(rna, atac, modalities=("rna", "atac"), seed=0, device="cpu")
@@ -780,7 +780,7 @@ def test_new_cells_with_missing_genes_translate_with_warning(trained, snare_spli
 
 
 def test_loss_means_are_cell_weighted_and_read_once():
-    from butterfly.training import _Means
+    from butterfly.train._trainer import _Means
 
     means = _Means("loss", "recon")
     batches = [(64, 1.5, 0.5), (64, 2.5, 1.0), (10, 4.0, 3.0)]  # the last minibatch is smaller
@@ -799,7 +799,7 @@ def test_loss_means_are_cell_weighted_and_read_once():
 def test_early_stopping_waits_for_the_kl_warm_up_to_end(multiome):
     """Within the warm-up the KL term is lighter than the objective trained for, so reconstruction is better
     than it will be: those epochs are not kept as the best and do not spend the patience."""
-    from butterfly.training import _EarlyStopping
+    from butterfly.train._trainer import _EarlyStopping
 
     module = torch.nn.Linear(2, 2)
     stopper = _EarlyStopping(module, patience=2, first_epoch=3)
@@ -816,8 +816,8 @@ def test_early_stopping_waits_for_the_kl_warm_up_to_end(multiome):
 
 
 def test_evaluation_clusters_the_latent_each_translation_starts_from(trained, snare_split):
-    from butterfly.baselines import KNNTranslator
-    from butterfly.evaluate import evaluate_translation
+    from butterfly.benchmark._baselines import KNNTranslator
+    from butterfly.benchmark._evaluate import evaluate_translation
 
     rna, atac, rna_test, atac_test = snare_split
     results = evaluate_translation(trained, rna_test, atac_test, latent=True)
@@ -838,8 +838,8 @@ def test_evaluation_clusters_the_latent_each_translation_starts_from(trained, sn
 
 
 def test_evaluation_can_average_clustering_scores_over_runs(snare_split):
-    from butterfly.baselines import KNNTranslator
-    from butterfly.evaluate import evaluate_translation
+    from butterfly.benchmark._baselines import KNNTranslator
+    from butterfly.benchmark._evaluate import evaluate_translation
 
     rna, atac, rna_test, atac_test = snare_split
     knn = KNNTranslator(rna, atac, modalities=("rna", "atac"))
@@ -876,7 +876,7 @@ def test_a_gpu_number_beyond_the_machine_is_refused(monkeypatch):
     """Checked without a GPU: torch is told it has one."""
     import torch
 
-    from butterfly.network import resolve_device
+    from butterfly.module._network import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -1098,19 +1098,19 @@ def test_validation_scores_plot_sorts_features_and_refuses_translations_without_
 ):
     _, _, rna_test, atac_test = snare_split
     genes = trained.translate(atac_test, source="atac", target="rna", progress=False)
-    figure = bf.report.plot_validation_scores(genes, top=10, path=tmp_path / "scores.png")
+    figure = bf.pl.plot_validation_scores(genes, top=10, path=tmp_path / "scores.png")
     scores = genes.var["validation_pearson"].dropna()
     assert (tmp_path / "scores.png").stat().st_size > 0
     assert list(figure.scores.index[:10]) == list(scores.sort_values(ascending=False).index[:10])
     assert len(figure.scores) == len(scores) and figure.scores.is_monotonic_decreasing
     peaks = trained.translate(rna_test, source="rna", target="atac", progress=False)
     with pytest.raises(ButterflyInputError, match=r"var\['validation_pearson'\].*ATAC targets"):
-        bf.report.plot_validation_scores(peaks)
+        bf.pl.plot_validation_scores(peaks)
 
 
 def test_validation_scores_use_cells_spread_over_the_data():
-    from butterfly.data import PairedRows
-    from butterfly.model import _spread_subset
+    from butterfly.model._butterfly import _spread_subset
+    from butterfly.train._data import PairedRows
 
     pairs = PairedRows({"rna": np.arange(0, 10_000, 2), "atac": np.arange(1, 10_001, 2)})
     subset = _spread_subset(pairs, 2000)

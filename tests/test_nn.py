@@ -2,10 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from butterfly.data import _to_sparse_rows
-from butterfly.modalities import PRESETS
-from butterfly.network import Discriminator, Encoder, Translator, kl_divergence, reconstruction_loss
-from butterfly.nn import ChromosomeBlockedDecoderLinear, ChromosomeBlockedEncoderLinear, Dropout, InputLinear
+from butterfly.module._layers import (
+    ChromosomeBlockedDecoderLinear,
+    ChromosomeBlockedEncoderLinear,
+    Dropout,
+    InputLinear,
+)
+from butterfly.module._network import Discriminator, Encoder, Translator, kl_divergence, reconstruction_loss
+from butterfly.pp._modalities import PRESETS
+from butterfly.train._data import _to_sparse_rows
 
 # 11 features on 3 chromosomes, interleaved as a user's peak order might be
 CODES = [2, 0, 0, 1, 2, 0, 1, 1, 1, 0, 2]

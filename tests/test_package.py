@@ -8,10 +8,10 @@ import butterfly as bf
 
 def test_every_public_name_resolves_to_its_definition():
     """The top-level names are imported on first use; each is the object its module defines."""
-    import butterfly.model
-    import butterfly.settings
+    import butterfly.model._butterfly
+    import butterfly.train._settings
 
-    assert bf.Butterfly is butterfly.model.Butterfly and bf.FAST_SETTING is butterfly.settings.FAST_SETTING
+    assert bf.Butterfly is butterfly.model.Butterfly and bf.FAST_SETTING is butterfly.train.FAST_SETTING
     for name in bf.__all__:
         value = getattr(bf, name)
         assert value is not None and name in dir(bf)

@@ -5,7 +5,7 @@ import pytest
 
 import butterfly as bf
 from butterfly import ButterflyInputError
-from butterfly.pairing import pairs_within_groups, unpaired_pairs, unpaired_sampling_sizes
+from butterfly.model._pairing import pairs_within_groups, unpaired_pairs, unpaired_sampling_sizes
 
 NAMES = ("rna", "atac")
 
@@ -108,8 +108,8 @@ def test_scvi_backend_without_scvi_tools_says_how_to_install(multiome, monkeypat
 def test_scvi_backend_clusters_and_pairs(data, request):
     """MultiVI (RNA+ATAC) / totalVI (RNA+ADT) latents, clustered; C pairs then stay within those clusters."""
     pytest.importorskip("scvi", reason="the scvi extra is not installed")
-    from butterfly._scvi import scvi_latent
-    from butterfly.pairing import leiden_groups
+    from butterfly.model._pairing import leiden_groups
+    from butterfly.model._scvi import scvi_latent
 
     first, second = request.getfixturevalue(data)
     kinds = ["rna", "atac" if data == "multiome" else "adt"]

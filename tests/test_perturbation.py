@@ -11,9 +11,9 @@ import scipy.sparse as sp
 
 import butterfly as bf
 from butterfly import ButterflyInputError
-from butterfly.baselines import LatentArithmetic, MeanShiftPerturbation
-from butterfly.cli import main
-from butterfly.pairing import transport_matches
+from butterfly.benchmark._baselines import LatentArithmetic, MeanShiftPerturbation
+from butterfly.cli._main import main
+from butterfly.model._pairing import transport_matches
 
 DATA = Path(__file__).parent / "data"
 
@@ -134,7 +134,7 @@ def test_a_saved_perturbation_model_translates_the_same(held_out, trained, tmp_p
     )
     _, _, _, test_stimulated = held_out
     with pytest.raises(bf.ButterflyInputError, match="Use bf.evaluate_perturbation"):  # no paired cells
-        bf.evaluate.evaluation_report(loaded, test_control, test_stimulated, tmp_path / "report")
+        bf.benchmark.evaluation_report(loaded, test_control, test_stimulated, tmp_path / "report")
     assert not (tmp_path / "report").exists()
 
 
@@ -238,16 +238,14 @@ def test_the_response_figure_shows_predicted_and_unchanged_means_against_measure
     _, _, test_control, test_stimulated = held_out
     model, _ = trained
     predicted = model.translate(test_control, source="control", target="stimulated", progress=False)
-    figure = bf.report.plot_perturbation(
-        test_control, test_stimulated, predicted, path=tmp_path / "response.png"
-    )
+    figure = bf.pl.plot_perturbation(test_control, test_stimulated, predicted, path=tmp_path / "response.png")
     assert (tmp_path / "response.png").stat().st_size > 10_000
     titles = [ax.get_title() for ax in figure.axes]
     r2 = [float(t.rsplit("= ", 1)[1]) for t in titles]
     assert titles[0].startswith("predicted stimulated") and titles[1].startswith("control (no response)")
     assert r2[0] > 0.85 > 0.5 > r2[1]  # as evaluate_perturbation's resampled R^2 (0.91 and 0.36 here)
     with pytest.raises(ButterflyInputError, match="lack 10 of the predicted genes"):
-        bf.report.plot_perturbation(test_control[:, 10:].copy(), test_stimulated, predicted)
+        bf.pl.plot_perturbation(test_control[:, 10:].copy(), test_stimulated, predicted)
 
 
 def test_expression_is_taken_as_given_without_normalized_to(held_out, trained):

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 import butterfly as bf
 from butterfly import ButterflyInputError
-from butterfly.modalities import preprocessor_from_state
+from butterfly.pp._modalities import preprocessor_from_state
 
 # A hand-made ATAC count matrix: 4 cells x 3 peaks (on two chromosomes).
 ATAC_COUNTS = np.array([[2, 0, 1], [0, 1, 0], [1, 3, 1], [0, 0, 4]], dtype=np.float32)
@@ -90,7 +90,7 @@ def test_rna_hvgs_chosen_on_training_cells(multiome):
 def test_rna_keeps_n_genes_and_never_an_unexpressed_one(snare):
     """Exactly ``n_top_genes`` genes, none of them unexpressed in the training cells: some scanpy 1.10
     releases marked the genes without a dispersion too (1,145 genes for 1,000 on these cells)."""
-    from butterfly.preprocessing import _top_dispersions
+    from butterfly.pp._expression import _top_dispersions
 
     cells = snare[0][:400]
     pre = bf.RNAPreprocessor(n_top_genes=1000).fit(cells)

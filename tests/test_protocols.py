@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from butterfly import ButterflyInputError
-from butterfly.protocols import folds_by_batch, folds_by_cell, folds_by_cell_type
+from butterfly.benchmark._protocols import folds_by_batch, folds_by_cell, folds_by_cell_type
 
 
 def _check_partition(folds, n):
@@ -39,7 +39,7 @@ def test_too_many_folds_is_refused():
 
 
 def test_step_matched_budget_divides_epochs_by_the_augmentation():
-    from butterfly.protocols import _step_matched
+    from butterfly.benchmark._protocols import _step_matched
 
     options = {"pretrain_epochs": 60, "epochs": 90, "patience": 20, "batch_size": 256}
     assert _step_matched(options) == {"pretrain_epochs": 20, "epochs": 30, "patience": 7, "batch_size": 256}

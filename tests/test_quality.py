@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import butterfly as bf
-from butterfly import quality
+from butterfly.model import _quality as quality
 
 
 def test_a_trained_snare_model_passes_the_check(trained):
@@ -40,7 +40,7 @@ def test_the_check_is_saved_and_shown_by_info(trained, tmp_path, capsys):
     trained.save(tmp_path / "model")
     loaded = bf.Butterfly.load(tmp_path / "model", device="cpu")
     assert loaded.translation_check_ == trained.translation_check_
-    from butterfly.cli import main
+    from butterfly.cli._main import main
 
     assert main(["info", str(tmp_path / "model")]) == 0
     assert "rna->atac: cell matching, AUROC" in capsys.readouterr().out

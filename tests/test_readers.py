@@ -11,8 +11,9 @@ import scipy.sparse as sp
 
 import butterfly as bf
 from butterfly import ButterflyInputError
-from butterfly.cli import main
-from butterfly.readers import read_10x_h5, read_h5mu, read_modality
+from butterfly.cli._main import main
+from butterfly.io import _readers
+from butterfly.io._readers import read_10x_h5, read_h5mu, read_modality
 
 DATA = Path(__file__).parent / "data"
 
@@ -115,7 +116,7 @@ def test_cli_trains_on_a_cellranger_h5_and_translates_from_an_h5mu(
 ):
     model_dir, out = tmp_path / "model", tmp_path / "pred.h5ad"
     reads = []
-    monkeypatch.setattr(bf.readers, "read_10x_h5", lambda path: reads.append(path) or read_10x_h5(path))
+    monkeypatch.setattr(_readers, "read_10x_h5", lambda path: reads.append(path) or read_10x_h5(path))
     code = main(["train", "--first", str(cellranger_h5), "--second", str(cellranger_h5), "--out", str(model_dir),
                  "--pretrain-epochs", "1", "--epochs", "1", "--seed", "2"])  # fmt: skip
     assert code == 0, capsys.readouterr().err

@@ -116,7 +116,7 @@ def test_the_other_examples(short_fits, snare):
 def _documented_commands() -> list[str]:
     """Every command line of the README (its shell blocks and inline code) and of ``butterfly --help``'s
     examples, without comments; those with placeholders (``...``, ``a|b``) or no options left out."""
-    from butterfly._cli_parser import EXAMPLES
+    from butterfly.cli._parser import EXAMPLES
 
     readme = DOCUMENTS
     shell = "\n".join(re.findall(r"```bash\n(.*?)```", readme, re.S))
@@ -127,7 +127,7 @@ def _documented_commands() -> list[str]:
 
 
 def test_documented_command_lines_parse():
-    from butterfly._cli_parser import build_parser
+    from butterfly.cli._parser import build_parser
 
     commands = _documented_commands()
     assert len(commands) > 20

@@ -17,8 +17,8 @@ import scipy.sparse as sp
 import torch
 
 import butterfly as bf
-from butterfly import _io
-from butterfly.cli import main
+from butterfly.cli._main import main
+from butterfly.io import _atomic as _io
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ KILLED_SAVE = textwrap.dedent(
     import os, pathlib, shutil, sys, tempfile
     import numpy as np, pandas as pd, torch
     import butterfly as bf
-    from butterfly import _io
+    from butterfly.io import _atomic as _io
 
     path, kill_at = sys.argv[1], int(sys.argv[2])
     model = bf.Butterfly.load(path, device="cpu")
@@ -209,7 +209,7 @@ def test_training_that_diverges_stops_with_the_setting_named_and_keeps_finite_we
 
 
 def test_divergence_after_finished_integrative_epochs_keeps_the_best_of_them(snare, monkeypatch):
-    from butterfly.training import Trainer
+    from butterfly.train._trainer import Trainer
 
     rna, atac = snare
     model = bf.Butterfly(rna[:300], atac[:300], seed=0, device="cpu")
@@ -242,9 +242,7 @@ def test_modality_names_that_cannot_name_a_file_are_refused_where_they_enter(sna
 
     rna, atac = snare
     with pytest.raises(bf.ButterflyInputError, match="modality name"):
-        bf.Butterfly(
-            rna[:50], atac[:50], modalities=(dataclasses.replace(bf.modalities.RNA, name=name), "atac")
-        )
+        bf.Butterfly(rna[:50], atac[:50], modalities=(dataclasses.replace(bf.pp.RNA, name=name), "atac"))
     with pytest.raises(bf.ButterflyInputError, match="names must be two condition names|modality name"):
         bf.Butterfly.perturbation(rna[:50], rna[50:100], names=(name, "stimulated"))
 
@@ -281,7 +279,7 @@ def _damage(path: Path, how: str) -> None:
     elif how == "weights of another model":
         other = path.parent / "other"
         rna, atac = bf.datasets.snare_mcc_demo()
-        bf.Butterfly(rna[:300], atac[:300], seed=0, modalities=(bf.modalities.RNA, "atac"), dropout=0.1,
+        bf.Butterfly(rna[:300], atac[:300], seed=0, modalities=(bf.pp.RNA, "atac"), dropout=0.1,
                      device="cpu", batch_norm=False).save(other)  # fmt: skip
         (path / "weights.pt").write_bytes((other / "weights.pt").read_bytes())
     (path / "config.json").write_text(json.dumps(config))
@@ -352,7 +350,7 @@ def test_cli_errors_are_one_paragraph_and_debug_shows_the_traceback(small, tmp_p
     with pytest.raises(bf.ModelFileError):
         main(["info", str(path)])
     monkeypatch.delenv("BUTTERFLY_DEBUG")
-    import butterfly.cli as cli
+    import butterfly.cli._main as cli
 
     def broken(args):
         raise ZeroDivisionError("division by zero")  # an error that is nobody's input

@@ -9,7 +9,7 @@ def test_tsne_panels_give_every_cell_type_its_own_colour_and_keep_the_panels_rea
     rna, _ = cite
     labels = rna.obs["cell_type"].astype(str).to_numpy()
     profiles = bf.RNAPreprocessor(n_top_genes=200).fit_transform(rna).X
-    fig = bf.report.plot_tsne_panels({"measured": profiles, "again": profiles}, {"cell type": labels})
+    fig = bf.pl.plot_tsne_panels({"measured": profiles, "again": profiles}, {"cell type": labels})
     n_types = len(set(labels))
     assert n_types > 40
     legend = fig.axes[-1].get_legend()
@@ -21,8 +21,8 @@ def test_tsne_panels_give_every_cell_type_its_own_colour_and_keep_the_panels_rea
     for ax in fig.axes:
         box = ax.get_window_extent()
         assert 0.8 < box.width / box.height < 1.6
-    embedding = bf.report.tsne_embedding(profiles)
-    np.testing.assert_array_equal(embedding, bf.report.tsne_embedding(profiles))  # seeded
+    embedding = bf.pl.tsne_embedding(profiles)
+    np.testing.assert_array_equal(embedding, bf.pl.tsne_embedding(profiles))  # seeded
 
 
 def test_scores_by_label_figure_has_a_bar_per_label_and_a_panel_per_score(tmp_path):
@@ -37,7 +37,7 @@ def test_scores_by_label_figure_has_a_bar_per_label_and_a_panel_per_score(tmp_pa
         },
         index=pd.Index(["T", "B"], name="label"),
     )
-    fig = bf.report.plot_scores_by_label(table, tmp_path / "by_label.png")
+    fig = bf.pl.plot_scores_by_label(table, tmp_path / "by_label.png")
     assert (tmp_path / "by_label.png").read_bytes()[:4] == b"\x89PNG"
     auroc, pearson = fig.axes
     heights = {t.get_text(): t.get_position()[1] for t in auroc.get_yticklabels()}
@@ -46,4 +46,4 @@ def test_scores_by_label_figure_has_a_bar_per_label_and_a_panel_per_score(tmp_pa
     assert pearson.get_xlim()[0] == -0.2 and auroc.get_xlim() == (0.0, 1.0)
     assert pearson.lines[0].get_xdata()[0] == pytest.approx((30 * 0.6 - 2 * 0.2) / 32)  # cell-weighted
     with pytest.raises(bf.ButterflyInputError, match="'cells' column"):
-        bf.report.plot_scores_by_label(table.drop(columns="cells"))
+        bf.pl.plot_scores_by_label(table.drop(columns="cells"))

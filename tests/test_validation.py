@@ -168,9 +168,9 @@ def test_helpers_name_a_wrong_shape(snare):
     with pytest.raises(ButterflyInputError, match="cells x peaks matrix, got shape"):
         bf.binarize_accessibility(values[0])
     with pytest.raises(ButterflyInputError, match="loss history that fit\\(\\) returns"):
-        bf.report.plot_history(pd.DataFrame())
+        bf.pl.plot_history(pd.DataFrame())
     with pytest.raises(ButterflyInputError, match="same cells; got cell counts"):
-        bf.report.plot_tsne_panels({"measured": values}, {"cell type": ["x"] * 19})
+        bf.pl.plot_tsne_panels({"measured": values}, {"cell type": ["x"] * 19})
     with pytest.raises(ButterflyInputError, match="end before they start.*'chr1:100-50'"):
         bf.parse_peaks(pd.DataFrame(index=["chr1:10-20", "chr1:100-50"]))
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import butterfly as bf
-from butterfly.cli import main
+from butterfly.cli._main import main
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,15 @@
 """butterfly: single-cell cross-modality translation with dual-aligned variational autoencoders (scButterfly).
 
+The package is laid out by layer, each importing only those below it:
+
+- :mod:`butterfly.pp`: fitted preprocessing per modality, modality descriptions, peak coordinates;
+- :mod:`butterfly.module`: the torch networks, layers and losses (torch only);
+- :mod:`butterfly.train`: training settings, the training loop, minibatches, torchrun, CUDA graphs;
+- :mod:`butterfly.model`: the :class:`Butterfly` model (pairing, inference, save/load, summary);
+- :mod:`butterfly.tl` and :mod:`butterfly.pl`: tools and figures on a trained model, as in scanpy;
+- :mod:`butterfly.metrics`, :mod:`butterfly.benchmark`: scores, evaluation, protocols, baselines;
+- :mod:`butterfly.io`, :mod:`butterfly.datasets`, :mod:`butterfly.cli`: files, shipped data, the command line.
+
 The names below are imported on first use, so that ``import butterfly`` and ``butterfly --help`` do not wait
 for torch and scanpy (seconds) before they are needed.
 """
@@ -9,40 +19,30 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-#: Each public name and the module that defines it.
+#: Each public top-level name and the subpackage or module that defines it.
 _EXPORTS = {
-    "ADTPreprocessor": "preprocessing",
-    "ATACPreprocessor": "accessibility",
+    "ADTPreprocessor": "pp",
+    "ATACPreprocessor": "pp",
     "Butterfly": "model",
-    "ButterflyInputError": "_validation",
-    "ExpressionPreprocessor": "preprocessing",
-    "FAST_SETTING": "settings",
-    "ModelFileError": "_validation",
-    "NotTrainedError": "_validation",
-    "TrainingDivergedError": "_validation",
-    "RNAPreprocessor": "preprocessing",
+    "ButterflyInputError": "_errors",
+    "ExpressionPreprocessor": "pp",
+    "FAST_SETTING": "train",
+    "ModelFileError": "_errors",
+    "NotTrainedError": "_errors",
+    "TrainingDivergedError": "_errors",
+    "RNAPreprocessor": "pp",
+    "TrainingConfig": "train",
     "align_cells": "_validation",
-    "annotate": "annotation",
-    "binarize_accessibility": "accessibility",
-    "evaluate_perturbation": "evaluate",
-    "evaluate_translation": "evaluate",
-    "integrate": "integration",
-    "parse_peaks": "genome",
+    "annotate": "tl",
+    "binarize_accessibility": "pp",
+    "evaluate_perturbation": "benchmark",
+    "evaluate_translation": "benchmark",
+    "integrate": "tl",
+    "parse_peaks": "pp",
 }
-_SUBMODULES = (
-    "baselines",
-    "datasets",
-    "evaluate",
-    "metrics",
-    "modalities",
-    "preprocessing",
-    "protocols",
-    "quality",
-    "readers",
-    "report",
-)
+_SUBMODULES = ("benchmark", "cli", "datasets", "io", "metrics", "model", "module", "pl", "pp", "tl", "train")
 
 __all__ = [
     "ADTPreprocessor",
@@ -54,24 +54,27 @@ __all__ = [
     "ModelFileError",
     "NotTrainedError",
     "RNAPreprocessor",
+    "TrainingConfig",
     "TrainingDivergedError",
+    "__version__",
     "align_cells",
     "annotate",
-    "baselines",
+    "benchmark",
     "binarize_accessibility",
+    "cli",
     "datasets",
-    "evaluate",
     "evaluate_perturbation",
     "evaluate_translation",
     "integrate",
+    "io",
     "metrics",
-    "modalities",
+    "model",
+    "module",
     "parse_peaks",
-    "preprocessing",
-    "protocols",
-    "quality",
-    "readers",
-    "report",
+    "pl",
+    "pp",
+    "tl",
+    "train",
 ]
 
 
@@ -91,30 +94,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what editors and type checkers see
-    from . import (
-        baselines,
-        datasets,
-        evaluate,
-        metrics,
-        modalities,
-        preprocessing,
-        protocols,
-        quality,
-        readers,
-        report,
-    )
-    from ._validation import (
-        ButterflyInputError,
-        ModelFileError,
-        NotTrainedError,
-        TrainingDivergedError,
-        align_cells,
-    )
-    from .accessibility import ATACPreprocessor, binarize_accessibility
-    from .annotation import annotate
-    from .evaluate import evaluate_perturbation, evaluate_translation
-    from .genome import parse_peaks
-    from .integration import integrate
+    from . import benchmark, cli, datasets, io, metrics, model, module, pl, pp, tl, train
+    from ._errors import ButterflyInputError, ModelFileError, NotTrainedError, TrainingDivergedError
+    from ._validation import align_cells
+    from .benchmark import evaluate_perturbation, evaluate_translation
     from .model import Butterfly
-    from .preprocessing import ADTPreprocessor, ExpressionPreprocessor, RNAPreprocessor
-    from .settings import FAST_SETTING
+    from .pp import (
+        ADTPreprocessor,
+        ATACPreprocessor,
+        ExpressionPreprocessor,
+        RNAPreprocessor,
+        binarize_accessibility,
+        parse_peaks,
+    )
+    from .tl import annotate, integrate
+    from .train import FAST_SETTING, TrainingConfig

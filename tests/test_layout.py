@@ -1,0 +1,151 @@
+"""The package's layout: subpackages by layer, imports flowing one way (downwards), no import cycles, not
+even inside functions; the torch layer imports neither AnnData nor pandas."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "butterfly"
+
+#: Each part of the package and its layer: a part imports only parts of a lower layer, or its own.
+LAYERS = {
+    "_version": 0,
+    "_errors": 0,
+    "_progress": 0,
+    "_lazy": 0,
+    "_validation": 1,
+    "io": 2,
+    "metrics": 2,
+    "datasets": 2,
+    "pp": 3,
+    "module": 3,
+    "train": 4,
+    "model": 5,
+    "tl": 6,
+    "pl": 6,
+    "benchmark": 7,
+    "cli": 8,
+    "__init__": 9,
+    "__main__": 9,
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def _imports(path: Path) -> set[str]:
+    """The butterfly modules ``path`` imports, anywhere in it (functions included), but under
+    ``if TYPE_CHECKING:``; as dotted names below ``butterfly``."""
+    package = _module_name(path).split(".")[:-1]  # for an __init__, the package itself
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                target = [*base, *(node.module.split(".") if node.module else [])]
+                if node.module:
+                    found.add(".".join(target))
+                else:
+                    found.update(".".join([*target, alias.name]) for alias in node.names)
+            elif node.module and node.module.split(".")[0] == "butterfly":
+                found.add(".".join(node.module.split(".")[1:]) or "__init__")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "butterfly":
+                    found.add(".".join(alias.name.split(".")[1:]) or "__init__")
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    tree = ast.parse(path.read_text())
+    visit(tree)
+    # a package's _EXPORTS names the modules its __getattr__ imports on first use (butterfly._lazy)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets):
+            found.update(".".join([*package, value.value]) for value in node.value.values)
+    return {f or "__init__" for f in found}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module_name(p).removesuffix(".__init__"): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for target in _imports(path):
+            # "from . import _inference" names a module; "from .pp import X" the package pp (its __init__)
+            if target not in modules and target.rsplit(".", 1)[0] in modules:
+                target = target.rsplit(".", 1)[0]
+            assert target in modules, f"{name} imports {target}, which is not a module of butterfly"
+            targets.add(target)
+        graph[name] = targets - {name}
+    return graph
+
+
+def _part(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_every_module_belongs_to_a_layer():
+    parts = {_part(m) for m in _graph()}
+    assert parts <= set(LAYERS), f"parts without a layer: {sorted(parts - set(LAYERS))}"
+
+
+@pytest.mark.parametrize("part", sorted(set(LAYERS) - {"__init__", "__main__"}))
+def test_imports_flow_downwards(part):
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in _graph().items()
+        if _part(module) == part
+        for target in targets
+        if _part(target) != part and LAYERS[_part(target)] >= LAYERS[part]
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycles():
+    graph = _graph()
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                cycles.append(" -> ".join([*stack[stack.index(target) :], target]))
+            elif target not in state:
+                visit(target, [*stack, target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "\n".join(cycles)
+
+
+def test_torch_layer_imports_neither_anndata_nor_pandas():
+    for path in (PACKAGE / "module").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {
+            alias.name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            node.module.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert not names & {"anndata", "pandas", "scanpy", "mudata"}, path.name
