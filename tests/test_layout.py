@@ -149,3 +149,72 @@ def test_torch_layer_imports_neither_anndata_nor_pandas():
             if isinstance(node, ast.ImportFrom) and node.module
         }
         assert not names & {"anndata", "pandas", "scanpy", "mudata"}, path.name
+
+
+def _non_defaults(constructor) -> dict:
+    """A value other than the default for every argument of ``constructor`` but the data."""
+    import dataclasses
+
+    import butterfly as bf
+
+    chosen = {
+        "modalities": (dataclasses.replace(bf.pp.RNA, name="gex"), "atac"),
+        "layer": None,  # the data's layer: kept as given (None reads X, the only matrix these cells have)
+        "pairing": "label",
+        "label_key": "cell_type",
+        "cluster_resolution": 1.5,
+        "cluster_backend": "scvi",
+        "cluster_options": {"n_latent": 5},
+        "seed": 7,
+        "device": "cpu",
+        "validation_fraction": 0.25,
+        "dropout": 0.2,
+        "batch_norm": False,
+        "discriminator_layers": 1,
+        "names": ("before", "after"),
+        "transport_components": 20,
+    }
+    return {name: chosen[name] for name in _settings(constructor)}
+
+
+def _settings(constructor) -> list[str]:
+    import inspect
+
+    data = {"self", "first", "second", "control", "stimulated"}
+    return [name for name in inspect.signature(constructor).parameters if name not in data]
+
+
+@pytest.mark.parametrize("kind", ["paired", "unpaired", "perturbation"])
+def test_every_constructor_argument_round_trips_through_save_and_load(kind, tmp_path):
+    """The model records its constructor's arguments once (``init_params_``); save writes that record and load
+    rebuilds the model from it, so that no argument can be forgotten on the way."""
+    import butterfly as bf
+
+    rna, atac = bf.datasets.snare_mcc_demo()
+    rna, atac = rna[:300], atac[:300]
+    constructor = {
+        "paired": bf.Butterfly,
+        "unpaired": bf.Butterfly.unpaired,
+        "perturbation": bf.Butterfly.perturbation,
+    }[kind]
+    arguments = _non_defaults(constructor)
+    if kind == "paired":
+        arguments["cluster_backend"] = "builtin"  # the scvi backend needs the scvi extra; its options differ
+        arguments["cluster_options"] = {"n_components": 10}
+        model = bf.Butterfly(rna, atac, **arguments)
+    elif kind == "unpaired":
+        model = bf.Butterfly.unpaired(rna[:150], atac[150:], **arguments)
+    else:
+        expression = rna.copy()
+        expression.X = expression.X.log1p()  # the perturbation model takes log-normalised expression
+        model = bf.Butterfly.perturbation(expression[:150], expression[150:], **arguments)
+    record = model.init_params_
+    assert set(record) == {"constructor", *_settings(constructor)}, "an argument is not recorded"
+    model.save(tmp_path / "model")
+    loaded = bf.Butterfly.load(tmp_path / "model", device="cpu")
+    assert loaded.init_params_ == record
+    for attribute in ("names", "seed", "validation_fraction", "network_options", "pairing", "label_key",
+                      "cluster_resolution", "cluster_backend", "cluster_options"):  # fmt: skip
+        assert getattr(loaded, attribute) == getattr(model, attribute), attribute
+    assert [loaded.specs[n] for n in loaded.names] == [model.specs[n] for n in model.names]
+    assert getattr(loaded, "transport_components", None) == getattr(model, "transport_components", None)

@@ -290,6 +290,12 @@ def test_version_2_model_files_still_load(trained, snare_split, tmp_path):
     trained.save(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     config["version"] = 2
+    params = config.pop("init_params")  # before format 4, the constructor's arguments had keys of their own
+    config.update(
+        {key: params[key] for key in ("modalities", "seed", "validation_fraction", "pairing", "label_key")}
+    )
+    config["network"] = {key: params[key] for key in ("dropout", "batch_norm", "discriminator_layers")}
+    config.update(cluster_backend=params["cluster_backend"], cluster_options=params["cluster_options"])
     del config["training_data"], config["saved_with"]  # absent from files saved before butterfly kept them
     del config["training"]["cuda_graphs"]  # a setting added after the file was saved: its default
     config["training"]["a_later_setting"] = 1  # one this release does not know: left out
@@ -301,6 +307,7 @@ def test_version_2_model_files_still_load(trained, snare_split, tmp_path):
     torch.save(state, tmp_path / "model" / "weights.pt")
     (tmp_path / "model" / "validation_scores.npz").unlink()  # models saved before them have no scores
     loaded = bf.Butterfly.load(tmp_path / "model", device="cpu")
+    assert {**loaded.init_params_, "device": "auto"} == {**trained.init_params_, "device": "auto"}
     np.testing.assert_array_equal(
         trained.translate(rna_test, source="rna", target="atac").X,
         loaded.translate(rna_test, source="rna", target="atac").X,

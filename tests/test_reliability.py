@@ -253,7 +253,7 @@ def test_a_config_whose_modality_name_leaves_the_folder_is_refused(small, tmp_pa
     outside = tmp_path / "preprocessing_escape.json"
     outside.write_text("{}")
     config = json.loads((path / "config.json").read_text())
-    config["modalities"][0]["name"] = "../preprocessing_escape"
+    config["init_params"]["modalities"][0]["name"] = "../preprocessing_escape"
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(bf.ModelFileError, match=r"config.json: .*modality name"):
         bf.Butterfly.load(path, device="cpu")
@@ -267,11 +267,11 @@ def _damage(path: Path, how: str) -> None:
         data = (path / "weights.pt").read_bytes()
         (path / "weights.pt").write_bytes(data[: len(data) // 2])
     elif how == "missing key":
-        del config["modalities"]
+        del config["init_params"]
     elif how == "wrong type":
-        config["seed"] = "zero"
-    elif how == "wrong network type":
-        config["network"]["dropout"] = "lots"
+        config["init_params"]["seed"] = "zero"
+    elif how == "wrong flag type":
+        config["is_trained"] = "yes"
     elif how == "missing preprocessing":
         (path / "preprocessing_atac.npz").unlink()
     elif how == "garbled preprocessing":
@@ -288,9 +288,9 @@ def _damage(path: Path, how: str) -> None:
 DAMAGE = {
     "empty weights": r"weights.pt: empty \(0 bytes\)",
     "cut weights": r"weights.pt: damaged or cut short",
-    "missing key": r"config.json: the key 'modalities' is missing",
-    "wrong type": r"config.json: 'seed' must be a whole number, got 'zero'",
-    "wrong network type": r"config.json: its network settings are not valid",
+    "missing key": r"config.json: the key 'init_params' is missing",
+    "wrong type": r"config.json: its constructor arguments .* not valid \(seed must be a whole number, got 'zero'",
+    "wrong flag type": r"config.json: 'is_trained' must be true or false, got 'yes'",
     "missing preprocessing": r"preprocessing_atac.npz: missing",
     "garbled preprocessing": r"preprocessing_rna.npz: cannot be read",
     "weights of another model": r"weights.pt: these weights do not fit the network",

@@ -175,14 +175,14 @@ def _train(args: argparse.Namespace) -> None:
         )
     kinds = None
     if args.from_model is not None:  # the model's own modalities, whatever --modalities says
-        from ..model._persistence import read_model_config
+        from ..model._persistence import read_model_config, saved_modalities
 
         if args.perturbation or args.unpaired:
             raise ButterflyInputError(
                 "--from-model continues a model trained on paired cells; it does not combine with "
                 "--perturbation or --unpaired."
             )
-        saved = read_model_config(args.from_model)["modalities"]
+        saved = saved_modalities(read_model_config(args.from_model))
         names, kinds = tuple(m["name"] for m in saved), [m["preprocessing"] for m in saved]
     first, second = _read_pair(args, names, paired=not (args.perturbation or args.unpaired), kinds=kinds)
     common = {"modalities": tuple(args.modalities), "seed": args.seed, "device": args.device}

@@ -65,6 +65,15 @@ PAIRINGS = ("measured", "label", "cluster")
 CLUSTER_BACKENDS = ("builtin", "scvi")
 
 
+#: The arguments of a constructor that carry data, not settings: not recorded in ``init_params_``.
+_DATA_ARGUMENTS = frozenset({"self", "cls", "first", "second", "control", "stimulated", "__class__"})
+
+
+def _constructor_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A constructor's ``locals()`` on entry, but its data: the settings it was called with."""
+    return {name: value for name, value in arguments.items() if name not in _DATA_ARGUMENTS}
+
+
 def _spread_subset(pairs: PairedRows, n: int) -> PairedRows:
     """At most ``n`` of ``pairs``, evenly spaced over them: the validation rows are sorted, and cells are often
     ordered by sample, so the first ``n`` could all come from one."""
@@ -144,34 +153,15 @@ class Butterfly:
         batch_norm: bool = True,
         discriminator_layers: int = 2,
     ) -> None:
-        self._configure(
-            modalities, seed, device, validation_fraction, dropout, batch_norm, discriminator_layers
-        )
-        if pairing not in PAIRINGS:
-            raise ButterflyInputError(f"pairing must be one of {list(PAIRINGS)}, got {pairing!r}.")
-        if not isinstance(cluster_resolution, (int, float)) or not 0 < cluster_resolution < np.inf:
-            raise ButterflyInputError(
-                f"cluster_resolution (Leiden's, for pairing='cluster') must be a positive number (paper: 3), got "
-                f"{cluster_resolution!r}."
-            )
-        if cluster_backend not in CLUSTER_BACKENDS:
-            raise ButterflyInputError(
-                f"cluster_backend must be one of {list(CLUSTER_BACKENDS)}, got {cluster_backend!r}."
-            )
-        if pairing == "cluster" and cluster_backend == "builtin":
-            check_keywords(cluster_options or {}, ["n_components"], where="cluster_options (builtin backend)")
+        self._apply_init_params("paired", _constructor_arguments(locals()))
         data = use_layers(split_modalities(first, second, self.names), self.names, layer)
         check_paired(data[0], data[1], self.names)
-        self.pairing, self.label_key, self.cluster_resolution = pairing, label_key, cluster_resolution
-        self.cluster_backend, self.cluster_options = cluster_backend, dict(cluster_options or {})
-        self._raw = None
-        if pairing == "cluster" and cluster_backend == "scvi":
+        if self.pairing == "cluster" and self.cluster_backend == "scvi":
             from ._scvi import require_scvi
 
             require_scvi()
             self._raw = data  # the scvi-tools models take raw counts; kept by reference, not copied
-        self._labels = None
-        if pairing == "label":
+        if self.pairing == "label":
             self._labels = check_label_key(data[0], label_key, what=f"The {self.names[0]} data").to_numpy()
         self._fit_preprocessing(data)
 
@@ -218,30 +208,25 @@ class Butterfly:
         >>> model.translate(rna[:5], source="rna", target="atac", progress=False).shape
         (5, 6401)
         """
-        options = (seed, device, validation_fraction, dropout, batch_norm, discriminator_layers)
-        return cls._of_two_sets(first, second, modalities, label_key, layer, "unpaired", options)
-
-    @classmethod
-    def _of_two_sets(
-        cls, first, second, modalities, label_key, layer, pairing, options, check=None
-    ) -> Butterfly:
-        """A model of two sets of different cells sharing ``label_key`` labels, paired by ``pairing``;
-        ``check(data, names)`` runs before the preprocessing is fitted."""
+        params = _constructor_arguments(locals())
         model = cls.__new__(cls)
-        model._configure(modalities, *options)
-        data = use_layers(split_modalities(first, second, model.names), model.names, layer)
+        model._apply_init_params("unpaired", params)
+        model._fit_two_sets(first, second)
+        return model
+
+    def _fit_two_sets(self, first, second, check=None) -> None:
+        """Read two sets of different cells sharing ``label_key`` labels and fit the preprocessing;
+        ``check(data, names)`` runs before the preprocessing is fitted."""
+        data = use_layers(split_modalities(first, second, self.names), self.names, self.init_params_["layer"])
         labels = tuple(
-            check_label_key(d, label_key, what=f"The {n} data").to_numpy()
-            for d, n in zip(data, model.names, strict=True)
+            check_label_key(d, self.label_key, what=f"The {n} data").to_numpy()
+            for d, n in zip(data, self.names, strict=True)
         )
         unpaired_sampling_sizes(*labels)  # refuses sets with no shared label
         if check is not None:
-            check(data, model.names)
-        model.pairing, model.label_key, model.cluster_resolution = pairing, label_key, None
-        model.cluster_backend, model.cluster_options, model._raw = None, {}, None
-        model._labels = labels
-        model._fit_preprocessing(data)
-        return model
+            check(data, self.names)
+        self._labels = labels
+        self._fit_preprocessing(data)
 
     @classmethod
     def perturbation(
@@ -301,29 +286,87 @@ class Butterfly:
         >>> history = model.fit(**bf.FAST_SETTING)  # doctest: +SKIP
         >>> predicted = model.translate(control[held_out], source="control", target="stimulated")  # doctest: +SKIP
         """
-        if (
-            not isinstance(names, (tuple, list))
-            or len(names) != 2
-            or not all(isinstance(n, str) for n in names)
-        ):
-            raise ButterflyInputError(
-                f"names must be two condition names, e.g. ('control', 'stimulated'); got {names!r}."
-            )
-        if (
-            not isinstance(transport_components, (int, np.integer))
-            or isinstance(transport_components, bool)
-            or transport_components < 1
-        ):
-            raise ButterflyInputError(
-                f"transport_components must be a whole number of at least 1 (paper: 50), got {transport_components!r}."
-            )
-        specs = [dataclasses.replace(_modalities.EXPRESSION, name=str(n)) for n in names]
-        options = (seed, device, validation_fraction, dropout, batch_norm, discriminator_layers)
-        model = cls._of_two_sets(
-            control, stimulated, specs, label_key, layer, "transport", options, check_conditions
-        )
-        model.transport_components = int(transport_components)
+        params = _constructor_arguments(locals())
+        model = cls.__new__(cls)
+        model._apply_init_params("perturbation", params)
+        model._fit_two_sets(control, stimulated, check_conditions)
         return model
+
+    def _apply_init_params(self, constructor: str, params: dict[str, Any]) -> None:
+        """Check and apply what the constructor's arguments (but the data) decide, and record them in
+        ``init_params_``. Every constructor and :meth:`load` come here: a loaded model is configured from the
+        record it was saved with, by the same code that configured it first."""
+        p = dict(params)
+        if constructor == "perturbation":
+            names, components = p["names"], p["transport_components"]
+            if (
+                not isinstance(names, (tuple, list))
+                or len(names) != 2
+                or not all(isinstance(n, str) for n in names)
+            ):
+                raise ButterflyInputError(
+                    f"names must be two condition names, e.g. ('control', 'stimulated'); got {names!r}."
+                )
+            if (
+                not isinstance(components, (int, np.integer))
+                or isinstance(components, bool)
+                or components < 1
+            ):
+                raise ButterflyInputError(
+                    f"transport_components must be a whole number of at least 1 (paper: 50), got {components!r}."
+                )
+            p["names"], p["transport_components"] = [str(n) for n in names], int(components)
+            modalities = [dataclasses.replace(_modalities.EXPRESSION, name=n) for n in p["names"]]
+        else:
+            modalities = p["modalities"]
+            if isinstance(modalities, (list, tuple)):
+                modalities = [ModalitySpec.from_dict(m) if isinstance(m, dict) else m for m in modalities]
+        self._configure(
+            modalities, p["seed"], p["device"], p["validation_fraction"], p["dropout"], p["batch_norm"],
+            p["discriminator_layers"],
+        )  # fmt: skip
+        if constructor != "perturbation":  # the specs as JSON can hold them
+            p["modalities"] = [self.specs[n].to_dict() for n in self.names]
+        self.pairing = {"unpaired": "unpaired", "perturbation": "transport"}.get(
+            constructor, p.get("pairing")
+        )
+        self.label_key, self.cluster_resolution = p["label_key"], None
+        self.cluster_backend, self.cluster_options = None, {}
+        if constructor == "paired":
+            self._check_pairing(p)
+            self.cluster_resolution, self.cluster_backend = p["cluster_resolution"], p["cluster_backend"]
+            self.cluster_options = p["cluster_options"] = dict(p["cluster_options"] or {})
+        if constructor == "perturbation":
+            self.transport_components = p["transport_components"]
+        self._raw, self._labels = None, None
+        #: the constructor ("paired", "unpaired" or "perturbation") and the arguments it was called with,
+        #: but the data: what :meth:`save` records and :meth:`load` rebuilds the model from
+        self.init_params_: dict[str, Any] = {"constructor": constructor, **p}
+
+    @staticmethod
+    def _check_pairing(p: dict[str, Any]) -> None:
+        if p["pairing"] not in PAIRINGS:
+            raise ButterflyInputError(f"pairing must be one of {list(PAIRINGS)}, got {p['pairing']!r}.")
+        resolution = p["cluster_resolution"]
+        if (
+            not isinstance(resolution, (int, float))
+            or isinstance(resolution, bool)
+            or not 0 < resolution < np.inf
+        ):
+            raise ButterflyInputError(
+                f"cluster_resolution (Leiden's, for pairing='cluster') must be a positive number (paper: 3), got "
+                f"{resolution!r}."
+            )
+        if p["cluster_backend"] not in CLUSTER_BACKENDS:
+            raise ButterflyInputError(
+                f"cluster_backend must be one of {list(CLUSTER_BACKENDS)}, got {p['cluster_backend']!r}."
+            )
+        if p["cluster_options"] is not None and not isinstance(p["cluster_options"], dict):
+            raise ButterflyInputError(f"cluster_options must be a dict, got {p['cluster_options']!r}.")
+        if p["pairing"] == "cluster" and p["cluster_backend"] == "builtin":
+            check_keywords(
+                p["cluster_options"] or {}, ["n_components"], where="cluster_options (builtin backend)"
+            )
 
     def _configure(
         self, modalities, seed, device, validation_fraction, dropout, batch_norm, discriminator_layers

@@ -21,8 +21,7 @@ import torch
 from .._validation import ButterflyInputError, ModelFileError
 from ..io._atomic import remove_stale_staging, replace_folder, staging_folder, sync_files
 from ..module._layers import InputLinear
-from ..module._network import resolve_device
-from ..pp._modalities import ModalitySpec, preprocessor_from_state
+from ..pp._modalities import EXPRESSION, preprocessor_from_state
 from ..train._settings import TrainingConfig
 
 if TYPE_CHECKING:
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
 
 MODEL_FORMAT = "butterfly-model"
 # 2: chromosome-blocked weights stored one row per feature; 3: the encoders' input layers too
-MODEL_FORMAT_VERSION = 3
+MODEL_FORMAT_VERSION = 4
 
 
 #: the files a saved model's folder holds (a killed save's leftovers are recognised by them)
@@ -55,19 +54,10 @@ def save_model(model: Butterfly, path: str | os.PathLike, *, overwrite: bool = F
             "format": MODEL_FORMAT,
             "version": MODEL_FORMAT_VERSION,
             "butterfly_version": _package_version(),
-            "modalities": [model.specs[n].to_dict() for n in model.names],
-            "seed": model.seed,
-            "validation_fraction": model.validation_fraction,
-            "network": model.network_options,
+            "init_params": model.init_params_,
             "training": model.training_config.to_dict() if model.training_config else None,
             "is_trained": model.is_trained_,
             "batch_norm_recalibration": model.batch_norm_recalibration_,
-            "pairing": model.pairing,
-            "label_key": model.label_key,
-            "cluster_backend": model.cluster_backend,
-            "cluster_options": model.cluster_options,
-            "cluster_resolution": getattr(model, "cluster_resolution", None),
-            "transport_components": getattr(model, "transport_components", None),
             "training_data": model.training_data_,
             "translation_check": model.translation_check_,
             "atac_calibration": model.atac_calibration_,
@@ -108,31 +98,19 @@ def load_model(cls: type[Butterfly], path: str | os.PathLike, *, device: str = "
     path = Path(path)
     config = read_model_config(path)
     model = cls.__new__(cls)
+    params = init_params(config)
     try:
-        specs = [ModalitySpec.from_dict(d) for d in config["modalities"]]
+        model._apply_init_params(params.pop("constructor"), {**params, "device": device})
         training = _training_config(config.get("training"))
     except (TypeError, ValueError, KeyError, AttributeError) as err:
         raise ModelFileError(
-            path / "config.json", f"its modalities or training settings are not valid ({err})."
+            path / "config.json", f"its constructor arguments or training settings are not valid ({err})."
         ) from None
-    model.specs = {s.name: s for s in specs}
-    model.names = (specs[0].name, specs[1].name)
-    model.seed = config["seed"]
-    model.device = resolve_device(device)
-    model.validation_fraction = config["validation_fraction"]
-    model.network_options = config["network"]
     model.training_config = training
     model.is_trained_ = config["is_trained"]
     model.batch_norm_recalibration_ = config.get("batch_norm_recalibration")
     model.preprocessors = {name: _read_preprocessor(path, name) for name in model.names}
     model._matrices = {}
-    model.pairing, model.label_key = config.get("pairing", "measured"), config.get("label_key")
-    model.cluster_backend, model._raw = config.get("cluster_backend"), None
-    model.cluster_options = config.get("cluster_options") or {}
-    model.cluster_resolution = config.get("cluster_resolution", 3.0 if model.pairing == "cluster" else None)
-    if config.get("transport_components") is not None:
-        model.transport_components = config["transport_components"]
-    model._labels = None
     model.training_data_ = config.get("training_data")  # None in files saved before butterfly kept them
     model.saved_with_ = config.get("saved_with")
     model.translation_check_ = config.get("translation_check")  # None in files saved before butterfly checked
@@ -265,6 +243,12 @@ def _read_weights(file: Path, device) -> dict:
 #: config.json's keys and the types their values must have (optional keys may also be null)
 _CONFIG_REQUIRED = {
     "version": int,
+    "init_params": dict,
+    "is_trained": bool,
+}
+#: before format 4, the constructor's arguments were keys of their own
+_CONFIG_REQUIRED_FORMAT_3 = {
+    "version": int,
     "modalities": list,
     "seed": int,
     "validation_fraction": (int, float),
@@ -298,7 +282,8 @@ def _check_config(config: dict, file: Path) -> None:
         types = types if isinstance(types, tuple) else (types,)
         return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
 
-    for key, types in _CONFIG_REQUIRED.items():
+    old = isinstance(config.get("version"), int) and config["version"] < 4
+    for key, types in (_CONFIG_REQUIRED_FORMAT_3 if old else _CONFIG_REQUIRED).items():
         if key not in config:
             raise ModelFileError(
                 file, f"the key {key!r} is missing. Restore the file from a backup or save the model again."
@@ -308,16 +293,67 @@ def _check_config(config: dict, file: Path) -> None:
     for key, types in _CONFIG_OPTIONAL.items():
         if config.get(key) is not None and not fits(config[key], types):
             raise ModelFileError(file, f"{key!r} must be {kind(types)} or null, got {config[key]!r}.")
-    modalities = config["modalities"]
-    if len(modalities) != 2 or not all(isinstance(m, dict) for m in modalities):
+    if old:
+        modalities = config["modalities"]
+        if len(modalities) != 2 or not all(isinstance(m, dict) for m in modalities):
+            raise ModelFileError(
+                file, f"'modalities' must list two modalities (objects), got {len(modalities)} entries."
+            )
+    elif config["init_params"].get("constructor") not in CONSTRUCTORS:
         raise ModelFileError(
-            file, f"'modalities' must list two modalities (objects), got {len(modalities)} entries."
-        )
+            file, f"'init_params' must name its constructor, one of {list(CONSTRUCTORS)}; got "
+            f"{config['init_params'].get('constructor')!r}.",
+        )  # fmt: skip
     if config["version"] > MODEL_FORMAT_VERSION:
         raise ModelFileError(
             file, f"saved by a newer butterfly (format version {config['version']}, this release reads up to "
             f"{MODEL_FORMAT_VERSION}); upgrade butterfly (pip install -U butterfly-omics).",
         )  # fmt: skip
+
+
+#: The constructors an ``init_params`` record names: ``Butterfly(...)``, ``Butterfly.unpaired(...)``,
+#: ``Butterfly.perturbation(...)``.
+CONSTRUCTORS = ("paired", "unpaired", "perturbation")
+
+
+def init_params(config: dict) -> dict:
+    """The constructor and its arguments a checked ``config`` records (a copy), from format 4's
+    ``init_params`` or, for older files, from the keys that held them."""
+    if "init_params" in config:
+        return json.loads(json.dumps(config["init_params"]))
+    pairing = config.get("pairing", "measured")
+    params = {
+        "layer": None,
+        "label_key": config.get("label_key") or "cell_type",
+        "seed": config["seed"],
+        "device": "auto",
+        "validation_fraction": config["validation_fraction"],
+        **config["network"],
+    }
+    if pairing == "transport":
+        names = [m.get("name") for m in config["modalities"]]
+        return {"constructor": "perturbation", "names": names,
+                "transport_components": config.get("transport_components") or 50, **params}  # fmt: skip
+    if pairing == "unpaired":
+        return {"constructor": "unpaired", "modalities": config["modalities"], **params}
+    return {
+        "constructor": "paired",
+        "modalities": config["modalities"],
+        "pairing": pairing,
+        "cluster_resolution": config.get("cluster_resolution") or 3.0,
+        "cluster_backend": config.get("cluster_backend") or "builtin",
+        "cluster_options": config.get("cluster_options") or {},
+        **params,
+    }
+
+
+def saved_modalities(config: dict) -> list[dict]:
+    """The two modalities a checked ``config`` records (as :meth:`ModalitySpec.to_dict`), in the model's
+    order."""
+    params = init_params(config)
+    if params["constructor"] == "perturbation":
+        return [dataclasses.replace(EXPRESSION, name=str(n)).to_dict() for n in params["names"]]
+    return list(params["modalities"])
 
 
 def read_model_config(path: Path) -> dict:
