@@ -48,7 +48,7 @@ def test_annotation_refuses_what_it_cannot_use(trained, snare_split):
     labelled_atac = test_atac.copy()
     labelled_atac.obs["cell_type"] = snare_split[2].obs["cell_type"].to_numpy()
     with pytest.raises(
-        ButterflyInputError, match=r"rna reference's .* look like chromatin peaks.*--reference"
+        ButterflyInputError, match=r"rna reference's .* look like chromatin peaks.*reference="
     ):
         bf.annotate(trained, test_atac, "atac", reference=labelled_atac)  # the reference must be RNA
     with pytest.raises(bf.NotTrainedError):

@@ -30,10 +30,10 @@ def test_log_normalised_rna_translates_as_its_counts(multiome):
         rtol=1e-4, atol=1e-5,
     )  # fmt: skip
     assert (logged.X != before).nnz == 0  # the user's values stay as they were
-    with pytest.raises(ButterflyInputError, match=r"non-integer.*log-normalised.*normalized_to=1e4"):
+    with pytest.raises(ButterflyInputError, match=r"non-integer.*log-normalised.*normalized_to=10000"):
         model.translate(logged, source="rna", target="atac")
     with pytest.raises(
-        ButterflyInputError, match=r"only whole numbers: these look like raw counts.*leave it out"
+        ButterflyInputError, match=r"only whole numbers: these look like raw counts.*leave normalized_to= out"
     ):
         model.translate(rna, source="rna", target="atac", normalized_to=1e4)
     inflated = logged.copy()  # log-normalised to a far larger total than the one named

@@ -16,7 +16,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def test_cuda_graphs_setting_is_checked_and_off_on_a_cpu(snare_split):
-    with pytest.raises(ButterflyInputError, match="cuda_graphs must be True or False, got 'yes'"):
+    with pytest.raises(ButterflyInputError, match="cuda_graphs= must be True or False, got 'yes'"):
         bf.train.TrainingConfig(cuda_graphs="yes")
     assert not graphs_supported(torch.device("cpu"))
     rna, atac, _, _ = snare_split
@@ -79,7 +79,7 @@ def test_a_step_that_cannot_be_recorded_names_the_way_out(monkeypatch):
     monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
     monkeypatch.setattr(torch.cuda, "graph", Capture)
     step = training.GraphedStep(lambda tensors: (tensors["x"].sum(),))
-    with pytest.raises(RuntimeError, match=r"not permitted .*fit\(cuda_graphs=False\).*--no-cuda-graphs"):
+    with pytest.raises(RuntimeError, match=r"not permitted .*fit\(cuda_graphs=False\)"):
         step._record({"x": torch.ones(3)})
 
 

@@ -218,3 +218,46 @@ def test_every_constructor_argument_round_trips_through_save_and_load(kind, tmp_
         assert getattr(loaded, attribute) == getattr(model, attribute), attribute
     assert [loaded.specs[n] for n in loaded.names] == [model.specs[n] for n in model.names]
     assert getattr(loaded, "transport_components", None) == getattr(model, "transport_components", None)
+
+
+def test_library_messages_speak_of_python_arguments():
+    """Library code names Python arguments (``overwrite=True``); the command line translates them into its
+    options (``--overwrite``, :func:`butterfly.cli._main.as_flags`). A string of the library that names a
+    command-line option is allowed only where it quotes a ``butterfly`` command."""
+    import re
+
+    option = re.compile(r"(^|[\s(`'])--[a-z]|\(CLI")
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).parts[0] == "cli":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            text = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+            if text and id(node) not in docstrings and option.search(text) and "`butterfly " not in text:
+                found.append(f"{path.name}:{node.lineno}: {text[:80]}")
+    assert not found, "\n".join(found)
+
+
+def test_the_command_line_translates_python_arguments_into_its_options():
+    from butterfly.cli._main import as_flags
+
+    assert (
+        as_flags("/x exists; pass overwrite=True to replace it.")
+        == "/x exists; pass --overwrite to replace it."
+    )
+    assert as_flags("lower lr, e.g. fit(lr=0.0002)") == "lower lr, e.g. --lr 0.0002"
+    assert as_flags("Use device='cpu'.") == "Use --device cpu."
+    assert as_flags("fit(cuda_graphs=False) to run") == "--no-cuda-graphs to run"
+    assert as_flags("e.g. Butterfly(rna, atac, modalities=('rna', 'atac')).") == "e.g. --modalities rna atac."
+    assert as_flags("Pass label_key= one of them") == "Pass --label-key one of them"
+    assert as_flags("normalized_to=10000, say") == "--normalized-to 10000, say"
+    assert as_flags("np.log1p(x) and a=b stay") == "np.log1p(x) and a=b stay"  # not options of the CLI

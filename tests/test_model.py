@@ -500,7 +500,7 @@ def test_bfloat16_training_learns_and_stays_close_to_float32(multiome):
     # bfloat16 keeps ~3 significant digits; after a few epochs the translations still agree closely
     correlation = np.corrcoef(runs["float32"].ravel(), runs["bfloat16"].ravel())[0, 1]
     assert correlation > 0.95
-    with pytest.raises(ValueError, match=r"precision \(--precision\) must be"):
+    with pytest.raises(ValueError, match=r"precision= must be"):
         bf.Butterfly(rna, atac, seed=0, device="cpu").fit(pretrain_epochs=1, epochs=1, precision="fp8")
 
 
@@ -683,21 +683,21 @@ def test_mismatched_cells_refused_at_construction(multiome):
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ({"batch_size": 0}, "batch_size (--batch-size) must be a whole number of at least 2, got 0"),
-        ({"epochs": 2.5}, "epochs (--epochs) must be a whole number of at least 0, got 2.5"),
-        ({"patience": 0}, "patience (--patience) must be a whole number of at least 1"),
-        ({"lr": float("nan")}, "lr (--lr) must be a positive number, got nan"),
-        ({"discriminator_lr": 0}, "discriminator_lr (--discriminator-lr) must be a positive number"),
-        ({"adversarial_weight": -1}, "adversarial_weight must be a number of at least 0"),
-        ({"adversarial_gate": float("inf")}, "adversarial_gate must be None or a finite number"),
-        ({"kl_reduction": "max"}, "kl_reduction must be 'mean' or 'sum'"),
+        ({"batch_size": 0}, "batch_size= must be a whole number of at least 2, got 0"),
+        ({"epochs": 2.5}, "epochs= must be a whole number of at least 0, got 2.5"),
+        ({"patience": 0}, "patience= must be a whole number of at least 1"),
+        ({"lr": float("nan")}, "lr= must be a positive number, got nan"),
+        ({"discriminator_lr": 0}, "discriminator_lr= must be a positive number"),
+        ({"adversarial_weight": -1}, "adversarial_weight= must be a number of at least 0"),
+        ({"adversarial_gate": float("inf")}, "adversarial_gate= must be None or a finite number"),
+        ({"kl_reduction": "max"}, "kl_reduction= must be 'mean' or 'sum'"),
         (
             {"weight_average_halflife": -1},
-            "weight_average_halflife (--weight-average-halflife) must be a number of at least 0",
+            "weight_average_halflife= must be a number of at least 0",
         ),
         (
             {"recalibrate_batch_norm": "yes"},
-            "recalibrate_batch_norm (--recalibrate-batch-norm) must be True or",
+            "recalibrate_batch_norm= must be True or",
         ),
     ],
 )

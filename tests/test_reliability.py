@@ -173,7 +173,7 @@ def test_log_normalised_input_of_whole_numbers_is_refused_as_counts(snare):
     model = bf.Butterfly(rna[:300], atac[:300], seed=0, device="cpu")
     shallow = rna[300:340].copy()
     shallow.X = sp.csr_matrix(np.minimum(shallow.X.toarray(), 2))  # at most 2 counts a gene
-    with pytest.raises(bf.ButterflyInputError, match="look like raw counts.*leave it out"):
+    with pytest.raises(bf.ButterflyInputError, match="look like raw counts.*leave normalized_to= out"):
         model.preprocessors["rna"].transform(shallow, normalized_to=1e4)
     logged = shallow.copy()
     logged.X = sp.csr_matrix(np.log1p(shallow.X.toarray() / shallow.X.sum(1).A * 1e4))

@@ -69,7 +69,7 @@ def as_csr(X, *, dtype=np.float32) -> sp.csr_matrix:
     if X is None:
         raise ButterflyInputError(
             "adata.X is None: this AnnData holds no matrix in X. If the values sit in a layer, name it: "
-            "layer='counts' (CLI: --first-layer / --second-layer / --layer counts)."
+            "layer='counts'."
         )
     values = np.asarray(X)
     if values.dtype == object:
@@ -103,10 +103,7 @@ def _check_castable(values: np.ndarray, dtype) -> None:
 
 
 #: The fix named when ``adata.X`` does not hold raw counts.
-COUNTS_IN_A_LAYER = (
-    "If the raw counts sit in a layer, name it: layer='counts' (CLI: --first-layer / --second-layer counts, "
-    "or translate --layer counts)."
-)
+COUNTS_IN_A_LAYER = "If the raw counts sit in a layer, name it: layer='counts'."
 
 
 NORMALISED_ON_PURPOSE = (
@@ -151,7 +148,7 @@ def counts_in_raw(adata: ad.AnnData) -> str:
         return ""
     return (
         " adata.raw holds whole numbers, probably the counts: pass adata.raw.to_adata() (its obs and all its "
-        "genes; CLI: write that to a file)."
+        "genes)."
     )
 
 
@@ -247,9 +244,7 @@ def check_unique_names(adata: ad.AnnData, *, what: str) -> None:
             )
 
 
-def check_label_key(
-    adata: ad.AnnData, key: str, *, what: str, option: str = "label_key= (CLI: --label-key)"
-) -> pd.Series:
+def check_label_key(adata: ad.AnnData, key: str, *, what: str, option: str = "label_key=") -> pd.Series:
     """Return ``adata.obs[key]``, refusing a missing column or missing labels. ``option``: how the user names
     the column (a keyword argument or a CLI flag)."""
     if key not in adata.obs.columns:

@@ -25,8 +25,7 @@ def folds_by_cell(n_cells: int, k: int = 5, *, seed: int = 0) -> list[tuple[np.n
     """
     if not 2 <= k <= n_cells:
         raise ButterflyInputError(
-            f"k (the number of folds; CLI: --folds) must be between 2 and the number of cells ({n_cells}), "
-            f"got {k}."
+            f"k= (the number of folds) must be between 2 and the number of cells ({n_cells}), got {k}."
         )
     order = np.random.default_rng(seed).permutation(n_cells)
     return [(np.sort(np.setdiff1d(order, part)), np.sort(part)) for part in np.array_split(order, k)]
@@ -44,8 +43,7 @@ def folds_by_group(
     names, counts = np.unique(groups, return_counts=True)
     if not 2 <= k <= len(names):
         raise ButterflyInputError(
-            f"k (the number of folds; CLI: --folds) must be between 2 and the number of {what} "
-            f"({len(names)}), got {k}."
+            f"k= (the number of folds) must be between 2 and the number of {what} ({len(names)}), got {k}."
         )
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(len(names))

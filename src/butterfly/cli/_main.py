@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -475,13 +476,75 @@ def _debugging(args) -> bool:
 def _error_message(err: Exception, user_error: type) -> str:
     """One paragraph for an error: a user's mistake (bad data, a missing or unreadable file) as butterfly
     worded it; anything else with its type, and how to see more."""
-    text = " ".join(str(err).split()) or type(err).__name__
+    text = as_flags(" ".join(str(err).split())) or type(err).__name__
     if isinstance(err, (user_error, OSError)):
         return text
     return (
         f"{type(err).__name__}: {text} (not a problem butterfly recognises in the input; rerun with --debug, or "
         "BUTTERFLY_DEBUG=1, to see where it happened, and report it if it looks like a bug)."
     )
+
+
+#: Python arguments whose command-line options are not simply ``--name-with-dashes``.
+_FLAG_OF = {
+    "layer": "--first-layer / --second-layer / --layer",
+    "k": "--folds",
+    "adata": "--input",
+}
+_CALL = re.compile(r"\b(?:[A-Za-z_][\w.]*)\(((?:[^()]|\([^()]*\))*)\)")
+_ARGUMENT = re.compile(
+    r"\b([a-z][a-z0-9_]*)=(\('[^)]*\)|'[^']*'|\"[^\"]*\"|[^\s,;:()]+[^\s,;:()'.]|[^\s,;:()'.])?"
+)
+
+
+def as_flags(text: str) -> str:
+    """A library message, its Python arguments (``overwrite=True``, ``lr=0.0002``, ``fit(lr=0.0002)``,
+    ``label_key=``) spoken as this command line's options (``--overwrite``, ``--lr 0.0002``, ``--label-key``).
+    The library speaks Python; each interface translates for itself."""
+    flags = _flags()
+
+    def flag(name: str) -> str | None:
+        if name in _FLAG_OF:
+            return _FLAG_OF[name]
+        option = "--" + name.replace("_", "-")
+        return option if option in flags else None
+
+    def argument(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        negated = "--no-" + name.replace("_", "-")
+        if value == "False" and negated in flags:
+            return negated
+        option = flag(name)
+        if option is None or value == "False":
+            return match.group(0)
+        if value is None or value == "True":
+            return option
+        if value.startswith("("):  # a tuple of strings: the values, space-separated
+            value = " ".join(v.strip(" '\"") for v in value.strip("()").split(","))
+        return f"{option} {value.strip(chr(39) + chr(34))}"
+
+    def call(match: re.Match) -> str:
+        # a call with keyword arguments the command line has: those options alone
+        translated = [argument(m) for m in _ARGUMENT.finditer(match.group(1))]
+        kept = [t for t in translated if t.startswith("--")]
+        return " ".join(kept) if kept else match.group(0)
+
+    return _ARGUMENT.sub(argument, _CALL.sub(call, text))
+
+
+def _flags() -> set[str]:
+    """Every option of every command."""
+    found: set[str] = set()
+
+    def walk(parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:
+            found.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    walk(sub)
+
+    walk(build_parser())
+    return found
 
 
 def _interrupted(args) -> str:

@@ -56,7 +56,7 @@ def check_report_folder(out: str | os.PathLike, report_files: Iterable[str], *, 
     if not out.exists() or overwrite:
         return
     if not out.is_dir():
-        raise ButterflyInputError(f"--out {out} is a file; give a folder for the report.")
+        raise ButterflyInputError(f"{out} is a file; give a folder for the report as out=.")
     foreign = sorted(
         p.name
         for p in out.iterdir()
@@ -65,7 +65,7 @@ def check_report_folder(out: str | os.PathLike, report_files: Iterable[str], *, 
     if foreign:
         raise ButterflyInputError(
             f"{out} already holds files this command did not write (e.g. {_preview(foreign)}). Give a new or "
-            "empty folder with --out, or pass --overwrite (overwrite=True) to write the report into it anyway."
+            "empty folder as out=, or pass overwrite=True to write the report into it anyway."
         )
 
 

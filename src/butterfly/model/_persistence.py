@@ -393,7 +393,7 @@ def check_save_target(path: str | os.PathLike, *, overwrite: bool) -> None:
     if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
         return
     if not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
     try:
         is_model = path.is_dir() and not path.is_symlink() and bool(_read_config_file(path))
     except (OSError, ButterflyInputError):

@@ -339,7 +339,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ButterflyInputError(
             f"device={str(device)!r}: butterfly runs on 'cpu' or 'cuda' (NVIDIA GPUs) only; other torch devices "
-            "(Apple's 'mps', 'xpu', ...) are untested. Use device='cpu' (CLI: --device cpu)."
+            "(Apple's 'mps', 'xpu', ...) are untested. Use device='cpu'."
         )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ButterflyInputError(

@@ -46,7 +46,7 @@ class ATACPreprocessor(Preprocessor):
     computed_columns = frozenset({"chrom", "start", "end"})
     alignment_hint = (
         " If the input's peaks were called apart from the training data's, match them by overlap: "
-        "translate(..., peak_matching='overlap') (CLI: translate --peak-matching overlap)."
+        "translate(..., peak_matching='overlap')."
     )
 
     def __init__(self, min_cell_fraction: float = 0.005) -> None:

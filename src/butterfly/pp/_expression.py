@@ -36,12 +36,11 @@ from ._genome import looks_like_peaks
 MIN_FEATURE_OVERLAP = 0.5
 
 _ORDER_FIX = (
-    "Pass the datasets in the order of `modalities`, e.g. Butterfly(rna, atac, modalities=('rna', 'atac')) "
-    "(CLI: --first and --second in the order of --modalities)."
+    "Pass the datasets in the order of modalities=, e.g. Butterfly(rna, atac, modalities=('rna', 'atac'))."
 )
 _SOURCE_FIX = (
-    "Check that `source` (CLI: --source) names the modality these cells were measured in, and that paired "
-    "cells come in the model's order of modalities (CLI evaluate: --first and --second)."
+    "Check that source= names the modality these cells were measured in, and that paired cells come in the "
+    "model's order of modalities=."
 )
 
 #: More proteins than any antibody panel holds: an "adt" dataset this wide is probably something else.
@@ -315,7 +314,7 @@ class RNAPreprocessor(Preprocessor):
     kind = "rna"
     other_input_hint = (
         " Cells already log-normalised (scanpy's normalize_total, then log1p) translate as they are with the "
-        "total they were scaled to: normalized_to=1e4, say (CLI: --normalized-to 10000)."
+        "total they were scaled to: normalized_to=10000, say."
     )
 
     def __init__(self, n_top_genes: int = 3000, hvg_flavor: str = "seurat") -> None:
@@ -396,7 +395,7 @@ class RNAPreprocessor(Preprocessor):
             raise ButterflyInputError(
                 "The rna data hold only whole numbers: these look like raw counts, not log-normalised values "
                 f"(log1p of counts scaled to {normalized_to:g} per cell is almost never a whole number). Raw "
-                "counts translate without normalized_to: leave it out (CLI: drop --normalized-to)."
+                "counts translate without normalized_to: leave normalized_to= out."
             )
         if X.nnz and X.data.max() > np.log1p(normalized_to) + 1:
             raise ButterflyInputError(

@@ -87,8 +87,8 @@ def annotate(
             else f"a {type(reference).__name__}, not an AnnData"
         )
         raise ButterflyInputError(
-            f"The {target} reference holds {size}: give labelled cells measured in {target} (reference=, CLI: "
-            "--reference), at least two cell types of them."
+            f"The {target} reference holds {size}: give labelled cells measured in {target} (reference="
+            "), at least two cell types of them."
         )
     labels = check_label_key(reference, label_key, what=f"The {target} reference").astype(str).to_numpy()
     classes = np.unique(labels)
@@ -100,8 +100,8 @@ def annotate(
     cells, options = source_cells(owner, reference, target, reference_layer)
     owner.preprocessors[target]._check_feature_kind(
         cells, what=f"The {target} reference",
-        fix=f"The reference (CLI: --reference) holds labelled cells measured in {target}, the modality the "
-        f"cells are translated into; the cells to label go in `adata` (CLI: --input).",
+        fix=f"The reference= holds labelled cells measured in {target}, the modality the "
+        f"cells are translated into; the cells to label go in adata=.",
     )  # fmt: skip
     profiles = owner.preprocessors[target].transform(cells, **options).X
     classifier = LinearSVC(dual="auto", random_state=seed).fit(profiles, labels)  # auto: the default from 1.5

@@ -92,6 +92,6 @@ class GraphedStep:
         except RuntimeError as error:  # an operation this torch, driver or GPU cannot record
             raise RuntimeError(
                 f"Recording the training step as a CUDA graph failed ({error}). Train with "
-                "fit(cuda_graphs=False) (butterfly train --no-cuda-graphs) to run every step eagerly."
+                "fit(cuda_graphs=False) to run every step eagerly."
             ) from error
         self.graph = graph  # recording ran nothing: the caller's replay runs this step

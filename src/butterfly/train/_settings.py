@@ -18,11 +18,6 @@ _WHOLE_NUMBER_MINIMA = {
     "patience": 1,
     "batch_size": 2,  # a minibatch of one cell is dropped (no BatchNorm statistics): no step would run
 }
-# the TrainingConfig fields that butterfly train/benchmark take as flags (--batch-size, ...)
-_CLI_OPTIONS = {
-    *_WHOLE_NUMBER_MINIMA, "lr", "discriminator_lr", "precision", "recalibrate_batch_norm",
-    "weight_average_halflife",
-}  # fmt: skip
 
 
 @dataclass
@@ -105,11 +100,10 @@ class TrainingConfig:
     cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
-        """Refuse settings training cannot run with, naming the setting (and its CLI flag, if it has one)."""
+        """Refuse settings training cannot run with, naming the setting."""
 
         def refuse(name: str, wanted: str) -> None:
-            flag = f" (--{name.replace('_', '-')})" if name in _CLI_OPTIONS else ""
-            raise ButterflyInputError(f"{name}{flag} must be {wanted}, got {getattr(self, name)!r}.")
+            raise ButterflyInputError(f"{name}= must be {wanted}, got {getattr(self, name)!r}.")
 
         def whole(value) -> bool:
             return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -278,9 +278,9 @@ class Trainer:
     def _divergence(self, phase: str, epoch: int, losses: list[str]) -> str:
         cfg, defaults = self.config, TrainingConfig()
         wording = f"the loss {losses[0]} is" if len(losses) == 1 else f"the losses {', '.join(losses)} are"
-        advice = f"lower lr (now {cfg.lr:g}), e.g. fit(lr={min(cfg.lr / 10, defaults.lr):g}) (CLI: --lr)"
+        advice = f"lower lr (now {cfg.lr:g}), e.g. fit(lr={min(cfg.lr / 10, defaults.lr):g})"
         if cfg.discriminator_lr > defaults.discriminator_lr:
-            advice += f", and discriminator_lr (now {cfg.discriminator_lr:g})"
+            advice += f", and discriminator_lr= (now {cfg.discriminator_lr:g})"
         if cfg.precision != "float32":
             advice += f"; or train with precision='float32' (now {cfg.precision!r})"
         return (
