@@ -228,7 +228,11 @@ def test_user_mistakes_give_one_line_errors(files, capsys):
     code = main(["train", "--first", str(files / "atac.h5ad"), "--second", str(files / "rna.h5ad"),
                  "--out", str(files / "m7")])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and "look like chromatin peaks" in err and "in the order of --modalities, e.g. --modalities rna atac" in err
+    assert (
+        code == 2
+        and "look like chromatin peaks" in err
+        and "in the order of --modalities, e.g. --modalities rna atac" in err
+    )
     code = main(["train", "--first", str(files / "rna.h5ad"), "--second", str(files / "atac.h5ad"),
                  "--out", str(files), "--overwrite"])  # fmt: skip
     err = capsys.readouterr().err

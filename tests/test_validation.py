@@ -149,9 +149,7 @@ def test_one_sided_cell_mismatch_reads_well():
 def test_translating_from_the_wrong_source_names_the_flag(multiome):
     rna, atac = multiome
     pre = {"rna": bf.RNAPreprocessor().fit(rna), "atac": bf.ATACPreprocessor().fit(atac)}
-    with pytest.raises(
-        ButterflyInputError, match=r"rna data's feature names look like .*Check that source="
-    ):
+    with pytest.raises(ButterflyInputError, match=r"rna data's feature names look like .*Check that source="):
         pre["rna"].transform(atac)
     with pytest.raises(ButterflyInputError, match=r"do not look like chromatin peaks.*Check that source="):
         pre["atac"].transform(rna)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import anndata as ad
 import numpy as np
@@ -318,19 +318,53 @@ def align_cells(first: ad.AnnData, second: ad.AnnData) -> tuple[ad.AnnData, ad.A
     return first[shared].copy(), second[shared].copy()
 
 
+def modality_mapping(data) -> Mapping[str, ad.AnnData] | None:
+    """The modalities of a MuData (``mdata.mod``) or of a dict of AnnData keyed by modality name; None for
+    anything else."""
+    if isinstance(data, ad.AnnData):
+        return None
+    if hasattr(data, "mod"):  # a MuData
+        return data.mod
+    if isinstance(data, Mapping):
+        wrong = [k for k, v in data.items() if not isinstance(k, str) or not isinstance(v, ad.AnnData)]
+        if wrong:
+            raise ButterflyInputError(
+                f"A dict of modalities maps modality names to AnnData, e.g. {{'rna': rna, 'atac': atac}}; the "
+                f"entry {wrong[0]!r} is not one."
+            )
+        return data
+    return None
+
+
+def default_modalities(first, second, modalities) -> tuple:
+    """``modalities`` as given, or (when None) the keys of a dict of two modalities, or ('rna', 'atac')."""
+    if modalities is not None:
+        return modalities
+    mapping = modality_mapping(first) if second is None else None
+    if mapping is not None and not hasattr(first, "mod"):
+        if len(mapping) != 2:
+            raise ButterflyInputError(
+                f"A dict of modalities holds the model's two, e.g. {{'rna': rna, 'atac': atac}}; this one holds "
+                f"{len(mapping)} ({sorted(mapping)}). Pass modalities=(...) to choose two."
+            )
+        return tuple(mapping)
+    return ("rna", "atac")
+
+
 def split_modalities(first, second, names: tuple[str, str]) -> tuple[ad.AnnData, ad.AnnData]:
     """The two AnnData of a model: ``first`` and ``second`` themselves, or the modalities ``names`` of one
-    MuData given as ``first``."""
-    if second is None and hasattr(first, "mod"):  # MuData, without importing mudata
-        missing = [n for n in names if n not in first.mod]
+    MuData or one dict of AnnData (keyed by modality name) given as ``first``."""
+    modalities = modality_mapping(first) if second is None else None
+    if modalities is not None:
+        missing = [n for n in names if n not in modalities]
         if missing:
-            found = sorted(first.mod)
+            found = sorted(modalities)
             example = ", ".join(f"mdata.mod[{k!r}]" for k in found[:2])
             raise ButterflyInputError(
                 f"The MuData has no modality {missing[0]!r}; it has {found}. Pass its two AnnData with their "
                 f"kinds instead, e.g. Butterfly({example}, modalities={names!r})."
             )
-        return first.mod[names[0]], first.mod[names[1]]
+        return modalities[names[0]], modalities[names[1]]
     for data, name in ((first, names[0]), (second, names[1])):
         if not isinstance(data, ad.AnnData):
             raise ButterflyInputError(

@@ -1,6 +1,6 @@
 """Paired data as it comes from the instrument or a portal, one AnnData per modality: Cell Ranger's
 feature-barcode matrices (``.h5``: ARC for 10x Multiome, ``cellranger multi`` for CITE-seq) and MuData files
-(``.h5mu``, read with anndata alone: mudata need not be installed)."""
+(``.h5mu``, read with mudata)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
-import pandas as pd
 
 from .._validation import ButterflyInputError, _preview
 
@@ -72,7 +71,7 @@ def read_10x_h5(path: str | os.PathLike) -> dict[str, ad.AnnData]:
 
 
 def read_h5mu(path: str | os.PathLike) -> dict[str, ad.AnnData]:
-    """Every modality of a MuData file (``.h5mu``), keyed by its name; mudata need not be installed.
+    """Every modality of a MuData file (``.h5mu``, read with mudata), keyed by its name.
 
     Cell annotations a MuData keeps in its global ``obs`` (cell types, clusters) are added to the ``obs`` of
     each modality that lacks a column of that name; columns named ``<modality>:<column>`` (copies of a
@@ -84,21 +83,18 @@ def read_h5mu(path: str | os.PathLike) -> dict[str, ad.AnnData]:
     >>> data = bf.io.read_h5mu("multiome.h5mu")  # doctest: +SKIP
     >>> model = bf.Butterfly(data["rna"], data["atac"], modalities=("rna", "atac"))  # doctest: +SKIP
     """
-    import h5py
-
-    try:
-        from anndata.io import read_elem
-    except ImportError:  # anndata < 0.11
-        from anndata.experimental import read_elem
+    import mudata
 
     path = Path(path)
     _check_file(path)
     try:
-        with h5py.File(path, "r") as f:
-            if "mod" not in f:
-                raise KeyError("no 'mod' group")
-            parts = {name: read_elem(f["mod"][name]) for name in f["mod"]}
-            shared = read_elem(f["obs"]) if "obs" in f else pd.DataFrame()
+        with (
+            warnings.catch_warnings()
+        ):  # mudata's notes on joining the modalities' obs: not the user's concern
+            warnings.simplefilter("ignore")
+            mdata = mudata.read_h5mu(path)
+        parts = dict(mdata.mod)
+        shared = mdata.obs
     except (OSError, KeyError, ValueError, TypeError, AttributeError) as err:
         raise ButterflyInputError(
             f"{path} could not be read as a MuData .h5mu file ({err}). Write it with mdata.write(path), or "

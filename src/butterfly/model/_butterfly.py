@@ -24,6 +24,7 @@ from .._validation import (
     check_label_key,
     check_model_options,
     check_paired,
+    default_modalities,
     split_modalities,
     use_layers,
 )
@@ -90,10 +91,12 @@ class Butterfly:
     ----------
     first, second
         The two modalities of the same cells in the same order (AnnData with raw counts for RNA, ATAC and
-        ADT), or one MuData as ``first`` with ``second=None``. They are not modified.
+        ADT); or, as ``first`` alone, a dict of the two keyed by modality name (``{"rna": rna, "atac":
+        atac}``) or a MuData. They are not modified.
     modalities
         Names or :class:`~butterfly.pp.ModalitySpec` of the two modalities, in the order of
-        ``first`` and ``second``: ``("rna", "atac")``, ``("rna", "adt")``, ...
+        ``first`` and ``second``: ``("rna", "atac")``, ``("rna", "adt")``, ... By default the keys of a
+        dict given as ``first``, else ``("rna", "atac")`` (also the modalities read from a MuData).
     layer
         Where the counts are: ``None`` (default) reads ``adata.X``; a name reads ``adata.layers[name]`` of
         both datasets (e.g. ``"counts"``, when ``X`` holds normalised values); a dict names a layer per
@@ -132,6 +135,12 @@ class Butterfly:
     >>> rna_pred = model.translate(atac[:10], source="atac", target="rna")
     >>> rna_pred.shape
     (10, 1677)
+
+    The same with the modalities named by a dict (or a MuData), as scverse tools take them:
+
+    >>> model = bf.Butterfly({"rna": rna, "atac": atac}, seed=0)
+    >>> model.names
+    ('rna', 'atac')
     """
 
     def __init__(
@@ -139,7 +148,7 @@ class Butterfly:
         first,
         second=None,
         *,
-        modalities: Sequence[str | ModalitySpec] = ("rna", "atac"),
+        modalities: Sequence[str | ModalitySpec] | None = None,
         layer: str | dict[str, str | None] | None = None,
         pairing: str = "measured",
         label_key: str = "cell_type",
@@ -153,6 +162,7 @@ class Butterfly:
         batch_norm: bool = True,
         discriminator_layers: int = 2,
     ) -> None:
+        modalities = default_modalities(first, second, modalities)
         self._apply_init_params("paired", _constructor_arguments(locals()))
         data = use_layers(split_modalities(first, second, self.names), self.names, layer)
         check_paired(data[0], data[1], self.names)
@@ -168,10 +178,10 @@ class Butterfly:
     @classmethod
     def unpaired(
         cls,
-        first: ad.AnnData,
-        second: ad.AnnData,
+        first,
+        second: ad.AnnData | None = None,
         *,
-        modalities: Sequence[str | ModalitySpec] = ("rna", "atac"),
+        modalities: Sequence[str | ModalitySpec] | None = None,
         label_key: str = "cell_type",
         layer: str | dict[str, str | None] | None = None,
         seed: int = 0,
@@ -208,6 +218,7 @@ class Butterfly:
         >>> model.translate(rna[:5], source="rna", target="atac", progress=False).shape
         (5, 6401)
         """
+        modalities = default_modalities(first, second, modalities)
         params = _constructor_arguments(locals())
         model = cls.__new__(cls)
         model._apply_init_params("unpaired", params)
@@ -796,6 +807,7 @@ class Butterfly:
         n_samples: int = 0,
         batch_size: int = 1024,
         progress: bool = True,
+        key_added: str | None = None,
     ) -> ad.AnnData:
         """Predict the ``target`` modality of cells measured in ``source``; any cells, seen or not.
 
@@ -803,6 +815,8 @@ class Butterfly:
         the target's features (in the training data's order and names), ``obs`` copied from ``adata``, the
         latent mean in ``obsm["X_butterfly"]``, and predicted RNA/ATAC values below 1e-4 set to 0. For more
         cells than fit in memory, :meth:`translate_to_h5ad` writes the same result to a file batch by batch.
+        A MuData in gives a MuData out: a new MuData holding ``adata``'s modalities and the translation as
+        one more, named ``key_added`` (``adata`` itself is not changed).
 
         Parameters
         ----------
@@ -846,6 +860,9 @@ class Butterfly:
             that raised RNA->ATAC AMI for fast-setting models and lowered it for others (docs/guide.md).
         batch_size, progress
             Cells per forward pass, and a progress bar over them when there are several.
+        key_added
+            For a MuData ``adata``: the name of the translation's modality; by default ``target``, or
+            ``f"{target}_translated"`` when ``adata`` measured ``target`` too.
 
         Examples
         --------
@@ -862,15 +879,19 @@ class Butterfly:
         ['chrom', 'start', 'end']
         """
         target_pre = translation.check_translation(self, source, target, atac_output)
+        given = adata
         adata, options = translation.source_cells(self, adata, source, layer, peak_matching, normalized_to)
         output, latent = translation.translate_arrays(
             self, adata, source, target, batch_size, progress, n_samples, options
         )
         calibration = (self.atac_calibration_ or {}).get(target)
         output = translation.atac_form(target_pre, output, atac_output, library_size, calibration)
-        return translation.translation_anndata(
+        translated = translation.translation_anndata(
             self, adata, target_pre, output, latent, source, target, atac_output
         )
+        if given is not adata and hasattr(given, "mod"):  # a MuData in, a MuData out
+            return translation.with_modality(given, translated, key_added or target)
+        return translated
 
     def translate_to_h5ad(
         self,

@@ -183,6 +183,20 @@ def atac_form(
     return output
 
 
+def with_modality(mdata, translated: ad.AnnData, key: str):
+    """A new MuData of ``mdata``'s modalities and ``translated`` as modality ``key`` (renamed
+    ``f"{key}_translated"`` when ``mdata`` has a ``key`` already); ``mdata`` is not changed."""
+    import mudata
+
+    if key in mdata.mod:
+        key = f"{key}_translated"
+    if key in mdata.mod:
+        raise ButterflyInputError(
+            f"The MuData has modalities {sorted(mdata.mod)}; name the translation's with key_added=."
+        )
+    return mudata.MuData({**{name: mod for name, mod in mdata.mod.items()}, key: translated})
+
+
 def translation_anndata(
     model: Butterfly, adata, target_pre, X, latent, source: str, target: str, atac_output: str
 ) -> ad.AnnData:
