@@ -2,9 +2,9 @@
 
     python benchmarks/make_fixtures.py --shared ../shared/data
 
-Writes src/butterfly/data/snare_mcc_2k_{rna,atac}.h5ad (the demo data shipped in the package) and
-tests/data/{multiome,cite}_{...}.h5ad and tests/data/kang_perturb.h5ad (test fixtures); with mudata
-installed (`pip install mudata`), also tests/data/multiome_200.h5mu, a MuData file written by mudata itself.
+Writes the data shipped in the package (bf.datasets), in src/butterfly/datasets/data/:
+snare_mcc_2k_{rna,atac}.h5ad, multiome_bmmc_500_{rna,atac}.h5ad, cite_bmmc_600_{rna,adt}.h5ad and
+kang_pbmc_1k.h5ad; and tests/data/multiome_200.h5mu, a MuData file written by mudata itself.
 """
 
 import argparse
@@ -14,6 +14,7 @@ import anndata as ad
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "src" / "butterfly" / "datasets" / "data"
 
 
 def _write(adata: ad.AnnData, path: Path) -> None:
@@ -62,16 +63,16 @@ def main() -> None:
     for name, data in (("rna", rna), ("atac", atac)):
         sub = data[cells].copy()
         sub.uns["source"] = "SNARE-seq adult mouse cortex (Chen et al. 2019, GSE126074), 2,000 random cells"
-        _write(sub, ROOT / "src" / "butterfly" / "data" / f"snare_mcc_2k_{name}.h5ad")
+        _write(sub, SHIPPED / f"snare_mcc_2k_{name}.h5ad")
 
     for folder, names, prefix in (
-        ("multiome_bmmc_starter", ("rna", "atac"), "multiome"),
-        ("cite_bmmc_neurips_starter", ("rna", "adt"), "cite"),
+        ("multiome_bmmc_starter", ("rna", "atac"), "multiome_bmmc_500"),
+        ("cite_bmmc_neurips_starter", ("rna", "adt"), "cite_bmmc_600"),
     ):
         for name in names:
             data = ad.read_h5ad(args.shared / folder / f"{name}.h5ad")
             data.layers = {}
-            _write(data, ROOT / "tests" / "data" / f"{prefix}_{name}.h5ad")
+            _write(data, SHIPPED / f"{prefix}_{name}.h5ad")
 
     _write_mudata(args.shared / "multiome_bmmc_starter", ROOT / "tests" / "data" / "multiome_200.h5mu")
 
@@ -86,7 +87,7 @@ def main() -> None:
     sub.uns["source"] = (
         "Kang et al. 2018 IFN-beta PBMC (scGen valid split), 1,000 cells x 1,000 most variable genes"
     )
-    _write(sub, ROOT / "tests" / "data" / "kang_perturb.h5ad")
+    _write(sub, SHIPPED / "kang_pbmc_1k.h5ad")
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def hold_out(data: ad.AnnData, cell_type: str, args) -> dict:
                 )
                 figure = args.out / f"{args.name}_{setting}_{cell_type.replace('+', 'plus')}.png"
                 args.out.mkdir(parents=True, exist_ok=True)
-                bf.pl.plot_perturbation(test_control, test_stimulated, predicted, path=figure)
+                bf.pl.plot_perturbation(test_control, test_stimulated, predicted, save=figure)
             print(f"{cell_type}: butterfly {setting} seed {seed}: {scores}", flush=True)
     for seed in args.scgen_seeds:
         model = LatentArithmetic(control, train_stimulated, label_key=args.label_key, seed=seed)

@@ -2,6 +2,7 @@
 # One command for set-up and use on a fresh machine:
 #   bash scripts/run.sh test    install what is needed into .venv, then lint (ruff) and run the test suite
 #   bash scripts/run.sh demo    install, then train and translate on the shipped SNARE-seq cells (report in butterfly_demo/)
+#   bash scripts/run.sh docs    install, then build the documentation site into docs/_build/html (tutorials executed)
 # Extra arguments are passed on (to pytest, or to `butterfly demo`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,5 +29,6 @@ case "$cmd" in
     .venv/bin/ruff format --check src tests benchmarks
     exec "$VENV_PY" -m pytest "$@" ;;
   demo) exec .venv/bin/butterfly demo "$@" ;;
-  *) echo "usage: bash scripts/run.sh test|demo [args...]" >&2; exit 2 ;;
+  docs) exec .venv/bin/sphinx-build -W --keep-going -b html docs docs/_build/html "$@" ;;
+  *) echo "usage: bash scripts/run.sh test|demo|docs [args...]" >&2; exit 2 ;;
 esac

@@ -1,6 +1,5 @@
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pytest
 
@@ -12,13 +11,13 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture(scope="session")
 def multiome():
     """500 paired cells of 10x Multiome human bone marrow (NeurIPS 2021 starter): raw RNA and ATAC counts."""
-    return ad.read_h5ad(DATA / "multiome_rna.h5ad"), ad.read_h5ad(DATA / "multiome_atac.h5ad")
+    return bf.datasets.multiome_bmmc_demo()  # shipped with the package
 
 
 @pytest.fixture(scope="session")
 def cite():
     """600 paired CITE-seq cells of human bone marrow (NeurIPS 2021 starter): raw RNA and ADT counts."""
-    return ad.read_h5ad(DATA / "cite_rna.h5ad"), ad.read_h5ad(DATA / "cite_adt.h5ad")
+    return bf.datasets.cite_bmmc_demo()  # shipped with the package
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +15,8 @@ from butterfly.train._data import PairedRows
 from butterfly.train._trainer import Trainer
 
 DATA = Path(__file__).parent / "data"
+#: the data shipped with the package (bf.datasets), as files for the command line
+SHIPPED = Path(bf.__file__).parent / "datasets" / "data"
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch built without distributed"
 )
@@ -30,7 +31,7 @@ import butterfly as bf
 from butterfly.train import _distributed as distributed
 
 data, out = sys.argv[1], sys.argv[2]
-rna, atac = ad.read_h5ad(f"{data}/multiome_rna.h5ad"), ad.read_h5ad(f"{data}/multiome_atac.h5ad")
+rna, atac = bf.datasets.multiome_bmmc_demo()
 model = bf.Butterfly(rna, atac, seed=0, device="cpu")
 setting = {**bf.FAST_SETTING, "pretrain_epochs": 3, "epochs": 4, "batch_size": 64, "weight_average_halflife": 1}
 model.fit(**setting, progress=False)
@@ -72,8 +73,8 @@ def test_two_processes_train_one_model(tmp_path):
 def test_cli_train_under_torchrun_saves_one_model(tmp_path):
     """``torchrun -m butterfly train``: process 0 prints and saves, the model records its two processes."""
     model = tmp_path / "model"
-    run = _torchrun("-m", "butterfly", "train", "--first", str(DATA / "multiome_rna.h5ad"), "--second",
-                    str(DATA / "multiome_atac.h5ad"), "--pretrain-epochs", "2", "--epochs", "2", "--device", "cpu",
+    run = _torchrun("-m", "butterfly", "train", "--first", str(SHIPPED / "multiome_bmmc_500_rna.h5ad"), "--second",
+                    str(SHIPPED / "multiome_bmmc_500_atac.h5ad"), "--pretrain-epochs", "2", "--epochs", "2", "--device", "cpu",
                     "--out", str(model), cwd=tmp_path)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("saved the trained model") == 1
@@ -83,7 +84,7 @@ def test_cli_train_under_torchrun_saves_one_model(tmp_path):
         "400 training pairs, 100 validation pairs (early stopping); on 2 processes (torchrun)"
         in loaded.summary()
     )
-    atac = ad.read_h5ad(DATA / "multiome_atac.h5ad")
+    atac = bf.datasets.multiome_bmmc_demo()[1]
     translated = loaded.translate(atac, source="atac", target="rna", progress=False)
     assert (
         translated.shape == (500, 600) and np.isfinite(translated.X).all() and translated.X.std(0).max() > 0

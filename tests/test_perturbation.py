@@ -23,7 +23,7 @@ HELD_OUT = "CD14+Mono"
 @pytest.fixture(scope="module")
 def kang():
     """1,000 cells x 1,000 genes of the Kang IFN-beta PBMC data (log-normalised), split by condition."""
-    data = ad.read_h5ad(DATA / "kang_perturb.h5ad")
+    data = bf.datasets.kang_pbmc_demo()
     control = data[(data.obs["condition"] == "control").to_numpy()].copy()
     stimulated = data[(data.obs["condition"] == "stimulated").to_numpy()].copy()
     return control, stimulated
@@ -238,7 +238,7 @@ def test_the_response_figure_shows_predicted_and_unchanged_means_against_measure
     _, _, test_control, test_stimulated = held_out
     model, _ = trained
     predicted = model.translate(test_control, source="control", target="stimulated", progress=False)
-    figure = bf.pl.plot_perturbation(test_control, test_stimulated, predicted, path=tmp_path / "response.png")
+    figure = bf.pl.plot_perturbation(test_control, test_stimulated, predicted, save=tmp_path / "response.png")
     assert (tmp_path / "response.png").stat().st_size > 10_000
     titles = [ax.get_title() for ax in figure.axes]
     r2 = [float(t.rsplit("= ", 1)[1]) for t in titles]

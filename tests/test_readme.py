@@ -9,7 +9,6 @@ import re
 import shlex
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pytest
 import scanpy as sc
@@ -93,7 +92,7 @@ def test_the_other_examples(short_fits, snare):
          "atac_cells": atac[500:1000].copy()},
     )  # fmt: skip
 
-    kang = ad.read_h5ad(DATA / "kang_perturb.h5ad")
+    kang = bf.datasets.kang_pbmc_demo()
     held = kang.obs["cell_type"] == kang.obs["cell_type"].iloc[0]
     names = _run(
         _block("control = "),
@@ -105,10 +104,9 @@ def test_the_other_examples(short_fits, snare):
 
     names = _run(
         _block("first = "),
-        {"multiome_rna": ad.read_h5ad(DATA / "multiome_rna.h5ad"),
-         "multiome_atac": ad.read_h5ad(DATA / "multiome_atac.h5ad"),
-         "cite_rna": ad.read_h5ad(DATA / "cite_rna.h5ad"), "cite_adt": ad.read_h5ad(DATA / "cite_adt.h5ad"),
-         "atac_only_cells": ad.read_h5ad(DATA / "multiome_atac.h5ad")[:50].copy()},
+        {"multiome_rna": bf.datasets.multiome_bmmc_demo()[0], "multiome_atac": bf.datasets.multiome_bmmc_demo()[1],
+         "cite_rna": bf.datasets.cite_bmmc_demo()[0], "cite_adt": bf.datasets.cite_bmmc_demo()[1],
+         "atac_only_cells": bf.datasets.multiome_bmmc_demo()[1][:50].copy()},
     )  # fmt: skip
     assert names["proteins"].shape == (50, names["second"].preprocessors["adt"].n_features)
 

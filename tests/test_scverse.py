@@ -73,3 +73,50 @@ def test_a_mudata_in_gives_a_mudata_out_with_the_translation_added(trained, demo
     assert sorted(both.mod) == ["atac", "atac_translated", "rna"]  # the measured ATAC is kept beside
     named = trained.translate(query, source="rna", target="atac", key_added="predicted", progress=False)
     assert sorted(named.mod) == ["predicted", "rna"]
+
+
+def test_tools_write_into_the_data_under_key_added_or_return_a_copy(trained, demo):
+    rna, atac = demo
+    cells = atac[1500:1700].copy()
+    expected = bf.annotate(
+        trained, cells, "atac", reference=rna[:1500], progress=False
+    )  # the functional form
+    assert bf.tl.annotate(trained, cells, "atac", reference=rna[:1500], progress=False) is None
+    assert list(cells.obs["butterfly_label"]) == list(expected["label"])
+    np.testing.assert_array_equal(cells.obs["butterfly_label_margin"], expected["margin"])
+    fresh = atac[1500:1700].copy()
+    copied = bf.tl.annotate(trained, fresh, "atac", reference=rna[:1500], key_added="type", copy=True,
+                            progress=False)  # fmt: skip
+    assert "type" in copied.obs and "type" not in fresh.obs  # copy=True leaves the data alone
+    query = _mudata(atac=atac[1500:1700])
+    bf.tl.annotate(trained, query, "atac", reference=rna[:1500], progress=False)
+    assert list(query["atac"].obs["butterfly_label"]) == list(expected["label"])
+
+    measured = {"rna": rna[1500:1700].copy()}
+    measured["atac"] = trained.translate(measured["rna"], source="rna", target="atac", progress=False)
+    joint = bf.integrate(trained, measured)
+    assert bf.tl.integrate(trained, measured) is None
+    for adata in measured.values():
+        np.testing.assert_array_equal(adata.obsm["X_butterfly_joint"], joint)
+    mdata = _mudata(rna=rna[1500:1700], atac=atac[1500:1700])
+    copy = bf.tl.integrate(trained, mdata, key_added="joint", copy=True)
+    assert copy.obsm["joint"].shape == (200, joint.shape[1]) and "joint" not in mdata.obsm
+
+
+def test_figures_take_ax_show_and_save(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")  # the test's own backend (the library never chooses one)
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda: shown.append(True))
+    fig, ax = plt.subplots()
+    drawn = bf.pl.plot_annotation(["B", "T", "T"], ["B", "T", "B"], ax=ax, save=tmp_path / "a.png", show=True)
+    assert drawn is fig and ax.get_xlabel() == "predicted" and shown == [True]
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    rng = np.random.default_rng(0)
+    p = rng.random((50, 10))
+    curve = bf.metrics.reliability_curve(p, rng.random((50, 10)) < p)
+    assert bf.pl.plot_reliability(curve, ax=ax).axes[0] is ax
+    plt.close("all")

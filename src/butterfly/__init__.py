@@ -35,11 +35,11 @@ _EXPORTS = {
     "RNAPreprocessor": "pp",
     "TrainingConfig": "train",
     "align_cells": "_validation",
-    "annotate": "tl",
+    "annotate": "tl._annotate",
     "binarize_accessibility": "pp",
     "evaluate_perturbation": "benchmark",
     "evaluate_translation": "benchmark",
-    "integrate": "tl",
+    "integrate": "tl._integrate",
     "parse_peaks": "pp",
 }
 _SUBMODULES = ("benchmark", "cli", "datasets", "io", "metrics", "model", "module", "pl", "pp", "tl", "train")
@@ -107,5 +107,6 @@ if TYPE_CHECKING:  # what editors and type checkers see
         binarize_accessibility,
         parse_peaks,
     )
-    from .tl import annotate, integrate
+    from .tl._annotate import annotate
+    from .tl._integrate import integrate
     from .train import FAST_SETTING, TrainingConfig

@@ -135,7 +135,7 @@ def run_demo(
     report.plot_tsne_panels(joined, {"cell type": labels}, out / "tsne_joint.png")
     report.plot_history(history, out / "loss_curves.png")
     report.plot_annotation(labels, annotated["label"], out / "annotation.png")
-    report.plot_validation_scores(rna_pred, path=out / "validation_scores.png")
+    report.plot_validation_scores(rna_pred, save=out / "validation_scores.png")
     by_label = _joined_scores_by_label(
         model, {"rna->atac": atac_pred, "atac->rna": rna_pred}, measured, labels
     )

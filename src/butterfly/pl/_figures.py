@@ -22,9 +22,18 @@ def _pyplot():
     return plt
 
 
-def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None):
+def _finish(fig, save, show: bool, *, dpi: int):
+    """Save ``fig`` to ``save`` (atomically) when given, show it when asked; returns it."""
+    if save is not None:
+        save_figure_atomic(fig, save, dpi=dpi)
+    if show:
+        _pyplot().show()
+    return fig
+
+
+def plot_history(history: pd.DataFrame, save: str | os.PathLike | None = None, *, show: bool = False):
     """Training and validation loss per epoch for each phase, the kept (best) epoch marked; returns the
-    figure (saved when ``path`` given). ``butterfly info MODEL --plot PNG`` draws it for a saved model.
+    figure (saved to ``save`` when given, shown with ``show=True``). ``butterfly info MODEL --plot PNG`` draws it for a saved model.
 
     Examples
     --------
@@ -61,15 +70,13 @@ def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None):
         ax.set_ylabel("reconstruction + KL")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    if path is not None:
-        save_figure_atomic(fig, path, dpi=120)
-    return fig
+    return _finish(fig, save, show, dpi=120)
 
 
-def plot_annotation(true, predicted, path: str | os.PathLike | None = None):
+def plot_annotation(true, predicted, save: str | os.PathLike | None = None, *, ax=None, show: bool = False):
     """How cells of each true type were labelled (:func:`~butterfly.annotate`'s ``label``): a heatmap whose
     row for a type holds the shares of its cells given each label, rows summing to 1, types ordered by size.
-    Returns the figure (saved when ``path`` given); ``fig.confusion`` holds the table.
+    Returns the figure (saved to ``save`` when given, shown with ``show=True``); ``fig.confusion`` holds the table.
 
     Examples
     --------
@@ -92,7 +99,10 @@ def plot_annotation(true, predicted, path: str | os.PathLike | None = None):
     shares = table.div(table.sum(axis=1), axis=0)
     plt = _pyplot()
     size = 2.5 + 0.32 * len(columns)
-    fig, ax = plt.subplots(figsize=(size + 1.2, 2.2 + 0.3 * len(rows)))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(size + 1.2, 2.2 + 0.3 * len(rows)))
+    else:
+        fig = ax.figure
     image = ax.imshow(shares.to_numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=7)
     ax.set_yticks(range(len(rows)), [f"{t} ({n})" for t, n in table.sum(axis=1).items()], fontsize=7)
@@ -103,15 +113,15 @@ def plot_annotation(true, predicted, path: str | os.PathLike | None = None):
     fig.colorbar(image, ax=ax, label="share of the type's cells")
     fig.tight_layout()
     fig.confusion = shares
-    if path is not None:
-        save_figure_atomic(fig, path, dpi=120)
-    return fig
+    return _finish(fig, save, show, dpi=120)
 
 
-def plot_reliability(curve: pd.DataFrame, path: str | os.PathLike | None = None, *, ax=None):
+def plot_reliability(
+    curve: pd.DataFrame, save: str | os.PathLike | None = None, *, ax=None, show: bool = False
+):
     """The reliability curve of predicted peak probabilities (:func:`~butterfly.metrics.reliability_curve`):
     mean prediction against the fraction measured open in each group, the diagonal dashed. Returns the figure
-    (saved when ``path`` given); draws into ``ax`` when given.
+    (saved to ``save`` when given, shown with ``show=True``); draws into ``ax`` when given.
 
     Examples
     --------
@@ -138,16 +148,14 @@ def plot_reliability(curve: pd.DataFrame, path: str | os.PathLike | None = None,
     ax.set_ylabel("fraction measured open")
     ax.set_title("calibration of translated peaks")
     fig.tight_layout()
-    if path is not None:
-        save_figure_atomic(fig, path, dpi=120)
-    return fig
+    return _finish(fig, save, show, dpi=120)
 
 
-def plot_scores_by_label(table: pd.DataFrame, path: str | os.PathLike | None = None):
+def plot_scores_by_label(table: pd.DataFrame, save: str | os.PathLike | None = None, *, show: bool = False):
     """Which cell types translate well: one panel of horizontal bars per score column of ``table``
     (:func:`~butterfly.benchmark.scores_by_label`, or ``scores_by_label.csv`` of ``butterfly evaluate``,
     which has one column per translation), a bar per label with its number of cells, the cells' overall
-    mean dashed. Returns the figure (saved when ``path`` given).
+    mean dashed. Returns the figure (saved to ``save`` when given, shown with ``show=True``).
 
     Examples
     --------
@@ -179,16 +187,16 @@ def plot_scores_by_label(table: pd.DataFrame, path: str | os.PathLike | None = N
     axes[0][0].set_yticks(list(rows), [f"{label} ({n})" for label, n in table["cells"].items()], fontsize=7)
     fig.suptitle("mean per-cell score of each label's cells (cells); dashed: all cells", fontsize=9)
     fig.tight_layout()
-    if path is not None:
-        save_figure_atomic(fig, path, dpi=120)
-    return fig
+    return _finish(fig, save, show, dpi=120)
 
 
-def plot_validation_scores(translated, *, top: int = 20, path: str | os.PathLike | None = None):
+def plot_validation_scores(
+    translated, *, top: int = 20, save: str | os.PathLike | None = None, show: bool = False
+):
     """Which translated features to trust: the validation r of each gene or protein of a translation
     (``var["validation_pearson"]``, see :meth:`~butterfly.Butterfly.fit`) as a histogram, the model's
     threshold for a feature that translates well marked, and the ``top`` best-scored features. Returns the
-    figure (saved when ``path`` given); ``fig.scores`` holds the scores, best first.
+    figure (saved to ``save`` when given, shown with ``show=True``); ``fig.scores`` holds the scores, best first.
 
     Examples
     --------
@@ -227,19 +235,23 @@ def plot_validation_scores(translated, *, top: int = 20, path: str | os.PathLike
     right.set_title(f"the {len(best)} best translated", fontsize=9)
     fig.tight_layout()
     fig.scores = scores
-    if path is not None:
-        save_figure_atomic(fig, path, dpi=120)
-    return fig
+    return _finish(fig, save, show, dpi=120)
 
 
 def plot_perturbation(
-    control, stimulated, predicted, *, n_degs: int = 100, path: str | os.PathLike | None = None
+    control,
+    stimulated,
+    predicted,
+    *,
+    n_degs: int = 100,
+    save: str | os.PathLike | None = None,
+    show: bool = False,
 ):
     """Mean expression of each gene in predicted against measured stimulated cells, and in the control cells
     against the measured stimulated ones (no response), the top ``n_degs`` measured DEGs (control vs
     stimulated, Wilcoxon) in colour with the R^2 of their means (as :func:`butterfly.evaluate_perturbation`,
     without resampling). Takes three AnnData, aligned by gene name to ``predicted`` (the output of
-    ``translate``); returns the figure (saved when ``path`` given).
+    ``translate``); returns the figure (saved to ``save`` when given, shown with ``show=True``).
 
     Examples
     --------
@@ -248,7 +260,7 @@ def plot_perturbation(
     >>> held_out = control[control.obs["cell_type"] == "CD4T"]  # doctest: +SKIP
     >>> predicted = model.translate(held_out, source="control", target="stimulated")  # doctest: +SKIP
     >>> measured = stimulated[stimulated.obs["cell_type"] == "CD4T"]  # doctest: +SKIP
-    >>> fig = bf.pl.plot_perturbation(held_out, measured, predicted, path="cd4t_response.png")  # doctest: +SKIP
+    >>> fig = bf.pl.plot_perturbation(held_out, measured, predicted, save="cd4t_response.png")  # doctest: +SKIP
     """
     from ..metrics import _scores as metrics
 
@@ -281,9 +293,7 @@ def plot_perturbation(
         ax.set_ylabel(f"{label}, mean expression")
         ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    if path is not None:
-        save_figure_atomic(fig, path, dpi=120)
-    return fig
+    return _finish(fig, save, show, dpi=120)
 
 
 def tsne_embedding(X, *, n_pcs: int = 50, seed: int = 0) -> np.ndarray:
@@ -309,12 +319,17 @@ def tsne_embedding(X, *, n_pcs: int = 50, seed: int = 0) -> np.ndarray:
 
 
 def plot_tsne_panels(
-    profiles: dict[str, object], colourings, path: str | os.PathLike | None = None, *, title: str = ""
+    profiles: dict[str, object],
+    colourings,
+    save: str | os.PathLike | None = None,
+    *,
+    title: str = "",
+    show: bool = False,
 ):
     """One t-SNE column per profile matrix (e.g. measured and translated); one row per colouring.
 
     ``colourings`` is a label array (one row) or ``{name: labels}`` (e.g. cell type and batch). Each
-    embedding is computed once and drawn in every row. Returns the figure (saved when ``path`` given).
+    embedding is computed once and drawn in every row. Returns the figure (saved to ``save`` when given, shown with ``show=True``).
 
     Examples
     --------
@@ -371,6 +386,4 @@ def plot_tsne_panels(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    if path is not None:
-        save_figure_atomic(fig, path, dpi=110)
-    return fig
+    return _finish(fig, save, show, dpi=110)

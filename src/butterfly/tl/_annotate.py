@@ -74,6 +74,10 @@ def annotate(
     owner = model if isinstance(model, Butterfly) else model._model
     target = target or next((name for name in owner.names if name != source), source)
     check_names(owner, source, target)
+    if hasattr(adata, "mod") and not isinstance(adata, ad.AnnData):  # a MuData: its cells measured in source
+        if source not in adata.mod:
+            raise ButterflyInputError(f"The MuData has no modality {source!r} (it has {sorted(adata.mod)}).")
+        adata = adata.mod[source]
     if owner is model:
         check_translation(model, source, target, "probability")  # trained, before the classifier is
     elif layer is not None or peak_matching != "exact":
