@@ -162,6 +162,7 @@ def _non_defaults(constructor) -> dict:
         "layer": None,  # the data's layer: kept as given (None reads X, the only matrix these cells have)
         "pairing": "label",
         "label_key": "cell_type",
+        "batch_key": "batch",
         "cluster_resolution": 1.5,
         "cluster_backend": "scvi",
         "cluster_options": {"n_latent": 5},
@@ -218,6 +219,7 @@ def test_every_constructor_argument_round_trips_through_save_and_load(kind, tmp_
         assert getattr(loaded, attribute) == getattr(model, attribute), attribute
     assert [loaded.specs[n] for n in loaded.names] == [model.specs[n] for n in model.names]
     assert getattr(loaded, "transport_components", None) == getattr(model, "transport_components", None)
+    assert loaded.batch_categories_ == model.batch_categories_
 
 
 def test_library_messages_speak_of_python_arguments():

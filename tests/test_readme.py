@@ -21,7 +21,15 @@ DATA = Path(__file__).parent / "data"
 DOCUMENTS = "\n".join((ROOT / name).read_text() for name in ("README.md", "docs/guide.md"))
 BLOCKS = re.findall(r"```python\n(.*?)```", DOCUMENTS, re.S)
 #: How each example begins (the tests below fill in its placeholders).
-STARTS = ("import butterfly", "import scanpy", "bf.Butterfly(rna, atac, pairing", "control = ", "first = ")
+STARTS = (
+    "import butterfly",
+    "import scanpy",
+    "bf.Butterfly(rna, atac, pairing",
+    "control = ",
+    "first = ",
+    "model = bf.Butterfly(rna, atac, batch_key",
+    "adapted = model.map_query",
+)
 
 
 @pytest.fixture
@@ -135,3 +143,14 @@ def test_documented_command_lines_parse():
             build_parser().parse_args(args)
         except SystemExit:
             pytest.fail(f"the documented command does not parse: {command}")
+
+
+def test_the_new_lab_example(short_fits, snare):
+    rna, atac = snare
+    known = rna.obs["batch"].isin(["09A", "09B", "09C", "09D", "09E", "09F"]).to_numpy()
+    names = _run(
+        _block("model = bf.Butterfly(rna, atac, batch_key"), {"rna": rna[known], "atac": atac[known]}
+    )
+    new_atac = atac[~known][:300].copy()
+    names = _run(_block("adapted = model.map_query"), {"model": names["model"], "new_atac": new_atac})
+    assert names["rna_of_new_cells"].n_obs == 300 and names["adapted"].query_["modality"] == "atac"

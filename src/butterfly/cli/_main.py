@@ -198,7 +198,8 @@ def _train(args: argparse.Namespace) -> None:
     else:
         pairing = {"B": "measured", "T": "label", "C": "cluster"}[args.variant]
         model = Butterfly(
-            first, second, pairing=pairing, label_key=args.label_key, cluster_backend=args.cluster_backend,
+            first, second, pairing=pairing, label_key=args.label_key, batch_key=args.batch_key,
+            cluster_backend=args.cluster_backend,
             cluster_options=_scvi_options(args) if args.cluster_backend == "scvi" else None,
             **common,
         )  # fmt: skip
@@ -220,6 +221,7 @@ def _translate(args: argparse.Namespace) -> None:
     options = dict(
         source=args.source, target=args.target, peak_matching=args.peak_matching,
         normalized_to=args.normalized_to, n_samples=args.samples, batch_size=args.batch_size,
+        reference_batch=args.reference_batch,
     )  # fmt: skip
     if args.joint:
         from ..io._atomic import write_h5ad_atomic
@@ -243,6 +245,21 @@ def _translate(args: argparse.Namespace) -> None:
     n_features = model.preprocessors[args.target].n_features
     joint = " and their joint embedding in obsm['X_butterfly_joint']" if args.joint else ""
     print(f"wrote {cells.n_obs} cells x {n_features} {args.target} features{joint} to {args.out}")
+
+
+def _map_query(args: argparse.Namespace) -> None:
+    from ..model._persistence import check_save_target
+
+    check_save_target(args.out, overwrite=args.overwrite)
+    model = _load_model(args)
+    cells = _read(args.input, args.source, model.specs[args.source].preprocessing, args.layer)
+    adapted = model.map_query(
+        cells, args.source, batch_key=args.batch_key, epochs=args.epochs, seed=args.seed
+    )
+    adapted.save(args.out, overwrite=args.overwrite)
+    query = adapted.query_
+    print(f"adapted the model to {query['cells']} {args.source} cells of {len(query['new_batches'])} new "
+          f"batches ({', '.join(query['new_batches'][:5])}); saved it to {args.out}")  # fmt: skip
 
 
 def _annotate(args: argparse.Namespace) -> None:
@@ -424,6 +441,7 @@ def _demo(args: argparse.Namespace) -> None:
 COMMANDS = {
     "train": _train,
     "translate": _translate,
+    "map-query": _map_query,
     "annotate": _annotate,
     "evaluate": _evaluate,
     "benchmark": _benchmark,

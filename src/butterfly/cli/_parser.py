@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="cell_type",
         help="obs column of cell types for T, --unpaired and --perturbation",
     )
+    train.add_argument("--batch-key", default=None, metavar="COLUMN",
+                       help="obs column of the cells' batches (samples, donors, libraries): the encoders and decoders "
+                       "are conditioned on it (batch covariates); paired cells only")  # fmt: skip
     train.add_argument("--out", required=True, type=Path, help="folder to save the trained model in")
     train.add_argument("--fast", action="store_true",
                        help="the recommended fast setting instead of the paper's defaults: batch 256, learning "
@@ -157,11 +160,35 @@ def build_parser() -> argparse.ArgumentParser:
         "and its translation, to cluster or plot as paired cells (bf.integrate); the output is then held in "
         "memory, not written batch by batch",
     )  # fmt: skip
+    translate.add_argument("--reference-batch", default=None, metavar="BATCH",
+                           help="a model with batch covariates: translate every cell as of this training batch "
+                           "(default: each cell's own batch where the model knows it, else the training batches' "
+                           "mean)")  # fmt: skip
     _add_device_options(translate)
     translate.add_argument(
         "--batch-size", type=int, default=1024, help="cells per forward pass (default 1024)"
     )
     translate.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    query = commands.add_parser(
+        "map-query",
+        help="adapt a model with batch covariates to new batches measured in one modality",
+        description="Fine-tune a model trained with --batch-key on cells of new batches measured in SOURCE only "
+        "(their encoder, decoder and new batch covariates; the translator and the other modality stay frozen) and "
+        "save the adapted model; then 'butterfly translate --model OUT' translates them.",
+    )  # fmt: skip
+    query.add_argument("--model", required=True, type=Path, help="folder of a model trained with --batch-key")
+    query.add_argument("--input", required=True, type=Path,
+                       help="h5ad of the query cells, measured in --source (or an .h5mu or Cell Ranger .h5)")  # fmt: skip
+    query.add_argument("--source", required=True, help="the modality the query was measured in")
+    query.add_argument("--batch-key", default=None, metavar="COLUMN",
+                       help="the query's obs column of batches (default: the model's batch key)")  # fmt: skip
+    query.add_argument("--layer", default=None, metavar="NAME", help="read --input from its layer NAME")
+    query.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs (default 20)")
+    query.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    query.add_argument("--out", required=True, type=Path, help="folder to save the adapted model in")
+    _add_device_options(query)
+    query.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     annotate = commands.add_parser(
         "annotate",

@@ -152,6 +152,7 @@ class Butterfly:
         layer: str | dict[str, str | None] | None = None,
         pairing: str = "measured",
         label_key: str = "cell_type",
+        batch_key: str | None = None,
         cluster_resolution: float = 3.0,
         cluster_backend: str = "builtin",
         cluster_options: dict | None = None,
@@ -173,7 +174,33 @@ class Butterfly:
             self._raw = data  # the scvi-tools models take raw counts; kept by reference, not copied
         if self.pairing == "label":
             self._labels = check_label_key(data[0], label_key, what=f"The {self.names[0]} data").to_numpy()
+        self._read_batches(data)
         self._fit_preprocessing(data)
+
+    def _read_batches(self, data, categories: list[str] | None = None) -> None:
+        """Each cell's batch (``obs[batch_key]`` of the first modality, and of the second where it has the
+        column too), as codes into the sorted batch names, or into ``categories`` when given (a loaded
+        model's)."""
+        key = self.init_params_.get("batch_key")
+        if key is None:
+            return
+        values = check_label_key(data[0], key, what=f"The {self.names[0]} data", option="batch_key=")
+        values = values.astype(str).to_numpy()
+        if key in data[1].obs.columns and not np.array_equal(data[1].obs[key].astype(str).to_numpy(), values):
+            raise ButterflyInputError(
+                f"obs[{key!r}] differs between the {self.names[0]} and {self.names[1]} data of the same cells; "
+                "paired cells come from one batch. Give the batches in one of them, or make them agree."
+            )
+        known = categories if categories is not None else sorted(set(values))
+        codes = pd.Categorical(values, categories=known).codes.astype(np.int64)
+        if (codes < 0).any():
+            new = sorted(set(values[codes < 0]))
+            raise ButterflyInputError(
+                f"{int((codes < 0).sum())} cells are of batches the model was not trained on ({new[:5]}). "
+                "Continue training on cells of known batches, or adapt the model to new batches of one "
+                "modality with model.map_query(...)."
+            )
+        self.batch_categories_, self._batch_codes = list(known), codes
 
     @classmethod
     def unpaired(
@@ -350,6 +377,14 @@ class Butterfly:
         if constructor == "perturbation":
             self.transport_components = p["transport_components"]
         self._raw, self._labels = None, None
+        batch_key = p.get("batch_key")
+        if batch_key is not None and (not isinstance(batch_key, str) or not batch_key):
+            raise ButterflyInputError(
+                f"batch_key must name an obs column (a string) or be None, got {batch_key!r}."
+            )
+        #: the names of the training batches (batch covariates, with batch_key=), else None
+        self.batch_categories_: list[str] | None = None
+        self._batch_codes: np.ndarray | None = None
         #: the constructor ("paired", "unpaired" or "perturbation") and the arguments it was called with,
         #: but the data: what :meth:`save` records and :meth:`load` rebuilds the model from
         self.init_params_: dict[str, Any] = {"constructor": constructor, **p}
@@ -418,6 +453,9 @@ class Butterfly:
         self.translation_check_: dict[str, dict] | None = None
         #: per ATAC target, the calibration of translate's probabilities on the validation cells (see fit)
         self.atac_calibration_: dict[str, dict] | None = None
+        #: what map_query adapted the model to (modality, batch_key, new batches, cells, epochs), else None
+        self.query_: dict[str, Any] | None = None
+        self.query_history_: pd.DataFrame | None = None
         #: the Python and package versions a loaded model was saved with (None for a model built here)
         self.saved_with_: dict[str, str] | None = None
 
@@ -448,7 +486,11 @@ class Butterfly:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             network = TranslatorNetwork(
-                list(self.specs.values()), n_features, self._chromosome_codes(), **self.network_options
+                list(self.specs.values()),
+                n_features,
+                self._chromosome_codes(),
+                **self.network_options,
+                n_batches=len(self.batch_categories_ or []),
             )
         self.network = network.to(self.device)
 
@@ -634,8 +676,9 @@ class Butterfly:
             rows = pairs.rows[source]
             truth = self._matrices[target][pairs.rows[target]]
             pred = np.zeros(truth.shape, np.float32)
+            codes = None if self._batch_codes is None else self._batch_codes[rows]
             for batch, out, _ in translation.decoded_batches(
-                self, self._matrices[source][rows], source, target, 1024, False
+                self, self._matrices[source][rows], source, target, 1024, False, codes=codes
             ):
                 pred[batch] = out
             truth = truth.toarray() if sp.issparse(truth) else np.asarray(truth)
@@ -756,6 +799,7 @@ class Butterfly:
         return Trainer(
             self.network, self._matrices, train, validation, self.training_config,
             device=self.device, seed=self.seed, progress=progress,
+            batch_codes=None if self._batch_codes is None else dict.fromkeys(self.names, self._batch_codes),
         )  # fmt: skip
 
     def recalibrate_batch_norm(self) -> dict[str, float | bool] | None:
@@ -808,6 +852,7 @@ class Butterfly:
         batch_size: int = 1024,
         progress: bool = True,
         key_added: str | None = None,
+        reference_batch: str | None = None,
     ) -> ad.AnnData:
         """Predict the ``target`` modality of cells measured in ``source``; any cells, seen or not.
 
@@ -863,6 +908,11 @@ class Butterfly:
         key_added
             For a MuData ``adata``: the name of the translation's modality; by default ``target``, or
             ``f"{target}_translated"`` when ``adata`` measured ``target`` too.
+        reference_batch
+            For a model with batch covariates (``batch_key=``): translate every cell as if of this training
+            batch. By default each cell uses its own ``obs[batch_key]`` where the model knows that batch, and
+            the mean of the training batches' covariates where it does not (with a warning; or adapt the model
+            to new batches with :meth:`map_query`).
 
         Examples
         --------
@@ -881,8 +931,9 @@ class Butterfly:
         target_pre = translation.check_translation(self, source, target, atac_output)
         given = adata
         adata, options = translation.source_cells(self, adata, source, layer, peak_matching, normalized_to)
+        codes = translation.cell_batches(self, adata, reference_batch)
         output, latent = translation.translate_arrays(
-            self, adata, source, target, batch_size, progress, n_samples, options
+            self, adata, source, target, batch_size, progress, n_samples, options, codes
         )
         calibration = (self.atac_calibration_ or {}).get(target)
         output = translation.atac_form(target_pre, output, atac_output, library_size, calibration)
@@ -908,6 +959,7 @@ class Butterfly:
         n_samples: int = 0,
         batch_size: int = 1024,
         progress: bool = True,
+        reference_batch: str | None = None,
     ) -> None:
         """:meth:`translate` into an ``.h5ad`` file, ``batch_size`` cells at a time: the output (dense, cells x
         target features x 4 bytes) never sits in memory, only one batch of it; what memory grows with is the
@@ -943,6 +995,7 @@ class Butterfly:
         translation.write_translation(
             self, adata, path, source, target, options, atac_output=atac_output, library_size=library_size,
             n_samples=n_samples, batch_size=batch_size, progress=progress,
+            codes=translation.cell_batches(self, adata, reference_batch),
         )  # fmt: skip
 
     def latent(
@@ -972,9 +1025,61 @@ class Butterfly:
         if not self.is_trained_:  # an untrained encoder's embedding is random, not the shared latent space
             raise NotTrainedError("The model is not trained yet; call fit() first, then latent().")
         adata, options = translation.source_cells(self, adata, source, layer, peak_matching, normalized_to)
-        return translation.translate_arrays(self, adata, source, None, batch_size, progress, options=options)[
-            1
-        ]
+        codes = translation.cell_batches(self, adata)
+        return translation.translate_arrays(
+            self, adata, source, None, batch_size, progress, options=options, codes=codes
+        )[1]
+
+    def map_query(
+        self, query, modality: str, *, batch_key: str | None = None, epochs: int = 20, seed: int = 0,
+        layer: str | None = None, batch_size: int = 128, lr: float = 1e-3, progress: bool = True,
+    ) -> Butterfly:  # fmt: skip
+        """A new model adapted to cells of new batches measured in ONE modality (this model is not changed).
+
+        For a model trained with batch covariates (``batch_key=``). The query's new batches get covariate
+        vectors of their own, starting at the mean of the training batches'; ``modality``'s encoder and
+        decoder and those new vectors are fine-tuned on the query cells' own reconstruction (its masked-VAE
+        loss, as in pretraining), while the shared translator, the other modality's networks and the training
+        batches' vectors stay frozen: the latent space, and so the translations into the other modality, stay
+        this model's (scArches' architecture surgery). Then ``adapted.translate(query, source=modality,
+        target=...)`` translates the query with its own batches.
+
+        Parameters
+        ----------
+        query
+            The cells, measured in ``modality`` (raw counts, as the model was trained on; an AnnData, or a
+            MuData holding ``modality``), with their batches in ``obs[batch_key]``.
+        modality
+            The modality the query was measured in.
+        batch_key
+            The query's batch column; by default the model's ``batch_key``. It must hold at least one batch
+            the model does not know.
+        epochs, batch_size, lr, seed
+            The fine-tuning: epochs over the query cells, cells per minibatch, Adam's learning rate, and the
+            seed of its masks and latent draws.
+        layer
+            Read the query's counts from ``layers[layer]`` instead of ``X``.
+        progress
+            A progress bar over the epochs.
+
+        Examples
+        --------
+        >>> import butterfly as bf
+        >>> rna, atac = bf.datasets.snare_mcc_demo()
+        >>> reference = rna.obs["batch"].isin(["09A", "09B", "09C", "09D"]).to_numpy()
+        >>> model = bf.Butterfly(rna[reference], atac[reference], batch_key="batch", seed=0)
+        >>> history = model.fit(pretrain_epochs=1, epochs=1, progress=False)
+        >>> query = atac[~reference]  # ATAC of eight libraries the model never saw
+        >>> adapted = model.map_query(query, "atac", epochs=2, progress=False)
+        >>> adapted.query_["new_batches"][:3], len(adapted.batch_categories_)
+        (['09E', '09F', '09G'], 12)
+        >>> adapted.translate(query, source="atac", target="rna", progress=False).shape
+        (1337, 1677)
+        """
+        from ._query import map_query
+
+        return map_query(self, query, modality, batch_key=batch_key, epochs=epochs, seed=seed, layer=layer,
+                         batch_size=batch_size, lr=lr, progress=progress)  # fmt: skip
 
     # -- persistence (butterfly.model._persistence) ------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
@@ -1048,6 +1153,7 @@ class Butterfly:
             self._labels = check_label_key(
                 data[0], self.label_key, what=f"The {self.names[0]} data"
             ).to_numpy()
+        self._read_batches(data, self.batch_categories_)
         self._matrices = {
             name: self.preprocessors[name].transform(adata).X
             for name, adata in zip(self.names, data, strict=True)

@@ -6,6 +6,7 @@ baseline read their cells with :func:`source_cells` too."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,23 +108,66 @@ def source_cells(
     return use_layer(adata, layer, what=f"The {source} data"), options
 
 
+def cell_batches(
+    model: Butterfly, adata: ad.AnnData, reference_batch: str | None = None
+) -> np.ndarray | None:
+    """For a model with batch covariates, each cell's batch code: its ``obs[model.batch_key]`` where the model
+    knows that batch; the batch ``reference_batch`` for every cell when given; else the mean of the known
+    batches (code ``len(categories)``), with a warning naming the unknown batches. None without covariates."""
+    categories = model.batch_categories_
+    if not categories:
+        if reference_batch is not None:
+            raise ButterflyInputError(
+                "reference_batch= needs a model trained with batch_key=; this one has none."
+            )
+        return None
+    known = {c: i for i, c in enumerate(categories)}
+    if reference_batch is not None:
+        if str(reference_batch) not in known:
+            raise ButterflyInputError(
+                f"reference_batch={reference_batch!r} is not a batch the model knows; it knows {categories[:10]}."
+            )
+        return np.full(adata.n_obs, known[str(reference_batch)], dtype=np.int64)
+    key = model.init_params_["batch_key"]
+    if key not in adata.obs.columns:
+        warnings.warn(
+            f"The cells have no obs[{key!r}] (the model's batch_key): they are translated with the mean of the "
+            f"{len(categories)} training batches' covariates. Name one with reference_batch=, or add the column.",
+            UserWarning, stacklevel=4,
+        )  # fmt: skip
+        return np.full(adata.n_obs, len(categories), dtype=np.int64)
+    values = adata.obs[key].astype(str).to_numpy()
+    codes = np.array([known.get(v, len(categories)) for v in values], dtype=np.int64)
+    unknown = sorted(set(values[codes == len(categories)]))
+    if unknown:
+        warnings.warn(
+            f"{int((codes == len(categories)).sum())} cells are of batches the model was not trained on "
+            f"({', '.join(map(repr, unknown[:5]))}): they are translated with the mean of the training batches' "
+            "covariates. Name a training batch with reference_batch=, or adapt the model to them with "
+            "model.map_query(...).",
+            UserWarning, stacklevel=4,
+        )  # fmt: skip
+    return codes
+
+
 def translated_batches(
     model: Butterfly, adata: ad.AnnData, source: str, target: str | None, batch_size: int, progress: bool,
-    n_samples: int = 0, options: Mapping[str, Any] | None = None,
+    n_samples: int = 0, options: Mapping[str, Any] | None = None, codes: np.ndarray | None = None,
 ) -> Iterator[tuple[slice, np.ndarray | None, np.ndarray]]:  # fmt: skip
     """``(rows, translation, latent mean)`` for ``batch_size`` cells at a time; the translation is ``None``
     without a target, and its RNA/ATAC values below 1e-4 are set to 0. ``options``: keywords of the
     source preprocessor's ``transform`` (from :func:`source_cells`)."""
     check_whole_numbers(batch_size=(batch_size, 1), n_samples=(n_samples, 0))
     X = model.preprocessors[source].transform(adata, **(options or {})).X
-    yield from decoded_batches(model, X, source, target, batch_size, progress, n_samples)
+    yield from decoded_batches(model, X, source, target, batch_size, progress, n_samples, codes)
 
 
 def decoded_batches(
     model: Butterfly, X: sp.csr_matrix, source: str, target: str | None, batch_size: int, progress: bool,
-    n_samples: int = 0,
+    n_samples: int = 0, codes: np.ndarray | None = None,
 ) -> Iterator[tuple[slice, np.ndarray | None, np.ndarray]]:  # fmt: skip
-    """:func:`translated_batches` of cells already preprocessed (``X``, in the source's fitted features)."""
+    """:func:`translated_batches` of cells already preprocessed (``X``, in the source's fitted features);
+    ``codes``: each cell's batch, for a model with batch covariates (:func:`cell_batches`)."""
     network = model.network
     network.eval()
     layout = source in network.feature_major
@@ -134,14 +178,21 @@ def decoded_batches(
     for start in bar:
         rows = slice(start, min(start + batch_size, X.shape[0]))
         x = dense_rows(X, np.arange(rows.start, rows.stop), model.device, layout)
+        batch = None
+        if codes is not None and network.covariates is not None:  # the cells' batches, both ends
+            code = torch.as_tensor(codes[rows], device=model.device)
+            batch = {source: code, **({target: code} if target is not None else {})}
         if target is None:
-            yield rows, None, network.latent_mean(x, source).cpu().numpy()
+            with network.batches(batch):
+                mean = network.latent_mean(x, source)
+            yield rows, None, mean.cpu().numpy()
             continue
         noise = None
         if n_samples:  # seeded by the model's seed and the rows: the same for any batch size
             latent = network.translator.latent
             noise = latent_noise(model.seed, rows.start, rows.stop, n_samples, latent, model.device, blocks)
-        out, mean = network.translate(x, source, target, noise)
+        with network.batches(batch):
+            out, mean = network.translate(x, source, target, noise)
         if model.specs[target].preprocessing in ("rna", "atac", "expression"):
             out[out < ZERO_THRESHOLD] = 0
         yield rows, out.cpu().numpy(), mean.cpu().numpy()
@@ -150,6 +201,7 @@ def decoded_batches(
 def translate_arrays(
     model: Butterfly, adata: ad.AnnData, source: str, target: str | None, batch_size: int,
     progress: bool = False, n_samples: int = 0, options: Mapping[str, Any] | None = None,
+    codes: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray]:  # fmt: skip
     """Translations (``None`` without a target) and latent means of ``adata``, written batch by batch into
     arrays allocated once: no list of chunks to concatenate, no whole-matrix temporaries."""
@@ -157,7 +209,9 @@ def translate_arrays(
     output = None
     if target is not None:
         output = np.zeros((adata.n_obs, model.preprocessors[target].n_features), np.float32)
-    batches = translated_batches(model, adata, source, target, batch_size, progress, n_samples, options)
+    batches = translated_batches(
+        model, adata, source, target, batch_size, progress, n_samples, options, codes
+    )
     for rows, out, mean in batches:
         latent[rows] = mean
         if output is not None:
@@ -218,7 +272,7 @@ def translation_anndata(
 def write_translation(
     model: Butterfly, adata: ad.AnnData, path: str | os.PathLike, source: str, target: str,
     options: Mapping[str, Any], *, atac_output: str, library_size, n_samples: int, batch_size: int,
-    progress: bool,
+    progress: bool, codes: np.ndarray | None = None,
 ) -> None:  # fmt: skip
     """The body of :meth:`Butterfly.translate_to_h5ad <butterfly.model.Butterfly.translate_to_h5ad>`, for
     cells read by :func:`source_cells`: the AnnData's skeleton is written first, then ``X`` and the latent
@@ -243,7 +297,7 @@ def write_translation(
             latent = f["obsm"][LATENT_KEY]
             col_sum = np.zeros(n_features)
             batches = translated_batches(
-                model, adata, source, target, batch_size, progress, n_samples, options
+                model, adata, source, target, batch_size, progress, n_samples, options, codes
             )
             for rows, out, mean in batches:
                 if library is not None:

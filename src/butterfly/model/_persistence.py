@@ -55,6 +55,8 @@ def save_model(model: Butterfly, path: str | os.PathLike, *, overwrite: bool = F
             "version": MODEL_FORMAT_VERSION,
             "butterfly_version": _package_version(),
             "init_params": model.init_params_,
+            "batch_categories": model.batch_categories_,
+            "query": model.query_,
             "training": model.training_config.to_dict() if model.training_config else None,
             "is_trained": model.is_trained_,
             "batch_norm_recalibration": model.batch_norm_recalibration_,
@@ -115,6 +117,8 @@ def load_model(cls: type[Butterfly], path: str | os.PathLike, *, device: str = "
     model.saved_with_ = config.get("saved_with")
     model.translation_check_ = config.get("translation_check")  # None in files saved before butterfly checked
     model.atac_calibration_ = config.get("atac_calibration")  # likewise: probabilities then uncalibrated
+    model.batch_categories_ = config.get("batch_categories")
+    model.query_ = config.get("query")
     try:
         model._build_network()
     except (TypeError, ValueError, KeyError) as err:
@@ -257,6 +261,8 @@ _CONFIG_REQUIRED_FORMAT_3 = {
 }
 _CONFIG_OPTIONAL = {
     "training": dict,
+    "batch_categories": list,
+    "query": dict,
     "batch_norm_recalibration": dict,
     "pairing": str,
     "label_key": str,
@@ -343,6 +349,7 @@ def init_params(config: dict) -> dict:
         "cluster_resolution": config.get("cluster_resolution") or 3.0,
         "cluster_backend": config.get("cluster_backend") or "builtin",
         "cluster_options": config.get("cluster_options") or {},
+        "batch_key": None,  # batch covariates came with format 4
         **params,
     }
 

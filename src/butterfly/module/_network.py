@@ -208,6 +208,69 @@ def reconstruction_loss(spec: ModalitySpec, raw: torch.Tensor, target: torch.Ten
     return F.mse_loss(activate(spec, raw), target)
 
 
+class BatchCovariates(nn.Module):
+    """Batch covariates of both modalities' encoders and decoders, as scVI and totalVI condition theirs.
+
+    For each modality, a learnt 128-d vector per batch is added to the encoder's output (the input of the
+    translator's mean and log-variance blocks) and to the decoder's input: the same as concatenating the
+    batch's one-hot to those layers' inputs (a one-hot times a weight matrix is one of its columns). The
+    vectors start at zero, so an untrained model is the model without covariates. ``codes`` holds, per
+    modality, the batch of each row of the current minibatch (set by the training loop and by inference);
+    a code equal to the number of batches stands for a batch the model does not know, and takes the mean
+    of the known batches' vectors. With ``codes`` None the covariates are not applied.
+    """
+
+    def __init__(self, names: Sequence[str], n_batches: int, width: int = 128) -> None:
+        super().__init__()
+        self.n_batches = int(n_batches)
+        self.encoder_shift = nn.ModuleDict({n: nn.Embedding(n_batches, width) for n in names})
+        self.decoder_shift = nn.ModuleDict({n: nn.Embedding(n_batches, width) for n in names})
+        for table in (*self.encoder_shift.values(), *self.decoder_shift.values()):
+            nn.init.zeros_(table.weight)
+        self.codes: dict[str, torch.Tensor] | None = None
+
+    def shift(self, table: nn.Embedding, name: str, rows: int) -> torch.Tensor | None:
+        if self.codes is None or name not in self.codes:
+            return None
+        codes = self.codes[name]
+        if codes.shape[0] != rows:
+            raise ValueError(f"{rows} rows but batch codes for {codes.shape[0]}")
+        weight = torch.cat([table.weight, table.weight.mean(dim=0, keepdim=True)])
+        return weight[codes]
+
+    def grow(self, n_batches: int) -> None:
+        """Room for ``n_batches`` batches: the known batches' vectors kept, new ones at the known mean."""
+        for tables in (self.encoder_shift, self.decoder_shift):
+            for name, table in list(tables.items()):
+                old = table.weight.data
+                new = nn.Embedding(n_batches, old.shape[1]).to(old.device)
+                new.weight.data[: old.shape[0]] = old
+                new.weight.data[old.shape[0] :] = old.mean(dim=0, keepdim=True)
+                tables[name] = new
+        self.n_batches = int(n_batches)
+
+
+class _ShiftOutput:
+    """Forward hook of an encoder: its output plus the rows' batch vectors. An object, not a closure, so that
+    a deep copy of the network (``map_query``) gets hooks that read the copy's covariates."""
+
+    def __init__(self, covariates: BatchCovariates, name: str) -> None:
+        self.covariates, self.name = covariates, name
+
+    def __call__(self, module, inputs, output):
+        shift = self.covariates.shift(self.covariates.encoder_shift[self.name], self.name, output.shape[0])
+        return output if shift is None else output + shift.to(output.dtype)
+
+
+class _ShiftInput(_ShiftOutput):
+    """Forward pre-hook of a decoder: its input plus the rows' batch vectors."""
+
+    def __call__(self, module, inputs):
+        z = inputs[0]
+        shift = self.covariates.shift(self.covariates.decoder_shift[self.name], self.name, z.shape[0])
+        return None if shift is None else (z + shift.to(z.dtype), *inputs[1:])
+
+
 class TranslatorNetwork(nn.Module):
     """Encoders, decoders, the shared translator and the discriminators for two modalities."""
 
@@ -220,6 +283,7 @@ class TranslatorNetwork(nn.Module):
         dropout: float = 0.1,
         batch_norm: bool = False,
         discriminator_layers: int = 2,
+        n_batches: int = 0,
     ) -> None:
         super().__init__()
         self.specs = {s.name: s for s in specs}
@@ -243,6 +307,26 @@ class TranslatorNetwork(nn.Module):
         )
         # chromosome-blocked modalities read and write feature-major tensors fastest
         self.feature_major = frozenset(n for n, c in chromosome_codes.items() if c is not None)
+        #: batch covariates (BatchCovariates), or None for the paper's model; built last, so that the
+        #: other weights draw the same random numbers with or without them
+        self.covariates = BatchCovariates(self.names, n_batches) if n_batches else None
+        if self.covariates is not None:
+            for name in self.names:
+                self.encoders[name].register_forward_hook(_ShiftOutput(self.covariates, name))
+                self.decoders[name].register_forward_pre_hook(_ShiftInput(self.covariates, name))
+
+    @contextlib.contextmanager
+    def batches(self, codes: dict[str, torch.Tensor] | None) -> Iterator[None]:
+        """Within: the batch covariates read ``codes`` (per modality, each row's batch); a no-op for a
+        network without covariates."""
+        if self.covariates is None:
+            yield
+            return
+        before, self.covariates.codes = self.covariates.codes, codes
+        try:
+            yield
+        finally:
+            self.covariates.codes = before
 
     def chromosome_orders(self) -> dict[str, np.ndarray]:
         """Column order that groups each chromosome-blocked modality's features by chromosome (the layers'
@@ -268,11 +352,15 @@ class TranslatorNetwork(nn.Module):
                 layer.chromosome_io = False
 
     def generator_parameters(self) -> list[nn.Parameter]:
-        return [*self.encoders.parameters(), *self.decoders.parameters(), *self.translator.parameters()]
+        covariates = [] if self.covariates is None else list(self.covariates.parameters())
+        return [*self.encoders.parameters(), *self.decoders.parameters(), *self.translator.parameters(),
+                *covariates]  # fmt: skip
 
     def modality_parameters(self, name: str) -> list[nn.Parameter]:
         t = self.translator
-        parts = (self.encoders[name], self.decoders[name], t.mean[name], t.logvar[name], t.heads[name])
+        parts = [self.encoders[name], self.decoders[name], t.mean[name], t.logvar[name], t.heads[name]]
+        if self.covariates is not None:
+            parts += [self.covariates.encoder_shift[name], self.covariates.decoder_shift[name]]
         return [p for part in parts for p in part.parameters()]
 
     def activate(self, name: str, raw: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ only those rows.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,6 +93,7 @@ def minibatches(
     mask_scaling: bool = False,
     feature_major: Collection[str] = (),
     sparse_inputs: Collection[str] = (),
+    on_rows: Callable[[dict[str, np.ndarray]], None] | None = None,
 ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | SparseRows]]]:
     """Yield ``(clean, masked)`` dicts of ``{modality: dense batch}``; shuffled when ``rng`` is given.
 
@@ -100,7 +101,8 @@ def minibatches(
     modality's input mask applied (the same tensors as ``clean`` where the rate is 0). A last batch of one
     pair is dropped when shuffling (a single cell gives no batch statistics and a noisy step). Modalities
     named in ``feature_major`` are laid out column by column (see :func:`_to_tensor`); those named in
-    ``sparse_inputs`` get their ``masked`` batch as :class:`~butterfly.module.SparseRows`.
+    ``sparse_inputs`` get their ``masked`` batch as :class:`~butterfly.module.SparseRows`. ``on_rows``, when
+    given, is called with each minibatch's rows (per modality) just before it is yielded.
     """
     n = len(pairs)
     order = rng.permutation(n) if rng is not None else np.arange(n)
@@ -124,4 +126,6 @@ def minibatches(
                 masked[name] = _to_tensor(block, device, layout)
             else:
                 masked[name] = clean[name]
+        if on_rows is not None:
+            on_rows({name: rows[chosen] for name, rows in pairs.rows.items()})
         yield clean, masked

@@ -126,8 +126,11 @@ class Trainer:
         device: torch.device,
         seed: int,
         progress: bool = True,
+        batch_codes: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.network, self.train, self.validation = network, train, validation
+        #: per modality, the batch of each row of its matrix (a network with batch covariates), else None
+        self.batch_codes = batch_codes if network.covariates is not None else None
         # every phase's epoch records so far, and where training is: what an interrupted fit reports
         self.history: list[dict] = []
         self.phase: str | None = None
@@ -147,7 +150,7 @@ class Trainer:
         # training steps recorded once as CUDA graphs and replayed (_graphs.py); not under autocast or torchrun
         self.graphs = (
             config.cuda_graphs and graphs_supported(device) and self.processes == 1
-            and config.precision == "float32"
+            and config.precision == "float32" and network.covariates is None
         )  # fmt: skip
         self.sparse_inputs = frozenset(
             n for n, X in matrices.items()
@@ -165,15 +168,24 @@ class Trainer:
         """Training minibatches (shuffled, masked) or, with ``shuffle=False``, validation ones
         (``VALIDATION_ROWS`` cells)."""
         layouts = self.network.feature_major
+        rows = self._set_batch_codes if self.batch_codes is not None else None
         if not shuffle:
-            return minibatches(matrices, pairs, VALIDATION_ROWS, self.device, feature_major=layouts)
+            return minibatches(
+                matrices, pairs, VALIDATION_ROWS, self.device, feature_major=layouts, on_rows=rows
+            )
         rates = {n: self.network.specs[n].mask_rate for n in pairs.rows}
         if self.processes > 1:
             pairs = self._share(pairs)
         return minibatches(
             matrices, pairs, self.config.batch_size, self.device, self.rng, rates, self.config.mask_scaling,
-            layouts, self.sparse_inputs,
+            layouts, self.sparse_inputs, on_rows=rows,
         )  # fmt: skip
+
+    def _set_batch_codes(self, rows: dict[str, np.ndarray]) -> None:
+        """The batch covariates read the batches of the minibatch's rows (see BatchCovariates)."""
+        self.network.covariates.codes = {
+            name: torch.as_tensor(self.batch_codes[name][r], device=self.device) for name, r in rows.items()
+        }
 
     def _share(self, pairs: PairedRows) -> PairedRows:
         """This process's share of ``pairs`` for one epoch: as many pairs for every process, none twice."""
@@ -222,8 +234,12 @@ class Trainer:
     def _loop(self, phase: str, max_epochs: int, run_epoch, validate, average=None) -> list[dict]:
         """Shared epoch loop: train, validate, early-stop, restore the best weights. With ``average`` (a
         :class:`_WeightAverage`), validation, early stopping and the restored weights are the average's."""
-        with self.network.chromosome_io():
-            return self._epochs(phase, max_epochs, run_epoch, validate, average)
+        try:
+            with self.network.chromosome_io():
+                return self._epochs(phase, max_epochs, run_epoch, validate, average)
+        finally:  # no minibatch's batch codes outlive the phase
+            if self.network.covariates is not None:
+                self.network.covariates.codes = None
 
     def _epochs(self, phase: str, max_epochs: int, run_epoch, validate, average) -> list[dict]:
         # Within the KL warm-up the objective is not yet the one trained for: with a lighter KL term the
