@@ -4,9 +4,10 @@ Rows per direction: the paper's model without covariates, the model with batch c
 (``batch_key="batch"``; the unknown test batch translated with the mean of the training batches' covariates),
 and that model adapted to the test batch with ``map_query`` on the test cells' SOURCE modality only (their
 target is never seen: the adapted encoder learns from the cells' own reconstruction, as scArches does), against
-the training mean, kNN and kernel ridge fitted on the training batches. Every butterfly model uses
-``FAST_SETTING``; rows are the mean ± sd over ``--seeds``; ``(below X)`` marks a 95% paired-bootstrap interval
-over test cells (model seed ``--seeds[0]``) of its difference from X that lies below 0 (for RMSE, above). The
+the training mean, kNN and kernel ridge fitted on the training batches; and the same with ``fine_tune=False``
+(only the new batch's covariate vectors train). Every butterfly model uses ``FAST_SETTING``; rows are the mean ±
+sd over ``--seeds``. Below each table, per model and direction, the metrics where a 95% paired-bootstrap
+interval over test cells (model seed ``--seeds[0]``) of its difference from another row excludes 0. The
 by-cell protocols' scores, for the gap, are those of ``results/accuracy.md``.
 
 Protocols: ``cite-batch`` (CITE-seq starter: train on batch s1d1, test on s1d2) and ``snare-batch4`` (SNARE-seq
@@ -32,7 +33,7 @@ from butterfly import metrics  # noqa: E402
 from butterfly.benchmark._evaluate import _translate_and_score  # noqa: E402
 
 BASELINES = ("mean", "knn", "kernel-ridge")
-MODELS = ("butterfly", "butterfly covariates", "butterfly map_query")
+MODELS = ("butterfly", "butterfly covariates", "butterfly map_query", "butterfly map_query covariates-only")
 
 
 def _scores(model, first, second, label_key, runs):
@@ -79,15 +80,26 @@ def run(protocol: str, args) -> dict:
         for direction in directions:  # adapted to the test batch's source modality alone
             source = direction.split("->")[0]
             query = (first if source == modalities[0] else second)[test]
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                adapted = model.map_query(query, source, epochs=args.query_epochs, seed=seed, progress=False)
-                seconds = time.perf_counter() - start
-                scores, made, truths, _ = _scores(
-                    adapted, first[test], second[test], label_key, args.scoring_runs
-                )
-            record("butterfly map_query", seed, seconds, scores, made, only=[direction])
+            for name, fine_tune in (
+                ("butterfly map_query", True),
+                ("butterfly map_query covariates-only", False),
+            ):
+                start = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    adapted = model.map_query(
+                        query,
+                        source,
+                        epochs=args.query_epochs,
+                        seed=seed,
+                        fine_tune=fine_tune,
+                        progress=False,
+                    )
+                    seconds = time.perf_counter() - start
+                    scores, made, truths, _ = _scores(
+                        adapted, first[test], second[test], label_key, args.scoring_runs
+                    )
+                record(name, seed, seconds, scores, made, only=[direction])
     comparisons = []
     labels = first[test].obs[label_key].to_numpy()
     for name in MODELS:
@@ -117,7 +129,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200, help="bootstrap resamples")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--name", default="query")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the markdown from the saved JSON")
     args = parser.parse_args()
+    if args.report_only:
+        import json
+
+        results = json.loads((args.out / f"{args.name}.json").read_text())
+        text = (args.out / f"{args.name}.md").read_text()
+        head = text[: text.index("## ")]
+        body = [
+            line
+            for r in results["protocols"]
+            for line in [f"## {r['protocol']}", "", *_table(r, results["seeds"])]
+        ]
+        write_results(args.out, args.name, results, head + "\n".join(body) + "\n")
+        return
     info = machine()
     results = {"machine": info, "setting": dict(bf.FAST_SETTING), "seeds": args.seeds, "protocols": []}
     lines = [
@@ -125,8 +151,10 @@ def main() -> None:
         "",
         f"Written by `benchmarks/query.py` on {info.get('cpu', '?')} ({info.get('torch_threads', '?')} torch "
         f"threads). butterfly rows: `FAST_SETTING`, mean ± sd over model seeds {args.seeds}; map_query: "
-        f"{args.query_epochs} epochs on the test batch's source modality. (below X): the 95% paired-bootstrap "
-        "interval of the difference from X lies below 0 (for RMSE, above).",
+        f"{args.query_epochs} epochs on the test batch's source modality, fine-tuning that modality's encoder and "
+        "decoder (map_query) or only the new batch's covariate vectors (covariates-only). Below each table, per "
+        "model: the metrics where it is better or worse than kNN, kernel ridge and butterfly without covariates, "
+        f"by a 95% paired-bootstrap interval over test cells (model seed {args.seeds[0]}) that excludes 0.",
         "",
     ]
     for protocol in args.protocols:
@@ -136,31 +164,32 @@ def main() -> None:
         write_results(args.out, args.name, results, "\n".join(lines) + "\n")
 
 
+#: The rows each butterfly row is compared with, below each table.
+VERSUS = ("knn", "kernel-ridge", "butterfly")
+
+
 def _table(result: dict, seeds: list[int]) -> list[str]:
-    """accuracy.table's layout; each butterfly row's marks name the baselines and models it falls below."""
+    """accuracy.table's layout, then per butterfly model and direction the metrics where it is better or
+    worse than kNN, kernel ridge and the model without covariates, beyond the paired bootstrap's 95%."""
     import pandas as pd
 
     comparisons = pd.DataFrame(result["comparisons"])
-    by_model = {**result, "comparisons": []}
-    lines = table(by_model, seeds)
-    for name in MODELS:
-        mine = comparisons[comparisons["model"] == name]
-        for direction, part in mine.groupby("direction", sort=False):
-            worse = [
-                f"{metric} below {', '.join(sorted(rows.versus))}"
-                for metric, rows in part[
-                    (part.low > 0) & (part.metric == "RMSE") | (part.high < 0) & (part.metric != "RMSE")
-                ].groupby("metric")
-            ]
-            better = [
-                f"{metric} above {', '.join(sorted(rows.versus))}"
-                for metric, rows in part[
-                    (part.high < 0) & (part.metric == "RMSE") | (part.low > 0) & (part.metric != "RMSE")
-                ].groupby("metric")
-            ]
-            lines.append(
-                f"- {name}, {direction}: " + ("; ".join(better + worse) or "no difference beyond noise")
-            )
+    lines = table({**result, "comparisons": []}, seeds)
+    errors = comparisons.metric.isin(["RMSE", "MAE"])  # lower is better
+    comparisons["verdict"] = ""
+    comparisons.loc[(comparisons.low > 0) & ~errors | (comparisons.high < 0) & errors, "verdict"] = "better"
+    comparisons.loc[(comparisons.high < 0) & ~errors | (comparisons.low > 0) & errors, "verdict"] = "worse"
+    for name in MODELS[1:]:
+        for direction, part in comparisons[comparisons.model == name].groupby("direction", sort=False):
+            said = []
+            for versus in VERSUS:
+                rows = part[(part.versus == versus) & (part.verdict != "")]
+                for verdict in ("better", "worse"):
+                    metrics_ = sorted(rows[rows.verdict == verdict].metric)
+                    if metrics_:
+                        said.append(f"{verdict} than {versus} on {', '.join(metrics_)}")
+            lines.append(f"- {name}, {direction}: " + ("; ".join(said) or "no difference beyond noise from "
+                                                        + ", ".join(VERSUS)))  # fmt: skip
     return lines + [""]
 
 

@@ -161,3 +161,19 @@ def test_the_command_line_trains_with_covariates_and_maps_a_query(demo, tmp_path
     code = main(["map-query", "--model", str(tmp_path / "m2"), "--input", str(tmp_path / "atac.h5ad"),
                  "--source", "atac", "--out", str(tmp_path / "m3")])  # fmt: skip
     assert code == 2 and "holds only batches the model was trained on" in capsys.readouterr().err
+
+
+def test_map_query_without_fine_tuning_trains_only_the_new_batches_vectors(conditioned, demo):
+    _, atac, known = demo
+    before = conditioned.network.state_dict()
+    adapted = conditioned.map_query(atac[~known], "atac", epochs=2, fine_tune=False, progress=False)
+    state = adapted.network.state_dict()
+    for key, value in before.items():
+        if key.startswith("covariates."):
+            torch.testing.assert_close(state[key][: value.shape[0]], value, rtol=0, atol=0)
+        else:
+            torch.testing.assert_close(state[key], value, rtol=0, atol=0)  # every weight as it was
+    new = state["covariates.encoder_shift.atac.weight"][6:]
+    start = before["covariates.encoder_shift.atac.weight"].mean(dim=0)
+    assert (new - start).abs().max() > 0  # the new batches' vectors moved from the known mean
+    assert adapted.query_["fine_tune"] is False

@@ -1032,7 +1032,8 @@ class Butterfly:
 
     def map_query(
         self, query, modality: str, *, batch_key: str | None = None, epochs: int = 20, seed: int = 0,
-        layer: str | None = None, batch_size: int = 128, lr: float = 1e-3, progress: bool = True,
+        layer: str | None = None, batch_size: int = 128, lr: float = 1e-3, fine_tune: bool = True,
+        progress: bool = True,
     ) -> Butterfly:  # fmt: skip
         """A new model adapted to cells of new batches measured in ONE modality (this model is not changed).
 
@@ -1059,6 +1060,9 @@ class Butterfly:
             seed of its masks and latent draws.
         layer
             Read the query's counts from ``layers[layer]`` instead of ``X``.
+        fine_tune
+            True (default): ``modality``'s encoder and decoder are fine-tuned with the new batches' vectors.
+            False: only the new batches' vectors train, every weight of the model stays as it is.
         progress
             A progress bar over the epochs.
 
@@ -1079,7 +1083,7 @@ class Butterfly:
         from ._query import map_query
 
         return map_query(self, query, modality, batch_key=batch_key, epochs=epochs, seed=seed, layer=layer,
-                         batch_size=batch_size, lr=lr, progress=progress)  # fmt: skip
+                         batch_size=batch_size, lr=lr, fine_tune=fine_tune, progress=progress)  # fmt: skip
 
     # -- persistence (butterfly.model._persistence) ------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 def map_query(
     model: Butterfly, query, modality: str, *, batch_key: str | None = None, epochs: int = 20, seed: int = 0,
-    layer: str | None = None, batch_size: int = 128, lr: float = 1e-3, progress: bool = True,
+    layer: str | None = None, batch_size: int = 128, lr: float = 1e-3, fine_tune: bool = True,
+    progress: bool = True,
 ) -> Butterfly:  # fmt: skip
     """See :meth:`butterfly.Butterfly.map_query`."""
     check_names(model, modality)
@@ -62,7 +63,7 @@ def map_query(
     net = adapted.network
     net.covariates.grow(len(categories))
     adapted.batch_categories_ = categories
-    trainable, hooks = _freeze_all_but(net, modality, n_known=len(known))
+    trainable, hooks = _freeze_all_but(net, modality, n_known=len(known), networks=fine_tune)
 
     spec, device = net.specs[modality], adapted.device
     kl_weight = spec.kl_weight_for(X.shape[1])
@@ -80,7 +81,7 @@ def map_query(
     bar = progress_bar(range(epochs), desc=f"map_query {modality}", unit="epoch", disable=not progress)
     try:
         for epoch in bar:
-            _train_mode(net, modality)
+            _train_mode(net, modality, fine_tune)
             start, total, seen = time.perf_counter(), 0.0, 0
             batches = minibatches(
                 {modality: X}, rows, batch_size, device, rng, {modality: spec.mask_rate},
@@ -112,19 +113,21 @@ def map_query(
             parameter.requires_grad_(True)
         net.eval()
     adapted.query_ = {"modality": modality, "batch_key": key, "new_batches": new, "cells": int(X.shape[0]),
-                      "epochs": int(epochs)}  # fmt: skip
+                      "epochs": int(epochs), "fine_tune": bool(fine_tune)}  # fmt: skip
     adapted.query_history_ = pd.DataFrame(history)
     adapted.translation_check_ = model.translation_check_
     return adapted
 
 
-def _freeze_all_but(net, modality: str, *, n_known: int):
+def _freeze_all_but(net, modality: str, *, n_known: int, networks: bool = True):
     """Freeze the network but ``modality``'s encoder and decoder and its new batches' covariate vectors (the
     known batches' vectors are kept by zeroing their gradients); returns the parameters that train and the
     gradient hooks to remove afterwards."""
     for parameter in net.parameters():
         parameter.requires_grad_(False)
-    trainable = [*net.encoders[modality].parameters(), *net.decoders[modality].parameters()]
+    trainable = (
+        [*net.encoders[modality].parameters(), *net.decoders[modality].parameters()] if networks else []
+    )
     hooks = []
     for table in (net.covariates.encoder_shift[modality], net.covariates.decoder_shift[modality]):
         keep_known = lambda grad, n=n_known: torch.cat([torch.zeros_like(grad[:n]), grad[n:]])  # noqa: E731
@@ -136,9 +139,10 @@ def _freeze_all_but(net, modality: str, *, n_known: int):
     return trainable, hooks
 
 
-def _train_mode(net, modality: str) -> None:
-    """Dropout and BatchNorm statistics of ``modality``'s encoder and decoder train; the frozen parts
-    (translator, the other modality) keep their statistics (eval mode)."""
+def _train_mode(net, modality: str, networks: bool = True) -> None:
+    """Dropout and BatchNorm statistics of ``modality``'s encoder and decoder train (when they are
+    fine-tuned); the frozen parts (translator, the other modality) keep their statistics (eval mode)."""
     net.eval()
-    net.encoders[modality].train()
-    net.decoders[modality].train()
+    if networks:
+        net.encoders[modality].train()
+        net.decoders[modality].train()
