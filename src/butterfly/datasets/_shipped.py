@@ -21,12 +21,7 @@ def snare_mcc_demo() -> tuple[ad.AnnData, ad.AnnData]:
     >>> rna.n_obs == atac.n_obs == 2000
     True
     """
-    folder = resources.files("butterfly.datasets") / "data"
-    with resources.as_file(folder / "snare_mcc_2k_rna.h5ad") as path:
-        rna = ad.read_h5ad(path)
-    with resources.as_file(folder / "snare_mcc_2k_atac.h5ad") as path:
-        atac = ad.read_h5ad(path)
-    return rna, atac
+    return _read("snare_mcc_2k_rna.h5ad"), _read("snare_mcc_2k_atac.h5ad")
 
 
 def _read(name: str) -> ad.AnnData:
