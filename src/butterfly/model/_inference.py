@@ -248,7 +248,7 @@ def with_modality(mdata, translated: ad.AnnData, key: str):
         raise ButterflyInputError(
             f"The MuData has modalities {sorted(mdata.mod)}; name the translation's with key_added=."
         )
-    return mudata.MuData({**{name: mod for name, mod in mdata.mod.items()}, key: translated})
+    return mudata.MuData({**mdata.mod, key: translated})
 
 
 def translation_anndata(
